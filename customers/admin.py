@@ -1,0 +1,335 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from customers import services
+from customers.models import ConsumerMapping, Customer
+from customers.selectors import billing_account_ids, customer_ancestors, customer_descendants
+
+
+class CustomerForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = [
+            "key",
+            "name",
+            "email",
+            "currency",
+            "timezone",
+            "parent",
+            "bill_to_parent",
+            "address_line1",
+            "address_line2",
+            "city",
+            "region",
+            "postal_code",
+            "country",
+            "tax_id",
+            "rail",
+            "rail_settings",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk and "parent" in cleaned:
+            try:
+                services.customer_parent_validate(
+                    customer=self.instance, parent=cleaned.get("parent")
+                )
+            except ValidationError as exc:
+                self.add_error("parent", exc.message_dict["parent"])
+        return cleaned
+
+
+class ConsumerMappingForm(forms.ModelForm):
+    class Meta:
+        model = ConsumerMapping
+        fields = ["consumer_key", "customer", "valid_from", "valid_to"]
+
+    def clean(self):
+        cleaned = super().clean()
+        key, start = cleaned.get("consumer_key"), cleaned.get("valid_from")
+        if key and start:
+            try:
+                services.consumer_mapping_validate(
+                    consumer_key=key,
+                    valid_from=start,
+                    valid_to=cleaned.get("valid_to"),
+                    exclude_pk=self.instance.pk,
+                )
+            except ValidationError as exc:
+                for field, errors in exc.error_dict.items():
+                    self.add_error(field, errors)
+        return cleaned
+
+    def validate_constraints(self, exclude=None):  # the clean() above names the conflict instead
+        pass
+
+
+class ConsumerMappingInline(admin.TabularInline):
+    model = ConsumerMapping
+    form = ConsumerMappingForm
+    fields = ["consumer_key", "valid_from", "valid_to"]
+    extra = 0
+    ordering = ["consumer_key", "valid_from"]
+    verbose_name = "consumer key"
+    verbose_name_plural = "consumer keys (gateway subjects), with their validity"
+
+
+class SubsidiaryInline(admin.TabularInline):
+    model = Customer
+    fk_name = "parent"
+    fields = ["link", "name", "bill_to_parent", "rail"]
+    readonly_fields = ["link", "name", "bill_to_parent", "rail"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name = "subsidiary"
+    verbose_name_plural = "direct subsidiaries"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="key")
+    def link(self, obj: Customer):
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:customers_customer_change", args=[obj.pk]),
+            obj.key,
+        )
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    form = CustomerForm
+    list_display = [
+        "key",
+        "name",
+        "place_in_tree",
+        "billing_account",
+        "rail",
+        "currency",
+        "timezone",
+    ]
+    list_filter = ["rail", "currency", ("parent", admin.EmptyFieldListFilter)]
+    list_select_related = ["parent"]
+    search_fields = ["key", "name", "consumer_mappings__consumer_key"]
+    autocomplete_fields = ["parent"]
+    readonly_fields = ["tree", "created_at", "updated_at"]
+    inlines = [ConsumerMappingInline, SubsidiaryInline]
+    fieldsets = [
+        (None, {"fields": ["key", "name", "email", "currency", "timezone"]}),
+        ("Company tree", {"fields": ["parent", "bill_to_parent", "tree"]}),
+        (
+            "Postal address and tax",
+            {
+                "fields": [
+                    "address_line1",
+                    "address_line2",
+                    "city",
+                    "region",
+                    "postal_code",
+                    "country",
+                    "tax_id",
+                ]
+            },
+        ),
+        ("Settlement", {"fields": ["rail", "rail_settings"]}),
+        ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        return queryset, True
+
+    def get_changelist_instance(self, request):
+        cl = super().get_changelist_instance(request)
+        ids = [c.pk for c in cl.result_list]
+        accounts = billing_account_ids(customer_ids=ids)
+        keys = dict(Customer.objects.filter(pk__in=set(accounts.values())).values_list("pk", "key"))
+        for customer in cl.result_list:
+            customer.billing_account_key = keys.get(accounts.get(customer.pk), customer.key)
+        return cl
+
+    @admin.display(description="place in tree")
+    def place_in_tree(self, obj: Customer) -> str:
+        if obj.parent_id is None:
+            return "top level"
+        return f"under {obj.parent.key}"
+
+    @admin.display(description="billed on")
+    def billing_account(self, obj: Customer) -> str:
+        return getattr(obj, "billing_account_key", "")
+
+    @admin.display(description="tree")
+    def tree(self, obj: Customer):
+        if obj.pk is None:
+            return "—"
+        ancestors = customer_ancestors(customer=obj)
+        rows = [(a, depth, False) for depth, a in enumerate(ancestors)]
+        base = len(ancestors)
+        rows += [
+            (c, base + depth, c.pk == obj.pk) for c, depth in customer_descendants(customer=obj)
+        ]
+        accounts = billing_account_ids(customer_ids=[c.pk for c, _, _ in rows])
+        key_by_id = {c.pk: c.key for c, _, _ in rows}
+        return format_html(
+            '<div class="customer-tree">{}</div>',
+            format_html_join(
+                "",
+                '<div style="padding-left:{}em">{}<a href="{}">{}</a> {} <span class="help">billed on {}</span></div>',
+                (
+                    (
+                        depth * 1.5,
+                        "└ " if depth else "",
+                        reverse("admin:customers_customer_change", args=[c.pk]),
+                        c.key,
+                        "(this customer)" if current else "",
+                        key_by_id.get(accounts.get(c.pk), c.key),
+                    )
+                    for c, depth, current in rows
+                ),
+            ),
+        )
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is ConsumerMapping:
+            instances = formset.save(commit=False)
+            for obj in formset.deleted_objects:
+                obj.delete()
+            for mapping in instances:
+                mapping.customer = form.instance
+                services.consumer_mapping_update(mapping=mapping)
+            return
+        super().save_formset(request, form, formset, change)
+
+
+class ConsumerKeyMoveForm(forms.Form):
+    consumer_key = forms.CharField(max_length=255)
+    to_customer = forms.ModelChoiceField(
+        queryset=Customer.objects.order_by("key"), label="Move to customer"
+    )
+    at = forms.DateTimeField(
+        label="From (UTC)",
+        help_text="The old mapping ends and the new one starts at this instant. Format: 2026-11-01 00:00:00.",
+    )
+
+
+class ValidityFilter(admin.SimpleListFilter):
+    title = "validity"
+    parameter_name = "validity"
+
+    def lookups(self, request, model_admin):
+        return [("current", "Valid now"), ("ended", "Ended"), ("future", "Starts later")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "current":
+            return queryset.filter(valid_from__lte=now).filter(
+                Q(valid_to__isnull=True) | Q(valid_to__gt=now)
+            )
+        if self.value() == "ended":
+            return queryset.filter(valid_to__lte=now)
+        if self.value() == "future":
+            return queryset.filter(valid_from__gt=now)
+        return queryset
+
+
+@admin.register(ConsumerMapping)
+class ConsumerMappingAdmin(admin.ModelAdmin):
+    form = ConsumerMappingForm
+    list_display = ["consumer_key", "customer_link", "valid_from", "valid_to"]
+    list_select_related = ["customer"]
+    list_filter = [ValidityFilter]
+    search_fields = ["consumer_key", "customer__key", "customer__name"]
+    autocomplete_fields = ["customer"]
+    date_hierarchy = "valid_from"
+    actions = ["move_to_another_customer"]
+    change_list_template = "admin/customers/consumermapping/change_list.html"
+
+    @admin.display(description="customer", ordering="customer__key")
+    def customer_link(self, obj: ConsumerMapping):
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:customers_customer_change", args=[obj.customer_id]),
+            obj.customer.key,
+        )
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            services.consumer_mapping_update(mapping=obj)
+        else:
+            saved = services.consumer_mapping_create(
+                consumer_key=obj.consumer_key,
+                customer=obj.customer,
+                valid_from=obj.valid_from,
+                valid_to=obj.valid_to,
+            )
+            obj.pk = saved.pk
+
+    def get_urls(self):
+        return [
+            path(
+                "move/",
+                self.admin_site.admin_view(self.move_view),
+                name="customers_consumermapping_move",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Move the selected consumer key to another customer…")
+    def move_to_another_customer(self, request, queryset):
+        keys = sorted(set(queryset.values_list("consumer_key", flat=True)))
+        if len(keys) != 1:
+            self.message_user(
+                request, "Select mappings of exactly one consumer key to move it.", messages.WARNING
+            )
+            return None
+        return redirect(f"{reverse('admin:customers_consumermapping_move')}?consumer_key={keys[0]}")
+
+    def move_view(self, request):
+        if not self.has_change_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        initial = {
+            "consumer_key": request.GET.get("consumer_key", ""),
+            "at": timezone.now().replace(microsecond=0),
+        }
+        form = ConsumerKeyMoveForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                mapping = services.consumer_key_move(
+                    consumer_key=form.cleaned_data["consumer_key"],
+                    to_customer=form.cleaned_data["to_customer"],
+                    at=form.cleaned_data["at"],
+                )
+            except ValidationError as exc:
+                for messages_ in (
+                    exc.message_dict.values() if hasattr(exc, "error_dict") else [exc.messages]
+                ):
+                    for message in messages_:
+                        form.add_error(None, message)
+            else:
+                self.message_user(request, f"Moved: {mapping}.", messages.SUCCESS)
+                return redirect(
+                    f"{reverse('admin:customers_consumermapping_changelist')}?q={mapping.consumer_key}"
+                )
+        history = ConsumerMapping.objects.select_related("customer").filter(
+            consumer_key=form["consumer_key"].value() or ""
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Move a consumer key to another customer",
+            "form": form,
+            "history": history,
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/customers/consumermapping/move.html", context)

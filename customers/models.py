@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import zoneinfo
+
+from django.conf import settings
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.contrib.postgres.fields import DateTimeRangeField, RangeBoundary, RangeOperators
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Func, Q
+
+from core.money import UnknownCurrency, currency_validate
+
+KEY_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+    "Use letters, digits, '.', '_', ':' and '-', starting with a letter or digit.",
+)
+
+
+def validate_currency(value: str) -> None:
+    try:
+        currency_validate(value)
+    except UnknownCurrency as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone (for example 'Europe/Berlin').")
+
+
+def rail_choices() -> list[tuple[str, str]]:
+    return [(key, key.upper() if key == "ach" else key.title()) for key in settings.BILLING_RAILS]
+
+
+class Customer(models.Model):
+    """A billing identity. Subsidiaries hang under a parent, in a tree of any depth.
+
+    A subsidiary with ``bill_to_parent`` is billed on its nearest ancestor that is not
+    billed to its parent: its billing account. The database refuses a cycle (a trigger,
+    see migration 0002).
+    """
+
+    key = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[KEY_VALIDATOR],
+        help_text="Stable identifier chosen by you; used in the API, YAML and usage queries.",
+    )
+    name = models.CharField(max_length=200)
+    email = models.EmailField("billing email", blank=True, help_text="Where invoices are sent.")
+    address_line1 = models.CharField("address line 1", max_length=200, blank=True)
+    address_line2 = models.CharField("address line 2", max_length=200, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    region = models.CharField("state / region", max_length=100, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    country = models.CharField(
+        max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, e.g. US, DE."
+    )
+    tax_id = models.CharField(
+        "tax id", max_length=50, blank=True, help_text="VAT, EIN or GST number."
+    )
+    currency = models.CharField(
+        max_length=3, default="USD", validators=[validate_currency], help_text="ISO 4217 code."
+    )
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="Billing periods start and end at midnight in this time zone.",
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="subsidiaries",
+        help_text="The parent company, for a subsidiary.",
+    )
+    bill_to_parent = models.BooleanField(
+        default=True,
+        help_text="For a subsidiary: its usage is billed on its parent's consolidated invoice. "
+        "Ignored for a customer without a parent.",
+    )
+    rail = models.CharField(
+        max_length=32,
+        choices=rail_choices,
+        default="manual",
+        help_text="Where this customer's invoices are settled. A subsidiary billed to its parent "
+        "uses the parent's rail.",
+    )
+    rail_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Rail details: stripe_customer_id for Stripe; netsuite_entity_id for NetSuite; "
+        "routing_number, account_number, account_type, mandate_date for ACH.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(parent=F("pk")), name="customer_not_own_parent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key})"
+
+
+class TsTzRange(Func):
+    function = "TSTZRANGE"
+    output_field = DateTimeRangeField()
+
+
+class ConsumerMapping(models.Model):
+    """A gateway consumer (the event's ``subject``) belongs to a customer over ``[valid_from, valid_to)``.
+
+    At any instant a consumer key belongs to at most one customer: an exclusion constraint
+    on (consumer_key, validity range) guarantees it.
+    """
+
+    consumer_key = models.CharField(
+        max_length=255,
+        help_text="What the gateway puts in the event's subject: an API key id, app or consumer id.",
+    )
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="consumer_mappings"
+    )
+    valid_from = models.DateTimeField(help_text="First instant the key belongs to this customer.")
+    valid_to = models.DateTimeField(
+        null=True, blank=True, help_text="First instant it no longer does; empty means open-ended."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["consumer_key", "valid_from"]
+        indexes = [models.Index(fields=["customer", "valid_from"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gt=F("valid_from")),
+                name="consumer_mapping_valid_range",
+                violation_error_message="valid_to must be after valid_from.",
+            ),
+            ExclusionConstraint(
+                name="consumer_mapping_no_overlap",
+                expressions=[
+                    ("consumer_key", RangeOperators.EQUAL),
+                    (TsTzRange("valid_from", "valid_to", RangeBoundary()), RangeOperators.OVERLAPS),
+                ],
+                violation_error_message="This consumer key is already mapped for part of that time.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        until = self.valid_to.isoformat() if self.valid_to else "open"
+        return f"{self.consumer_key} → {self.customer.key} [{self.valid_from.isoformat()}, {until})"

@@ -1,0 +1,217 @@
+"""Changes to customers and consumer mappings.
+
+Every write validates first and raises ``django.core.exceptions.ValidationError`` with
+field-level messages; the database constraints (no cycle, no overlapping mapping) are
+the guarantee behind those checks and are translated into the same errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+
+from customers.models import ConsumerMapping, Customer
+from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
+
+CUSTOMER_FIELDS = {
+    "key",
+    "name",
+    "email",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+    "tax_id",
+    "currency",
+    "timezone",
+    "parent",
+    "bill_to_parent",
+    "rail",
+    "rail_settings",
+}
+
+
+def customer_parent_validate(*, customer: Customer, parent: Customer | None) -> None:
+    """Raise ``ValidationError`` on ``parent`` if placing ``customer`` under it makes a cycle."""
+    if parent is None or customer.pk is None:
+        return
+    if parent.pk == customer.pk:
+        raise ValidationError({"parent": f"{customer.key} cannot be its own parent."})
+    chain = customer_ancestor_ids(customer_id=parent.pk)
+    if customer.pk in chain:
+        keys = dict(Customer.objects.filter(pk__in=chain).values_list("pk", "key"))
+        path = " → ".join(keys[i] for i in reversed(chain[: chain.index(customer.pk) + 1]))
+        raise ValidationError(
+            {
+                "parent": f"{parent.key} is already below {customer.key} ({path}); "
+                f"making it {customer.key}'s parent would create a cycle."
+            }
+        )
+
+
+def _translate_integrity_error(exc: IntegrityError) -> ValidationError:
+    message = str(exc)
+    if "customer_no_cycle" in message or "customer_not_own_parent" in message:
+        return ValidationError({"parent": "That parent would create a cycle in the customer tree."})
+    if "customers_customer_key" in message:
+        return ValidationError({"key": "A customer with this key already exists."})
+    return ValidationError(message)
+
+
+def _customer_save(customer: Customer) -> Customer:
+    customer.full_clean(validate_unique=True)
+    try:
+        with transaction.atomic():
+            customer.save()
+    except IntegrityError as exc:
+        raise _translate_integrity_error(exc) from exc
+    return customer
+
+
+def customer_create(**fields: Any) -> Customer:
+    """Create a customer. Unknown fields raise ``TypeError``; invalid values ``ValidationError``."""
+    unknown = set(fields) - CUSTOMER_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
+    return _customer_save(Customer(**fields))
+
+
+def customer_update(*, customer: Customer, **fields: Any) -> Customer:
+    """Change a customer's fields; a new parent is checked for cycles first."""
+    unknown = set(fields) - CUSTOMER_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
+    if "parent" in fields:
+        customer_parent_validate(customer=customer, parent=fields["parent"])
+    for name, value in fields.items():
+        setattr(customer, name, value)
+    return _customer_save(customer)
+
+
+def _lock_consumer_key(consumer_key: str) -> None:
+    # Serialises changes to one consumer key so checks and writes see each other.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [consumer_key])
+
+
+def _describe(mapping: ConsumerMapping) -> str:
+    until = mapping.valid_to.isoformat() if mapping.valid_to else "open-ended"
+    return (
+        f"mapping #{mapping.pk} of '{mapping.consumer_key}' to {mapping.customer.key} "
+        f"from {mapping.valid_from.isoformat()} until {until}"
+    )
+
+
+def consumer_mapping_validate(
+    *,
+    consumer_key: str,
+    valid_from: datetime,
+    valid_to: datetime | None,
+    exclude_pk: int | None = None,
+) -> None:
+    """Raise ``ValidationError`` if the range is empty or meets another mapping of the key."""
+    if valid_to is not None and valid_to <= valid_from:
+        raise ValidationError({"valid_to": "valid_to must be after valid_from."})
+    conflict = consumer_mappings_overlapping(
+        consumer_key=consumer_key, valid_from=valid_from, valid_to=valid_to, exclude_pk=exclude_pk
+    ).first()
+    if conflict is not None:
+        raise ValidationError(
+            {
+                "valid_from": f"Overlaps {_describe(conflict)}. A consumer key belongs to one customer at a time."
+            }
+        )
+
+
+def _mapping_save(mapping: ConsumerMapping) -> ConsumerMapping:
+    try:
+        with transaction.atomic():
+            _lock_consumer_key(mapping.consumer_key)
+            consumer_mapping_validate(
+                consumer_key=mapping.consumer_key,
+                valid_from=mapping.valid_from,
+                valid_to=mapping.valid_to,
+                exclude_pk=mapping.pk,
+            )
+            mapping.full_clean(validate_constraints=False)
+            mapping.save()
+    except IntegrityError as exc:  # a writer that skipped the lock; the constraint still holds
+        consumer_mapping_validate(
+            consumer_key=mapping.consumer_key,
+            valid_from=mapping.valid_from,
+            valid_to=mapping.valid_to,
+            exclude_pk=mapping.pk,
+        )
+        raise ValidationError(str(exc)) from exc
+    return mapping
+
+
+def consumer_mapping_create(
+    *, consumer_key: str, customer: Customer, valid_from: datetime, valid_to: datetime | None = None
+) -> ConsumerMapping:
+    """Map ``consumer_key`` to ``customer`` over ``[valid_from, valid_to)``."""
+    return _mapping_save(
+        ConsumerMapping(
+            consumer_key=consumer_key, customer=customer, valid_from=valid_from, valid_to=valid_to
+        )
+    )
+
+
+def consumer_mapping_update(*, mapping: ConsumerMapping, **fields: Any) -> ConsumerMapping:
+    """Change a mapping's customer or validity; overlaps are refused as on create."""
+    unknown = set(fields) - {"consumer_key", "customer", "valid_from", "valid_to"}
+    if unknown:
+        raise TypeError(f"Unknown mapping fields: {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(mapping, name, value)
+    return _mapping_save(mapping)
+
+
+@transaction.atomic
+def consumer_key_move(*, consumer_key: str, to_customer: Customer, at: datetime) -> ConsumerMapping:
+    """Move ``consumer_key`` to ``to_customer`` from ``at`` on, in one transaction.
+
+    The mapping valid at ``at`` (if any) is closed at ``at``; the new mapping runs from
+    ``at`` until the closed mapping would have ended, or until the key's next mapping
+    starts, or open-ended. Later mappings are left as they are.
+    """
+    _lock_consumer_key(consumer_key)
+    current = (
+        ConsumerMapping.objects.select_for_update()
+        .filter(consumer_key=consumer_key, valid_from__lte=at)
+        .exclude(valid_to__lte=at)
+        .first()
+    )
+    if current is not None and current.customer_id == to_customer.pk:
+        raise ValidationError(
+            {
+                "to_customer": f"'{consumer_key}' already belongs to {to_customer.key} at {at.isoformat()}."
+            }
+        )
+    if current is not None and current.valid_from == at:
+        # The whole mapping moves: re-point it instead of leaving an empty range behind.
+        current.customer = to_customer
+        current.save(update_fields=["customer"])
+        return current
+    end: datetime | None
+    if current is not None:
+        end = current.valid_to
+        current.valid_to = at
+        current.save(update_fields=["valid_to"])
+    else:
+        following = (
+            ConsumerMapping.objects.filter(consumer_key=consumer_key, valid_from__gt=at)
+            .order_by("valid_from")
+            .first()
+        )
+        end = following.valid_from if following else None
+    return _mapping_save(
+        ConsumerMapping(
+            consumer_key=consumer_key, customer=to_customer, valid_from=at, valid_to=end
+        )
+    )

@@ -1,0 +1,134 @@
+"""Every admin page loads for a superuser, and the customer admin's own views work."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib import admin
+from django.test import RequestFactory
+from django.urls import reverse
+
+from core.models import ApiKey
+from core.services import api_key_create
+from customers.models import ConsumerMapping
+from tests.factories import ConsumerMappingFactory, CustomerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def populated(admin_user):
+    parent = CustomerFactory(key="globex")
+    child = CustomerFactory(key="globex-eu", parent=parent)
+    ConsumerMappingFactory(consumer_key="gw-1", customer=child)
+    api_key_create(name="kong", scopes=["ingest"])
+    return parent
+
+
+def test_every_admin_page_loads_for_a_superuser(admin_client, admin_user, populated):
+    request = RequestFactory().get("/")
+    request.user = admin_user
+    assert admin_client.get(reverse("admin:index")).status_code == 200
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        assert admin_client.get(changelist).status_code == 200, changelist
+        assert admin_client.get(changelist, {"q": "globex"}).status_code == 200, changelist
+        if model_admin.has_add_permission(request):
+            add = reverse(f"admin:{opts.app_label}_{opts.model_name}_add")
+            assert admin_client.get(add).status_code == 200, add
+        obj = model.objects.first()
+        if obj is not None:
+            change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+            assert admin_client.get(change).status_code == 200, change
+
+
+def test_the_customer_page_shows_its_place_in_the_tree(admin_client, populated):
+    child = populated.subsidiaries.get()
+    page = admin_client.get(
+        reverse("admin:customers_customer_change", args=[child.pk])
+    ).content.decode()
+    assert "globex" in page and "(this customer)" in page and "billed on globex" in page
+
+
+def test_search_finds_a_customer_by_consumer_key(admin_client, populated):
+    page = admin_client.get(
+        reverse("admin:customers_customer_changelist"), {"q": "gw-1"}
+    ).content.decode()
+    assert "globex-eu" in page
+
+
+def test_the_admin_refuses_a_cycle_with_a_clear_error(admin_client, populated):
+    url = reverse("admin:customers_customer_change", args=[populated.pk])
+    data = {
+        "key": "globex",
+        "name": "Globex",
+        "email": "",
+        "currency": "USD",
+        "timezone": "UTC",
+        "parent": populated.subsidiaries.get().pk,
+        "bill_to_parent": "on",
+        "rail": "manual",
+        "rail_settings": "{}",
+        "address_line1": "",
+        "address_line2": "",
+        "city": "",
+        "region": "",
+        "postal_code": "",
+        "country": "",
+        "tax_id": "",
+        "consumer_mappings-TOTAL_FORMS": "0",
+        "consumer_mappings-INITIAL_FORMS": "0",
+        "subsidiaries-TOTAL_FORMS": "1",
+        "subsidiaries-INITIAL_FORMS": "1",
+        "subsidiaries-0-id": populated.subsidiaries.get().pk,
+        "subsidiaries-0-parent": populated.pk,
+    }
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    assert "would create a cycle" in response.content.decode()
+    populated.refresh_from_db()
+    assert populated.parent is None
+
+
+def test_the_admin_names_the_overlapping_mapping(admin_client, populated):
+    existing = ConsumerMapping.objects.get()
+    response = admin_client.post(
+        reverse("admin:customers_consumermapping_add"),
+        {
+            "consumer_key": "gw-1",
+            "customer": populated.pk,
+            "valid_from_0": "2026-06-01",
+            "valid_from_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 200
+    assert f"#{existing.pk}" in response.content.decode()
+    assert ConsumerMapping.objects.count() == 1
+
+
+def test_the_move_view_moves_a_key_in_one_step(admin_client, populated):
+    url = reverse("admin:customers_consumermapping_move")
+    assert admin_client.get(url, {"consumer_key": "gw-1"}).status_code == 200
+    response = admin_client.post(
+        url, {"consumer_key": "gw-1", "to_customer": populated.pk, "at": "2026-11-01 00:00:00"}
+    )
+    assert response.status_code == 302
+    rows = list(
+        ConsumerMapping.objects.order_by("valid_from").values_list("customer__key", "valid_to")
+    )
+    assert rows == [("globex-eu", datetime(2026, 11, 1, tzinfo=UTC)), ("globex", None)]
+
+
+def test_creating_an_api_key_in_the_admin_shows_the_secret_once(admin_client):
+    response = admin_client.post(
+        reverse("admin:core_apikey_add"),
+        {"name": "kong-eu", "scopes": ["ingest", "read"]},
+        follow=True,
+    )
+    page = response.content.decode()
+    key = ApiKey.objects.get(name="kong-eu")
+    assert f"ubk_{key.prefix}_" in page
+    change_page = admin_client.get(
+        reverse("admin:core_apikey_change", args=[key.pk])
+    ).content.decode()
+    assert f"ubk_{key.prefix}_" not in change_page
