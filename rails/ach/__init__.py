@@ -1,0 +1,40 @@
+"""The `ach` settlement rail's pure parts: NACHA files, return files, banking days."""
+
+from rails.ach.calendar import is_banking_day, next_banking_day
+from rails.ach.nacha import (
+    AchDebit,
+    AchOriginator,
+    NachaEntry,
+    NachaFile,
+    aba_check_digit,
+    nacha_file_build,
+    routing_number_validate,
+)
+from rails.ach.returns import (
+    AchNotificationOfChange,
+    AchReturn,
+    AchReturnFile,
+    AchReturnInstruction,
+    NachaParseError,
+    nacha_return_file_build,
+    nacha_return_file_parse,
+)
+
+__all__ = [
+    "AchDebit",
+    "AchNotificationOfChange",
+    "AchOriginator",
+    "AchReturn",
+    "AchReturnFile",
+    "AchReturnInstruction",
+    "NachaEntry",
+    "NachaFile",
+    "NachaParseError",
+    "aba_check_digit",
+    "is_banking_day",
+    "nacha_file_build",
+    "nacha_return_file_build",
+    "nacha_return_file_parse",
+    "next_banking_day",
+    "routing_number_validate",
+]
