@@ -42,7 +42,7 @@ def embedded_postgres_url(database: str = DATABASE_NAME) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
-    return f"postgres://postgres@/{database}?host={quote(socket_dir, safe='')}"
+    return f"postgres://postgres@{quote(socket_dir, safe='')}/{database}"
 
 
 def embedded_redis_url() -> str:

@@ -25,6 +25,11 @@ class ApiKey(models.Model):
         default=list,
         help_text="ingest: post usage events. read: read everything. write: change configuration.",
     )
+    rate_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per second this key may make; empty uses the default for the endpoint.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, editable=False

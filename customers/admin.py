@@ -203,7 +203,7 @@ class CustomerAdmin(admin.ModelAdmin):
         if formset.model is ConsumerMapping:
             instances = formset.save(commit=False)
             for obj in formset.deleted_objects:
-                obj.delete()
+                services.consumer_mapping_delete(mapping=obj)
             for mapping in instances:
                 mapping.customer = form.instance
                 services.consumer_mapping_update(mapping=mapping)

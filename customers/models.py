@@ -156,3 +156,27 @@ class ConsumerMapping(models.Model):
     def __str__(self) -> str:
         until = self.valid_to.isoformat() if self.valid_to else "open"
         return f"{self.consumer_key} → {self.customer.key} [{self.valid_from.isoformat()}, {until})"
+
+
+class ConsumerMappingChange(models.Model):
+    """A record that a consumer key's attribution changed over ``[range_start, range_end)``.
+
+    Written in the same transaction as the mapping change; metering consumes these rows
+    (an outbox) to re-attribute usage already rolled up for that key and time range.
+    """
+
+    consumer_key = models.CharField(max_length=255)
+    range_start = models.DateTimeField()
+    range_end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"], name="mapping_change_pending", condition=Q(processed_at__isnull=True)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer_key} changed from {self.range_start.isoformat()}"

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 
-from customers.models import ConsumerMapping, Customer
+from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
 from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
 
 CUSTOMER_FIELDS = {
@@ -128,10 +128,26 @@ def consumer_mapping_validate(
         )
 
 
+def _record_change(consumer_key: str, start: datetime, end: datetime | None) -> None:
+    ConsumerMappingChange.objects.create(
+        consumer_key=consumer_key, range_start=start, range_end=end
+    )
+
+
+def _span(a: ConsumerMapping | None, b: ConsumerMapping) -> tuple[datetime, datetime | None]:
+    """The time range whose attribution may differ between mapping states ``a`` and ``b``."""
+    if a is None:
+        return b.valid_from, b.valid_to
+    start = min(a.valid_from, b.valid_from)
+    end = None if a.valid_to is None or b.valid_to is None else max(a.valid_to, b.valid_to)
+    return start, end
+
+
 def _mapping_save(mapping: ConsumerMapping) -> ConsumerMapping:
     try:
         with transaction.atomic():
             _lock_consumer_key(mapping.consumer_key)
+            before = ConsumerMapping.objects.filter(pk=mapping.pk).first() if mapping.pk else None
             consumer_mapping_validate(
                 consumer_key=mapping.consumer_key,
                 valid_from=mapping.valid_from,
@@ -140,6 +156,10 @@ def _mapping_save(mapping: ConsumerMapping) -> ConsumerMapping:
             )
             mapping.full_clean(validate_constraints=False)
             mapping.save()
+            if before is not None and before.consumer_key != mapping.consumer_key:
+                _record_change(before.consumer_key, before.valid_from, before.valid_to)
+                before = None
+            _record_change(mapping.consumer_key, *_span(before, mapping))
     except IntegrityError as exc:  # a writer that skipped the lock; the constraint still holds
         consumer_mapping_validate(
             consumer_key=mapping.consumer_key,
@@ -173,6 +193,14 @@ def consumer_mapping_update(*, mapping: ConsumerMapping, **fields: Any) -> Consu
 
 
 @transaction.atomic
+def consumer_mapping_delete(*, mapping: ConsumerMapping) -> None:
+    """Delete a mapping; usage in its range becomes unattributed (for open periods)."""
+    _lock_consumer_key(mapping.consumer_key)
+    _record_change(mapping.consumer_key, mapping.valid_from, mapping.valid_to)
+    mapping.delete()
+
+
+@transaction.atomic
 def consumer_key_move(*, consumer_key: str, to_customer: Customer, at: datetime) -> ConsumerMapping:
     """Move ``consumer_key`` to ``to_customer`` from ``at`` on, in one transaction.
 
@@ -197,12 +225,14 @@ def consumer_key_move(*, consumer_key: str, to_customer: Customer, at: datetime)
         # The whole mapping moves: re-point it instead of leaving an empty range behind.
         current.customer = to_customer
         current.save(update_fields=["customer"])
+        _record_change(consumer_key, current.valid_from, current.valid_to)
         return current
     end: datetime | None
     if current is not None:
         end = current.valid_to
         current.valid_to = at
         current.save(update_fields=["valid_to"])
+        _record_change(consumer_key, at, end)
     else:
         following = (
             ConsumerMapping.objects.filter(consumer_key=consumer_key, valid_from__gt=at)

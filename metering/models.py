@@ -1,1 +1,192 @@
+from __future__ import annotations
 
+from django.core.validators import RegexValidator
+from django.db import models
+
+from customers.models import KEY_VALIDATOR
+
+
+class Aggregation(models.TextChoices):
+    SUM = "SUM", "Sum of the value"
+    COUNT = "COUNT", "Count of events"
+    UNIQUE_COUNT = "UNIQUE_COUNT", "Count of distinct values"
+    MAX = "MAX", "Largest value"
+    MIN = "MIN", "Smallest value"
+    AVG = "AVG", "Average value"
+    LATEST = "LATEST", "Latest value"
+
+
+JSONPATH_VALIDATOR = RegexValidator(
+    r"^\$", "A JSONPath into the event's data, starting with '$', e.g. $.tokens"
+)
+
+
+class Meter(models.Model):
+    """Which events count (``event_type``) and how they aggregate.
+
+    Once a meter has data its event type, aggregation and value cannot change: the
+    stored rollups would no longer mean what the meter says. Make a new meter instead.
+    """
+
+    key = models.CharField(max_length=100, unique=True, validators=[KEY_VALIDATOR])
+    name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    event_type = models.CharField(
+        max_length=255, help_text="The CloudEvents 'type' this meter counts."
+    )
+    aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
+    value_property = models.CharField(
+        "value",
+        max_length=255,
+        blank=True,
+        validators=[JSONPATH_VALIDATOR],
+        help_text="JSONPath to the value in the event's data, e.g. $.tokens. Not used by COUNT.",
+    )
+    group_by = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Dimensions to group usage by: {"name": "$.path"}, e.g. {"model": "$.model"}.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Feature(models.Model):
+    """What customers are priced and entitled on: a meter, optionally filtered by dimensions."""
+
+    key = models.CharField(max_length=100, unique=True, validators=[KEY_VALIDATOR])
+    name = models.CharField(max_length=200, blank=True)
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="features")
+    filters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Only usage whose dimensions have one of these values: {"route": ["/flights"], "status": ["200"]}.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Event(models.Model):
+    """A stored usage event (CloudEvents 1.0). Immutable.
+
+    The table is partitioned by month on ``time`` and created by migration 0002 (Django
+    cannot declare partitioned tables); ``(source, event_id)`` is kept unique across all
+    partitions by the ``metering_eventkey`` table. ``xid`` is the id of the inserting
+    transaction, which makes the rollup's watermark safe against out-of-order commits.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    source = models.CharField(max_length=255)
+    event_id = models.CharField("id", max_length=255)
+    type = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    time = models.DateTimeField()
+    data = models.JSONField(null=True)
+    ingested_at = models.DateTimeField()
+    xid = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "metering_event"
+        ordering = ["-time"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.source}/{self.event_id}"
+
+
+class UsageBucket(models.Model):
+    """Usage of one meter by one subject (and the customer it mapped to) in one UTC hour,
+    per combination of group-by values. Holds what every aggregation needs to stay exact
+    over any number of hours: count, sum, min, max, and the latest value with its time.
+    Distinct values for UNIQUE_COUNT live in ``UniqueValue``.
+    """
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="buckets")
+    customer = models.ForeignKey(
+        "customers.Customer", null=True, on_delete=models.PROTECT, related_name="usage_buckets"
+    )
+    subject = models.CharField(max_length=255)
+    hour = models.DateTimeField()
+    dims = models.JSONField(default=dict)
+    event_count = models.BigIntegerField(default=0)
+    value_count = models.BigIntegerField(default=0)
+    value_sum = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    value_min = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    value_max = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    latest_time = models.DateTimeField(null=True)
+    latest_value = models.DecimalField(max_digits=40, decimal_places=12, null=True)
+    latest_event_id = models.BigIntegerField(null=True)
+    first_time = models.DateTimeField()
+    last_time = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter", "customer", "subject", "hour", "dims"],
+                name="usage_bucket_identity",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [
+            models.Index(fields=["meter", "customer", "hour"], name="usage_bucket_customer_hour"),
+            models.Index(fields=["meter", "hour"], name="usage_bucket_meter_hour"),
+            models.Index(fields=["subject", "hour"], name="usage_bucket_subject_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id}/{self.subject} @ {self.hour.isoformat()}"
+
+
+class UniqueValue(models.Model):
+    """A distinct value seen by a UNIQUE_COUNT meter in one bucket; a period's unique
+    count is the number of distinct values over its buckets, never a sum of hourly counts."""
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="unique_values")
+    customer = models.ForeignKey(
+        "customers.Customer", null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    subject = models.CharField(max_length=255)
+    hour = models.DateTimeField()
+    dims = models.JSONField(default=dict)
+    value = models.TextField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter", "customer", "subject", "hour", "dims", "value"],
+                name="unique_value_identity",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["meter", "hour"], name="unique_value_meter_hour")]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RollupState(models.Model):
+    """A meter's rollup watermark: every event whose transaction id is below it is in the
+    buckets. Advanced only to ``pg_snapshot_xmin`` of the rolling transaction, so an ingest
+    transaction that commits late is never skipped."""
+
+    meter = models.OneToOneField(
+        Meter, on_delete=models.CASCADE, primary_key=True, related_name="rollup_state"
+    )
+    watermark = models.BigIntegerField(default=0)
+    events_rolled_up = models.BigIntegerField(default=0)
+    last_run_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"rollup of meter {self.meter_id} below xid {self.watermark}"

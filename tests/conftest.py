@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
-
-from core.services import api_key_create
 
 
 @pytest.fixture
 def api_client_for(db):
     """An API client authenticated with a new key holding ``scopes``."""
+
+    from rest_framework.test import APIClient
+
+    from core.services import api_key_create
 
     def make(*scopes: str) -> APIClient:
         issued = api_key_create(name="test", scopes=scopes or ["read", "write", "ingest"])
@@ -21,7 +22,7 @@ def api_client_for(db):
 
 
 @pytest.fixture
-def api(api_client_for) -> APIClient:
+def api(api_client_for):
     """A client whose key holds every scope."""
     return api_client_for("ingest", "read", "write")
 
@@ -32,3 +33,98 @@ def pytest_configure(config):
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+@pytest.fixture(autouse=True)
+def _clean_event_store(request):
+    """Transactional tests commit; Django's flush empties only the tables of managed
+    models, so empty the event store (a partitioned table and its key table) too."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker and marker.kwargs.get("transaction"):
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE metering_event, metering_eventkey")
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real Celery worker on Redis, in its own process, using the test database.
+
+    Yields a function that enqueues a task by name and waits for it to finish. Uses
+    REDIS_URL when set, otherwise an embedded Redis under var/.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from celery import Celery
+    from django.conf import settings
+    from django.db import connection
+
+    from config.embedded import embedded_redis_url
+    from config.settings.base import _celery_url
+
+    redis_url = settings.REDIS_URL or embedded_redis_url()
+    db = connection.settings_dict
+    host = db["HOST"] or ""
+    database_url = (
+        f"postgres://{db['USER']}@/{db['NAME']}?host={host}"
+        if host.startswith("/")
+        else f"postgres://{db['USER']}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "CELERY_RESULT_BACKEND": _celery_url(redis_url),
+    }
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queue,
+            "--pool",
+            "solo",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+    )
+    client = Celery("tests", broker=_celery_url(redis_url), backend=_celery_url(redis_url))
+
+    def run(task_name: str, timeout: float = 60, **kwargs):
+        result = client.send_task(task_name, kwargs=kwargs, queue=queue)
+        return result.get(timeout=timeout)
+
+    deadline = time.monotonic() + 60
+    while "ready" not in log.read_text() and time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"The Celery worker exited:\n{log.read_text()}")
+        time.sleep(0.2)
+    try:
+        yield run
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        client.close()

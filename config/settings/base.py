@@ -119,14 +119,21 @@ def _celery_url(redis_url: str) -> str:
 
 
 CELERY_BROKER_URL = _celery_url(REDIS_URL) if REDIS_URL else "memory://"
-CELERY_RESULT_BACKEND = None
+CELERY_RESULT_BACKEND = _celery_url(os.environ.get("CELERY_RESULT_BACKEND", "")) or None
+CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "usage-rollup": {"task": "metering.usage_rollup", "schedule": timedelta(minutes=1)},
+    "event-partitions-ahead": {
+        "task": "metering.partitions_ensure_ahead",
+        "schedule": timedelta(hours=6),
+    },
+}
 
 CACHES = {
     "default": (
@@ -145,6 +152,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.errors.problem_exception_handler",
@@ -172,6 +180,17 @@ SPECTACULAR_SETTINGS = {
 # API keys: how often last_used_at is written (at most once per interval per key), so the
 # ingestion hot path does not write a row per request.
 API_KEY_LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+# Rate limits per API key, in requests per second, by endpoint scope (0 or absent: none).
+# A key's own rate_limit overrides these. Past the limit the API answers 429 + Retry-After.
+API_RATE_LIMIT_PER_SECOND = {
+    "ingest": int(os.environ.get("INGEST_RATE_LIMIT_PER_SECOND", "1000")),
+    "default": int(os.environ.get("API_RATE_LIMIT_PER_SECOND", "100")),
+}
+
+# Event ingestion limits: a larger batch or body is answered 413.
+METERING_MAX_BATCH_EVENTS = int(os.environ.get("METERING_MAX_BATCH_EVENTS", "10000"))
+METERING_MAX_BODY_BYTES = int(os.environ.get("METERING_MAX_BODY_BYTES", str(16 * 1024 * 1024)))
 
 # Settlement rails, by the key stored on each customer. Third-party adapters are added
 # here by dotted path; see docs/rails.md.

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.errors import problem_response
+from metering.ingest import BatchTooLarge, MalformedBody, events_parse
+from metering.services import events_ingest
+
+# content type -> True: a JSON array, False: one event, None: either
+CONTENT_TYPES = {
+    "application/cloudevents+json": False,
+    "application/cloudevents-batch+json": True,
+    "application/json": None,
+}
+
+
+class EventIngest(APIView):
+    """Ingest usage events (CloudEvents 1.0), wire-compatible with OpenMeter's API.
+
+    `application/cloudevents+json` carries one event, `application/cloudevents-batch+json`
+    a JSON array, `application/json` either. A batch is all-or-nothing: any invalid event
+    rejects the request with 400 and a problem document listing each bad event's index and
+    reason. A valid request is stored (and committed) before the 204. An event re-sent
+    with the same `(source, id)` is counted once.
+    """
+
+    required_scope = "ingest"
+    throttle_scope = "ingest"
+    parser_classes: list = []
+
+    @extend_schema(
+        request={ct: OpenApiTypes.OBJECT for ct in CONTENT_TYPES},
+        responses={
+            204: OpenApiResponse(description="Stored."),
+            400: OpenApiResponse(
+                description="Malformed JSON or invalid events (problem document)."
+            ),
+            413: OpenApiResponse(description="Batch or body too large."),
+            415: OpenApiResponse(description="Unsupported content type."),
+            429: OpenApiResponse(description="Rate limit; see Retry-After."),
+        },
+        examples=[
+            OpenApiExample(
+                "One LLM call",
+                value={
+                    "specversion": "1.0",
+                    "id": "5c10fade-1c9e-4d6c-8275-c52c36731d3c",
+                    "source": "gateway-eu",
+                    "type": "llm",
+                    "subject": "acme-app-1",
+                    "time": "2026-11-27T10:00:00Z",
+                    "data": {"tokens": 1234, "model": "gpt-4o", "direction": "input"},
+                },
+            )
+        ],
+    )
+    def post(self, request):
+        received_at = timezone.now()
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if content_type not in CONTENT_TYPES:
+            return problem_response(
+                status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"Unsupported content type {content_type or '(none)'!r}; use one of: {', '.join(CONTENT_TYPES)}.",
+            )
+        limit = settings.METERING_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _too_large(f"The body has {declared} bytes; the limit is {limit}.")
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            return _too_large(f"The body is larger than the limit of {limit} bytes.")
+        try:
+            parsed = events_parse(
+                body,
+                batch=CONTENT_TYPES[content_type],
+                max_events=settings.METERING_MAX_BATCH_EVENTS,
+            )
+        except BatchTooLarge as exc:
+            return _too_large(str(exc))
+        except MalformedBody as exc:
+            return problem_response(status_code=status.HTTP_400_BAD_REQUEST, detail=str(exc))
+        if parsed.errors:
+            return problem_response(
+                status_code=status.HTTP_400_BAD_REQUEST,
+                detail=f"{len(parsed.errors)} invalid event(s); nothing was stored.",
+                errors=[{"index": e.index, "reason": e.reason} for e in parsed.errors],
+            )
+        events_ingest(events=parsed.events, received_at=received_at)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _too_large(detail: str) -> Response:
+    return problem_response(status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=detail)

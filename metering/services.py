@@ -1,0 +1,190 @@
+"""Writes in metering: storing events, rolling them up, and the meter catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from customers.models import ConsumerMappingChange
+from metering.ingest import CloudEvent, events_store
+from metering.models import Aggregation, Feature, Meter
+from metering.rollup import RollupResult, meter_rollup, subject_reattribute
+
+LOCKED_METER_FIELDS = ("event_type", "aggregation", "value_property")
+
+
+def events_ingest(*, events: list[CloudEvent], received_at: datetime) -> int:
+    """Store a validated batch; returns the number of new events (duplicates count once)."""
+    return events_store(events=events, received_at=received_at)
+
+
+@dataclass(frozen=True)
+class UsageRollupResult:
+    meters: list[RollupResult]
+    mapping_changes: int
+    events_reattributed: int
+
+    @property
+    def events(self) -> int:
+        return sum(r.events for r in self.meters)
+
+
+def mapping_changes_apply(*, limit: int = 100) -> tuple[int, int]:
+    """Re-attribute rolled-up usage for consumer mapping changes not yet applied.
+
+    Claims changes with ``FOR UPDATE SKIP LOCKED`` so concurrent workers share them; each
+    change is applied and marked in one transaction. Returns (changes, events).
+    """
+    changes = events = 0
+    meters = list(Meter.objects.all())
+    while changes < limit:
+        with transaction.atomic():
+            change = (
+                ConsumerMappingChange.objects.select_for_update(skip_locked=True)
+                .filter(processed_at__isnull=True)
+                .order_by("id")
+                .first()
+            )
+            if change is None:
+                break
+            for meter in meters:
+                events += subject_reattribute(
+                    meter=meter,
+                    subject=change.consumer_key,
+                    start=change.range_start,
+                    end=change.range_end,
+                )
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT now()")
+                change.processed_at = cursor.fetchone()[0]
+            change.save(update_fields=["processed_at"])
+            changes += 1
+    return changes, events
+
+
+def usage_rollup(*, now: datetime) -> UsageRollupResult:
+    """Bring every meter's buckets up to date with the stored events and mappings.
+
+    Safe to run at any time and from several workers at once.
+    """
+    results = [meter_rollup(meter=meter, now=now) for meter in Meter.objects.order_by("pk")]
+    changes, reattributed = mapping_changes_apply()
+    return UsageRollupResult(
+        meters=results, mapping_changes=changes, events_reattributed=reattributed
+    )
+
+
+def meter_has_data(*, meter: Meter) -> bool:
+    """Whether any stored event counts for the meter (or any bucket exists)."""
+    if meter.pk and meter.buckets.exists():
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM metering_event WHERE type = %s)", [meter.event_type]
+        )
+        return cursor.fetchone()[0]
+
+
+def meter_validate(*, meter: Meter) -> None:
+    """Field rules a meter must meet; raises ``ValidationError`` per field."""
+    errors: dict[str, list[str]] = {}
+    if meter.aggregation != Aggregation.COUNT and not meter.value_property:
+        errors.setdefault("value_property", []).append(
+            f"{meter.aggregation} needs a value (a JSONPath, e.g. $.tokens)."
+        )
+    if not isinstance(meter.group_by, dict):
+        errors.setdefault("group_by", []).append(
+            'Give an object of name to JSONPath, e.g. {"model": "$.model"}.'
+        )
+    else:
+        for name, path in meter.group_by.items():
+            if not isinstance(path, str) or not path.startswith("$"):
+                errors.setdefault("group_by", []).append(f"{name}: a JSONPath starting with '$'.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _meter_locked_change(meter: Meter) -> list[str]:
+    if meter.pk is None:
+        return []
+    before = Meter.objects.get(pk=meter.pk)
+    changed = [f for f in LOCKED_METER_FIELDS if getattr(before, f) != getattr(meter, f)]
+    if not changed:
+        return []
+    # the data question is about the stored meaning: events of the old type
+    if meter_has_data(meter=before):
+        return changed
+    return []
+
+
+def meter_save(*, meter: Meter) -> Meter:
+    """Create or update a meter. Once it has data, its event type, aggregation and value
+    are fixed: changing them raises ``ValidationError`` (make a new meter instead)."""
+    meter.full_clean()
+    meter_validate(meter=meter)
+    with transaction.atomic():
+        locked = _meter_locked_change(meter)
+        if locked:
+            raise ValidationError(
+                {
+                    field: f"{field} cannot change once the meter has data; create a new meter instead."
+                    for field in locked
+                }
+            )
+        meter.save()
+    return meter
+
+
+def meter_create(**fields: Any) -> Meter:
+    return meter_save(meter=Meter(**fields))
+
+
+def meter_update(*, meter: Meter, **fields: Any) -> Meter:
+    for name, value in fields.items():
+        setattr(meter, name, value)
+    return meter_save(meter=meter)
+
+
+def feature_validate(*, feature: Feature) -> None:
+    filters = feature.filters
+    if not isinstance(filters, dict):
+        raise ValidationError(
+            {"filters": 'Give an object of dimension to values, e.g. {"status": ["200"]}.'}
+        )
+    errors = []
+    dims = set(feature.meter.group_by or {}) if feature.meter_id else set()
+    for name, values in filters.items():
+        if name not in dims:
+            errors.append(
+                f"{name}: the meter has no such dimension (it has: {', '.join(sorted(dims)) or 'none'})."
+            )
+        elif (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str | int | float) for v in values)
+        ):
+            errors.append(f"{name}: give a non-empty list of values.")
+    if errors:
+        raise ValidationError({"filters": errors})
+
+
+def feature_save(*, feature: Feature) -> Feature:
+    feature.full_clean()
+    feature_validate(feature=feature)
+    feature.filters = {k: [str(v) for v in vs] for k, vs in feature.filters.items()}
+    feature.save()
+    return feature
+
+
+def feature_create(**fields: Any) -> Feature:
+    return feature_save(feature=Feature(**fields))
+
+
+def feature_update(*, feature: Feature, **fields: Any) -> Feature:
+    for name, value in fields.items():
+        setattr(feature, name, value)
+    return feature_save(feature=feature)
