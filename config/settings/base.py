@@ -193,6 +193,11 @@ API_RATE_LIMIT_PER_SECOND = {
 METERING_MAX_BATCH_EVENTS = int(os.environ.get("METERING_MAX_BATCH_EVENTS", "10000"))
 METERING_MAX_BODY_BYTES = int(os.environ.get("METERING_MAX_BODY_BYTES", str(16 * 1024 * 1024)))
 
+# Kong HTTP Log receiver: the source of the events it makes, and the request header that
+# names the billing subject (empty: the Kong consumer's custom_id, username or id).
+METERING_KONG_SOURCE = os.environ.get("METERING_KONG_SOURCE", "kong")
+METERING_KONG_SUBJECT_HEADER = os.environ.get("METERING_KONG_SUBJECT_HEADER", "")
+
 # Settlement rails, by the key stored on each customer. Third-party adapters are added
 # here by dotted path; see docs/rails.md.
 BILLING_RAILS = {

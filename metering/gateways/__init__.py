@@ -1,0 +1,4 @@
+"""Presets that turn an API gateway's own logs into usage events, so metering a gateway
+needs no custom code: each module converts one gateway's payloads into CloudEvents
+(pure functions; no ORM, no clock), and ``metering/api/gateway_views.py`` receives them.
+"""

@@ -1,0 +1,372 @@
+"""Kong Gateway logs as usage events: the payload of Kong's HTTP Log plugin.
+
+Kong's logging plugins (http-log, and file-log, tcp-log, ... which share the serializer
+``kong.log.serialize()``) send one JSON object per proxied request; http-log sends a
+JSON array when its queue batches (``queue.max_batch_size`` > 1). The shape, as read
+from Kong's source and docs:
+
+- ``kong/pdk/log.lua`` (``serialize``, Kong 3.x): ``request {id, uri, url, querystring,
+  method, headers, size, tls}``, ``response {status, headers, size}``, ``upstream_uri``,
+  ``upstream_status``, ``latencies {kong, proxy, request, receive}`` (ms; ``proxy`` is -1
+  when no upstream answered), ``tries``, ``authenticated_entity {id, consumer_id}``,
+  ``route``, ``service``, ``consumer {id, username, custom_id, ...}``, ``client_ip``,
+  ``started_at`` (ms since the epoch), ``source``, ``workspace``, ``workspace_name``.
+  ``request.id`` exists since Kong 3.5 (the ``X-Kong-Request-Id``); before, there is no id.
+  Sizes were numeric strings in old releases; header names are lower case, and a
+  repeated header is a list.
+- Kong AI Gateway (``ai-proxy``, ``ai-proxy-advanced`` with ``logging.log_statistics``):
+  ``ai.proxy.{meta, usage}`` since 3.8 (``kong/llm/plugin/shared-filters/
+  serialize-analytics.lua``); ``ai["ai-proxy"].{meta, usage}`` in 3.6 and 3.7, and
+  ``ai["<plugin name>"]`` for the LLM-calling transformer plugins
+  (``kong/llm/drivers/shared.lua``). ``usage {prompt_tokens, completion_tokens,
+  total_tokens, cost, time_per_token}`` (the 3.7-3.9 docs spell ``prompt_token`` and
+  ``completion_token``; both spellings are read), ``meta {plugin_id, provider_name,
+  request_model, response_model, llm_latency}``.
+
+Each log becomes one ``request`` event and, for each AI section that counted tokens, one
+``llm`` event (see ``kong_log_events``). The functions here are pure: no ORM, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from metering.ingest import CloudEvent, EventError, MalformedBody, ParsedBatch
+
+REQUEST_TYPE = "request"
+LLM_TYPE = "llm"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A started_at before this is not milliseconds (most likely seconds): refuse it rather
+# than file the request in 1970.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_MAX_KEY = 255
+_MAX_ID = 200  # leaves room for the ":llm:<plugin>" suffix of the LLM event's id
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+@dataclass(frozen=True)
+class KongOptions:
+    """How logs become events: the CloudEvents ``source`` of every event, and the request
+    header (lower case) that names the subject, when the operator chose one."""
+
+    source: str = "kong"
+    subject_header: str = ""
+
+
+class KongLogError(ValueError):
+    """A log that cannot become events; the message is the reason shown to the sender."""
+
+
+def kong_options(*, source: str, subject_header: str | None) -> KongOptions:
+    """Checked options; raises ``ValueError`` for an empty or too long source, or a
+    subject header that is not an HTTP header name."""
+    source = (source or "").strip()
+    if not source or len(source) > _MAX_KEY:
+        raise ValueError("The Kong event source must be 1 to 255 characters.")
+    header = (subject_header or "").strip()
+    if header and not _HEADER_NAME.match(header):
+        raise ValueError(f"{header!r} is not an HTTP header name.")
+    return KongOptions(source=source, subject_header=header.lower())
+
+
+def kong_logs_parse(body: bytes) -> list[Any]:
+    """The logs in a request body: one JSON object, or a JSON array of them.
+
+    Raises ``MalformedBody`` when the body is not JSON, or neither an object nor an array.
+    """
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"Malformed JSON: {exc}") from exc
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise MalformedBody("Send one Kong log as a JSON object, or a batch as a JSON array.")
+
+
+def kong_logs_to_events(logs: list[Any], *, options: KongOptions) -> ParsedBatch:
+    """Convert every log; all or nothing, like the events endpoint: when any log is
+    invalid, no events and one ``EventError`` per bad log (its index in the batch)."""
+    events: list[CloudEvent] = []
+    errors: list[EventError] = []
+    for index, log in enumerate(logs):
+        try:
+            events.extend(kong_log_events(log, options=options))
+        except KongLogError as exc:
+            errors.append(EventError(index, str(exc)))
+    return ParsedBatch(events=[] if errors else events, errors=errors)
+
+
+def kong_log_events(log: Any, *, options: KongOptions) -> list[CloudEvent]:
+    """The events of one Kong log. Raises ``KongLogError`` when it has no subject, no
+    ``request`` (stream logs), an unreadable ``started_at`` or unreadable token counts.
+
+    - ``request``: ``data`` = route (route name, else its first path), service (name,
+      else host), method, status (a string), path, latency_ms / kong_latency_ms /
+      upstream_latency_ms, request_bytes / response_bytes, workspace.
+    - ``llm`` (per AI section with tokens): model (the requested model), response_model,
+      provider, prompt_tokens, completion_tokens, total_tokens, cost (a decimal string,
+      Kong's own estimate), llm_latency_ms, plugin, and route, service, status.
+
+    Subject: the configured request header when the log carries it, else the consumer's
+    custom_id, username or id. Time: ``started_at``. Id: Kong's request id, so a re-sent
+    log counts once (a hash of the log's identifying fields before Kong 3.5).
+    """
+    if not isinstance(log, dict):
+        raise KongLogError("must be a Kong log object")
+    request = log.get("request")
+    if not isinstance(request, dict):
+        raise KongLogError("request: required (stream, i.e. TCP/UDP, logs are not metered here)")
+    response = _dict(log.get("response"))
+    subject = _subject(log, request, options)
+    time = _time(log.get("started_at"))
+    event_id = _event_id(log, request, response)
+    route = _route_name(_dict(log.get("route")))
+    service = _service_name(_dict(log.get("service")))
+    status = _status(response.get("status"))
+    latencies = _dict(log.get("latencies"))
+    upstream_latency = _number(latencies.get("proxy"))
+
+    def event(id_: str, type_: str, data: dict[str, Any]) -> CloudEvent:
+        payload = {k: v for k, v in data.items() if v is not None}
+        return CloudEvent(
+            id=id_,
+            source=options.source,
+            type=type_,
+            subject=subject,
+            time=time,
+            data=msgspec.Raw(msgspec.json.encode(payload)),
+        )
+
+    events = [
+        event(
+            event_id,
+            REQUEST_TYPE,
+            {
+                "route": route,
+                "service": service,
+                "method": _text(request.get("method")),
+                "status": status,
+                "path": _path(request.get("uri")),
+                "latency_ms": _number(latencies.get("request")),
+                "kong_latency_ms": _number(latencies.get("kong")),
+                "upstream_latency_ms": None if upstream_latency == -1 else upstream_latency,
+                "request_bytes": _count(request.get("size")),
+                "response_bytes": _count(response.get("size")),
+                "workspace": _text(log.get("workspace_name")),
+            },
+        )
+    ]
+    for plugin, usage, meta in _ai_sections(log.get("ai")):
+        prompt = _tokens(usage, ("prompt_tokens", "prompt_token"), plugin)
+        completion = _tokens(usage, ("completion_tokens", "completion_token"), plugin)
+        if not prompt and not completion:
+            continue  # an error or cache hit that used no tokens is no LLM usage
+        total = _tokens(usage, ("total_tokens",), plugin)
+        request_model = _text(meta.get("request_model"))
+        response_model = _text(meta.get("response_model"))
+        if request_model in (None, "UNSPECIFIED"):
+            request_model = response_model
+        events.append(
+            event(
+                _llm_event_id(event_id, plugin),
+                LLM_TYPE,
+                {
+                    "model": request_model,
+                    "response_model": response_model,
+                    "provider": _text(meta.get("provider_name")),
+                    "prompt_tokens": prompt or 0,
+                    "completion_tokens": completion or 0,
+                    "total_tokens": total or (prompt or 0) + (completion or 0),
+                    "cost": _decimal_text(usage.get("cost")),
+                    "llm_latency_ms": _number(meta.get("llm_latency")),
+                    "plugin": _text(plugin),
+                    "route": route,
+                    "service": service,
+                    "status": status,
+                },
+            )
+        )
+    return events
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string without NUL characters (PostgreSQL's jsonb refuses them)."""
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header's value; Kong logs names in lower case and a repeated header as a list."""
+    if not isinstance(headers, dict) or not name:
+        return None
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    if isinstance(value, list):
+        value = next((v for v in value if _text(v)), None)
+    return _text(value)
+
+
+def _subject(log: dict[str, Any], request: dict[str, Any], options: KongOptions) -> str:
+    if options.subject_header:
+        value = _header(request.get("headers"), options.subject_header)
+        if value:
+            return _checked_subject(value, f"request.headers.{options.subject_header}")
+    consumer = _dict(log.get("consumer"))
+    for field in ("custom_id", "username", "id"):
+        value = _text(consumer.get(field))
+        if value:
+            return _checked_subject(value, f"consumer.{field}")
+    where = "no consumer"
+    if options.subject_header:
+        where += f" and no '{options.subject_header}' request header"
+    raise KongLogError(
+        f"subject: the log has {where}; authenticate the route with a Kong consumer, "
+        "or name a request header that carries the subject (subjectHeader)"
+    )
+
+
+def _checked_subject(value: str, where: str) -> str:
+    if len(value) > _MAX_KEY:
+        raise KongLogError(f"subject: {where} is longer than {_MAX_KEY} characters")
+    return value
+
+
+def _time(started_at: Any) -> datetime | None:
+    if started_at is None:
+        return None  # the event then takes the time it was received
+    if isinstance(started_at, bool) or not isinstance(started_at, int | float):
+        raise KongLogError("started_at: must be milliseconds since the epoch")
+    try:
+        time = _EPOCH + timedelta(milliseconds=started_at)
+    except OverflowError as exc:
+        raise KongLogError("started_at: out of range") from exc
+    if time < _EARLIEST:
+        raise KongLogError("started_at: before 2000; Kong sends milliseconds since the epoch")
+    return time
+
+
+def _event_id(log: dict[str, Any], request: dict[str, Any], response: dict[str, Any]) -> str:
+    """Kong's own request id (``request.id`` since 3.5, also the ``X-Kong-Request-Id``
+    response header). Without one, a hash of what tells requests apart: http-log re-sends
+    a log byte for byte, so it hashes the same. A client-sent ``Kong-Request-ID`` is only
+    part of the hash, never the id alone: a client could otherwise repeat one id to have
+    many requests counted once."""
+    request_id = _text(request.get("id")) or _header(response.get("headers"), "x-kong-request-id")
+    if request_id and len(request_id) <= _MAX_ID:
+        return request_id
+    consumer = _dict(log.get("consumer"))
+    fingerprint = [
+        request_id,
+        log.get("started_at"),
+        log.get("client_ip"),
+        request.get("method"),
+        request.get("url") or request.get("uri"),
+        request.get("size"),
+        _header(request.get("headers"), "kong-request-id"),
+        _header(request.get("headers"), "x-kong-request-id"),
+        response.get("status"),
+        response.get("size"),
+        _dict(log.get("latencies")).get("request"),
+        consumer.get("id"),
+        _dict(log.get("route")).get("id"),
+        _dict(log.get("service")).get("id"),
+    ]
+    return "sha256:" + hashlib.sha256(msgspec.json.encode(fingerprint)).hexdigest()
+
+
+def _llm_event_id(event_id: str, plugin: str) -> str:
+    """The request's id and the AI section's name: one LLM event per plugin per request."""
+    llm_id = f"{event_id}:llm:{plugin}"
+    if len(llm_id) > _MAX_KEY or "\x00" in plugin:
+        llm_id = f"{event_id}:llm:" + hashlib.sha256(plugin.encode()).hexdigest()[:16]
+    return llm_id
+
+
+def _route_name(route: dict[str, Any]) -> str | None:
+    name = _text(route.get("name"))
+    if name:
+        return name
+    paths = route.get("paths")
+    if isinstance(paths, list):
+        return next((p for p in map(_text, paths) if p), None)
+    return None
+
+
+def _service_name(service: dict[str, Any]) -> str | None:
+    return _text(service.get("name")) or _text(service.get("host")) or _text(service.get("id"))
+
+
+def _status(value: Any) -> str | None:
+    count = _count(value)
+    return str(count) if count is not None else None
+
+
+def _path(uri: Any) -> str | None:
+    uri = _text(uri)
+    return uri.split("?", 1)[0] if uri else None
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer, also from the numeric strings older Kong releases logged."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    number = _number(value)
+    return number if isinstance(number, int) and number >= 0 else None
+
+
+def _tokens(usage: dict[str, Any], names: tuple[str, ...], plugin: str) -> int | None:
+    for name in names:
+        value = usage.get(name)
+        if value is None:
+            continue
+        count = _count(value)
+        if count is None:
+            raise KongLogError(f"ai.{plugin}.usage.{name}: must be a whole number of tokens")
+        return count
+    return None
+
+
+def _decimal_text(value: Any) -> str | None:
+    """Money travels as a decimal string; the shortest text that reads back as the
+    float Kong wrote is the number Kong meant."""
+    number = _number(value)
+    if number is None:
+        return None
+    return format(Decimal(repr(number)).normalize(), "f")
+
+
+def _ai_sections(ai: Any) -> Iterable[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(plugin namespace, usage, meta) of each AI plugin section that logged usage, in a
+    fixed order so the events of a re-sent log are the same."""
+    if not isinstance(ai, dict):
+        return []
+    sections = []
+    for plugin in sorted(ai):
+        section = ai[plugin]
+        if isinstance(section, dict) and isinstance(section.get("usage"), dict):
+            sections.append((plugin, section["usage"], _dict(section.get("meta"))))
+    return sections

@@ -1,0 +1,191 @@
+"""One-click meters and features that match what the gateway presets emit
+(``metering/gateways``): apply a template and the gateway's events are metered.
+
+``template_apply`` creates what is missing and leaves every existing key alone, so
+applying a template twice, or after an operator changed one of its meters, is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from metering.gateways.kong import LLM_TYPE, REQUEST_TYPE
+from metering.models import Aggregation, Feature, Meter
+from metering.services import feature_create, meter_create
+
+# Every 2xx status defined by RFC 9110 and its WebDAV extensions; feature filters match
+# dimension values exactly, and the request events carry the status as a string.
+SUCCESS_STATUSES = ["200", "201", "202", "203", "204", "205", "206", "207", "208", "226"]
+
+
+@dataclass(frozen=True)
+class MeterTemplate:
+    key: str
+    name: str
+    description: str
+    event_type: str
+    aggregation: str
+    value_property: str = ""
+    group_by: dict[str, str] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "description": self.description,
+            "event_type": self.event_type,
+            "aggregation": self.aggregation,
+            "value_property": self.value_property,
+            "group_by": dict(self.group_by),
+        }
+
+
+@dataclass(frozen=True)
+class FeatureTemplate:
+    key: str
+    name: str
+    meter: str
+    filters: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    title: str
+    description: str
+    meters: tuple[MeterTemplate, ...]
+    features: tuple[FeatureTemplate, ...]
+
+
+class UnknownTemplate(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"No template {name!r}; there are: {', '.join(t.name for t in TEMPLATES)}."
+        )
+        self.name = name
+
+
+_LLM_GROUP_BY = {"model": "$.model", "provider": "$.provider"}
+
+TEMPLATES: tuple[Template, ...] = (
+    Template(
+        name="api_requests",
+        title="API requests",
+        description="Count gateway requests by route, method, status and service "
+        "(Kong's http-log receiver sends them as 'request' events); features for all "
+        "calls and for successful (2xx) calls.",
+        meters=(
+            MeterTemplate(
+                key="api_requests",
+                name="API requests",
+                description="Requests through the API gateway.",
+                event_type=REQUEST_TYPE,
+                aggregation=Aggregation.COUNT,
+                group_by={
+                    "route": "$.route",
+                    "method": "$.method",
+                    "status": "$.status",
+                    "service": "$.service",
+                },
+            ),
+        ),
+        features=(
+            FeatureTemplate(key="api_calls", name="API calls", meter="api_requests"),
+            FeatureTemplate(
+                key="api_calls_success",
+                name="Successful API calls (2xx)",
+                meter="api_requests",
+                filters={"status": SUCCESS_STATUSES},
+            ),
+        ),
+    ),
+    Template(
+        name="llm_tokens",
+        title="LLM tokens",
+        description="Sum prompt (input) and completion (output) tokens of LLM calls by model "
+        "and provider (Kong AI Gateway logs become 'llm' events); a feature for each.",
+        meters=(
+            MeterTemplate(
+                key="llm_input_tokens",
+                name="LLM input tokens",
+                description="Prompt tokens sent to LLM providers.",
+                event_type=LLM_TYPE,
+                aggregation=Aggregation.SUM,
+                value_property="$.prompt_tokens",
+                group_by=_LLM_GROUP_BY,
+            ),
+            MeterTemplate(
+                key="llm_output_tokens",
+                name="LLM output tokens",
+                description="Completion tokens returned by LLM providers.",
+                event_type=LLM_TYPE,
+                aggregation=Aggregation.SUM,
+                value_property="$.completion_tokens",
+                group_by=_LLM_GROUP_BY,
+            ),
+        ),
+        features=(
+            FeatureTemplate(
+                key="llm_input_tokens", name="LLM input tokens", meter="llm_input_tokens"
+            ),
+            FeatureTemplate(
+                key="llm_output_tokens", name="LLM output tokens", meter="llm_output_tokens"
+            ),
+        ),
+    ),
+)
+
+
+def template_get(*, name: str) -> Template:
+    """The template of that name; raises ``UnknownTemplate``."""
+    for template in TEMPLATES:
+        if template.name == name:
+            return template
+    raise UnknownTemplate(name)
+
+
+def template_apply(*, name: str) -> list[str]:
+    """Create the template's meters and features that do not exist yet; return the keys
+    created (meters first), empty when everything was already there.
+
+    Existing meters and features are left as they are, even when they differ from the
+    template. Raises ``UnknownTemplate`` for a name not in ``TEMPLATES``, and Django's
+    ``ValidationError`` (nothing created) when a feature's filters name a dimension that
+    an existing meter of the same key does not have.
+    """
+    template = template_get(name=name)
+    try:
+        return _template_create_missing(template)
+    except IntegrityError:
+        # Someone applied it at the same moment and committed first: what is left to
+        # create (probably nothing) is created now, against their rows.
+        return _template_create_missing(template)
+
+
+def _template_create_missing(template: Template) -> list[str]:
+    created: list[str] = []
+    with transaction.atomic():
+        meter_keys = {m.key for m in template.meters} | {f.meter for f in template.features}
+        meters = {m.key: m for m in Meter.objects.filter(key__in=meter_keys)}
+        for spec in template.meters:
+            if spec.key not in meters:
+                meters[spec.key] = meter_create(**spec.fields())
+                created.append(spec.key)
+        existing_features = set(
+            Feature.objects.filter(key__in=[f.key for f in template.features]).values_list(
+                "key", flat=True
+            )
+        )
+        for spec in template.features:
+            if spec.key not in existing_features:
+                feature_create(
+                    key=spec.key,
+                    name=spec.name,
+                    meter=meters[spec.meter],
+                    filters={k: list(v) for k, v in spec.filters.items()},
+                )
+                created.append(spec.key)
+    return created

@@ -1,0 +1,194 @@
+"""One-click meter and feature templates, and that they meter what the Kong receiver sends."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+
+from metering.models import Feature, Meter, UsageBucket
+from metering.services import meter_create, usage_rollup
+from metering.templates import SUCCESS_STATUSES, TEMPLATES, UnknownTemplate, template_apply
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("metering_templates", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_api_requests_creates_a_request_counter_and_its_features():
+    created = template_apply(name="api_requests")
+
+    assert created == ["api_requests", "api_calls", "api_calls_success"]
+    meter = Meter.objects.get(key="api_requests")
+    assert (meter.event_type, meter.aggregation, meter.value_property) == ("request", "COUNT", "")
+    assert meter.group_by == {
+        "route": "$.route",
+        "method": "$.method",
+        "status": "$.status",
+        "service": "$.service",
+    }
+    assert Feature.objects.get(key="api_calls").filters == {}
+    success = Feature.objects.get(key="api_calls_success")
+    assert success.meter == meter
+    assert success.filters == {"status": SUCCESS_STATUSES}
+    assert {"200", "201", "204"} <= set(SUCCESS_STATUSES)
+    assert not {s for s in SUCCESS_STATUSES if not s.startswith("2")}
+
+
+@pytest.mark.django_db
+def test_llm_tokens_sums_prompt_and_completion_tokens_by_model_and_provider():
+    created = template_apply(name="llm_tokens")
+
+    assert created == [
+        "llm_input_tokens",
+        "llm_output_tokens",
+        "llm_input_tokens",
+        "llm_output_tokens",
+    ]
+    by_key = {m.key: m for m in Meter.objects.all()}
+    assert by_key["llm_input_tokens"].value_property == "$.prompt_tokens"
+    assert by_key["llm_output_tokens"].value_property == "$.completion_tokens"
+    for meter in by_key.values():
+        assert (meter.event_type, meter.aggregation) == ("llm", "SUM")
+        assert meter.group_by == {"model": "$.model", "provider": "$.provider"}
+    assert {(f.key, f.meter.key) for f in Feature.objects.select_related("meter")} == {
+        ("llm_input_tokens", "llm_input_tokens"),
+        ("llm_output_tokens", "llm_output_tokens"),
+    }
+
+
+@pytest.mark.django_db
+def test_applying_a_template_again_creates_nothing():
+    template_apply(name="api_requests")
+
+    assert template_apply(name="api_requests") == []
+    assert Meter.objects.count() == 1
+    assert Feature.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_existing_keys_are_left_as_the_operator_made_them():
+    meter_create(
+        key="api_requests",
+        name="Our own request meter",
+        event_type="request",
+        aggregation="COUNT",
+        group_by={"status": "$.status"},
+    )
+
+    created = template_apply(name="api_requests")
+
+    assert created == ["api_calls", "api_calls_success"]
+    meter = Meter.objects.get(key="api_requests")
+    assert meter.name == "Our own request meter"
+    assert meter.group_by == {"status": "$.status"}
+
+
+@pytest.mark.django_db
+def test_an_existing_meter_without_the_filtered_dimension_is_reported_and_nothing_is_created():
+    meter_create(key="api_requests", event_type="request", aggregation="COUNT", group_by={})
+
+    with pytest.raises(ValidationError) as raised:
+        template_apply(name="api_requests")
+
+    assert "status" in str(raised.value)
+    assert not Feature.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_unknown_template_is_refused():
+    with pytest.raises(UnknownTemplate, match="api_requests, llm_tokens"):
+        template_apply(name="stripe_charges")
+
+
+def test_templates_describe_themselves_for_the_admin():
+    assert [t.name for t in TEMPLATES] == ["api_requests", "llm_tokens"]
+    for template in TEMPLATES:
+        assert template.title
+        assert template.description
+
+
+@pytest.mark.django_db
+def test_the_command_applies_named_templates_and_prints_what_it_created():
+    assert run("llm_tokens").splitlines() == [
+        "llm_tokens: created llm_input_tokens",
+        "llm_tokens: created llm_output_tokens",
+        "llm_tokens: created llm_input_tokens",
+        "llm_tokens: created llm_output_tokens",
+    ]
+    assert run("llm_tokens") == "llm_tokens: nothing to create\n"
+    assert not Meter.objects.filter(key="api_requests").exists()
+
+
+@pytest.mark.django_db
+def test_the_command_applies_every_template_when_none_is_named():
+    output = run()
+
+    assert "api_requests: created api_calls_success" in output
+    assert "llm_tokens: created llm_output_tokens" in output
+    assert Meter.objects.count() == 3
+    assert Feature.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_the_command_lists_templates_without_applying_them():
+    output = run("--list")
+
+    assert output.startswith("api_requests\tAPI requests: ")
+    assert not Meter.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_command_refuses_an_unknown_template():
+    with pytest.raises(CommandError, match="No template 'nope'"):
+        run("nope")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls("tests.metering.kong_urls")
+def test_kong_logs_fill_the_template_meters(api_client_for):
+    """The receiver's events and the templates agree: requests counted per route and
+    status, tokens summed per model and provider."""
+    for template in TEMPLATES:
+        template_apply(name=template.name)
+    kong = api_client_for("ingest")
+    for name in ("kong_api_call", "kong_batch", "kong_ai_proxy"):
+        body = (FIXTURES / f"{name}.json").read_text()
+        response = kong.post(
+            "/api/v1/gateways/kong/http-log", data=body, content_type="application/json"
+        )
+        assert response.status_code == 204, response.content
+
+    usage_rollup(now=datetime(2026, 11, 27, 12, 0, tzinfo=UTC))
+
+    requests = UsageBucket.objects.filter(meter__key="api_requests")
+    assert sum(b.event_count for b in requests) == 5
+    assert sum(b.event_count for b in requests if b.dims["status"] in SUCCESS_STATUSES) == 4
+    assert {(b.dims["route"], b.dims["method"], b.dims["status"]) for b in requests} == {
+        ("flights", "GET", "200"),
+        ("flights", "POST", "201"),
+        ("flights", "GET", "404"),
+        ("openai-chat", "POST", "200"),
+    }
+    [prompt] = UsageBucket.objects.filter(meter__key="llm_input_tokens")
+    [completion] = UsageBucket.objects.filter(meter__key="llm_output_tokens")
+    assert prompt.subject == completion.subject == "acme-app-1"
+    assert prompt.dims == completion.dims == {"model": "gpt-4o", "provider": "openai"}
+    assert (prompt.value_sum, completion.value_sum) == (Decimal("1234"), Decimal("377"))
+    assert (
+        json.loads((FIXTURES / "kong_ai_proxy.json").read_text())["ai"]["proxy"]["usage"][
+            "total_tokens"
+        ]
+        == prompt.value_sum + completion.value_sum
+    )
