@@ -128,3 +128,20 @@ def celery_worker_process(transactional_db, tmp_path):
         except subprocess.TimeoutExpired:
             worker.kill()
         client.close()
+
+
+@pytest.fixture
+def ingest(db):
+    """Store events (dicts) through the same parse and store path as the endpoint."""
+    import json
+
+    from metering.ingest import events_parse
+    from metering.services import events_ingest
+    from tests.metering.conftest import RECEIVED
+
+    def store(*events: dict, received_at=RECEIVED) -> int:
+        parsed = events_parse(json.dumps(list(events)).encode(), batch=True, max_events=100_000)
+        assert not parsed.errors, parsed.errors
+        return events_ingest(events=parsed.events, received_at=received_at)
+
+    return store

@@ -1,0 +1,302 @@
+"""Rating a billing account's period: usage and fees priced into lines, nothing stored.
+
+The account's usage is gathered across its whole subsidiary tree (each consumer key
+counted for the customer it mapped to at each event's time), priced on the account's
+plan over the combined quantity, so tiers and minimums see the whole group, and each
+usage charge is allocated to the subsidiaries it came from in proportion to their own
+quantities (largest remainder on minor units, so the shares add up to the charge).
+A plan change inside the period splits it: each side is priced by its own plan, flat fees
+prorated by the second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Q
+
+from billing.catalog import price_parse
+from billing.models import BillingProfile, PlanVersion, RateCard, Subscription
+from billing.periods import Period, period_containing
+from billing.pricing import (
+    FlatPrice,
+    TaxRate,
+    flat_charge,
+    minimum_commitment_true_up,
+    prorate_fraction,
+    tax_compute,
+    usage_price,
+)
+from core.money import allocate, quantize, zero
+from customers.models import Customer
+from customers.selectors import billed_customer_ids
+from metering.usage import feature_usage
+
+
+class LineKind:
+    FLAT_FEE = "flat_fee"
+    USAGE = "usage"
+    MINIMUM_TRUE_UP = "minimum_true_up"
+    CREDIT = "credit"
+    MANUAL = "manual"
+    PRIOR_PERIOD_ADJUSTMENT = "prior_period_adjustment"
+
+
+@dataclass(frozen=True)
+class RatedLine:
+    kind: str
+    description: str
+    customer_id: int
+    period_start: datetime
+    period_end: datetime
+    amount: Decimal
+    unrounded_amount: Decimal
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+    feature_id: int | None = None
+    rate_card_id: int | None = None
+    plan_version_id: int | None = None
+    group_quantity: Decimal | None = None  # the combined quantity the tiers saw
+    group_amount: Decimal | None = None  # the whole charge this line is a share of
+    breakdown: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class RatedTax:
+    name: str
+    percentage: Decimal
+    inclusive: bool
+    base: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class RatedPeriod:
+    account_id: int
+    currency: str
+    period: Period
+    lines: tuple[RatedLine, ...]
+    taxes: tuple[RatedTax, ...] = ()
+    tax_exempt_reason: str = ""
+    subtotal: Decimal = Decimal(0)
+    total: Decimal = Decimal(0)
+    plan_versions: tuple[int, ...] = field(default_factory=tuple)
+
+
+def account_period(*, account: Customer, at: datetime) -> Period | None:
+    """The billing period of ``account`` that contains ``at`` (None without a subscription)."""
+    sub = (
+        Subscription.objects.select_related("plan_version")
+        .filter(customer=account, start__lte=at)
+        .filter(Q(end__isnull=True) | Q(end__gt=at))
+        .first()
+    )
+    if sub is None:
+        return None
+    return period_containing(
+        anchor=sub.anchor, cadence=sub.plan_version.cadence, timezone=account.timezone, instant=at
+    )
+
+
+def _breakdown(charge) -> tuple[dict, ...]:
+    return tuple(
+        {
+            "tier": line.tier,
+            "from": str(line.from_quantity),
+            "to": str(line.to_quantity),
+            "quantity": str(line.quantity),
+            "unit_price": str(line.unit_price),
+            "flat_price": str(line.flat_price),
+            "amount": str(line.amount),
+            **(
+                {"packages": str(line.packages), "package_size": str(line.package_size)}
+                if line.packages is not None
+                else {}
+            ),
+        }
+        for line in charge.breakdown
+    )
+
+
+def _usage_lines(
+    *,
+    card: RateCard,
+    version: PlanVersion,
+    account: Customer,
+    customer_ids: list[int],
+    start: datetime,
+    end: datetime,
+    usage_until: datetime,
+) -> list[RatedLine]:
+    currency = version.currency
+    price = price_parse(card.price)
+    usage = (
+        feature_usage(
+            feature=card.feature, customer_ids=customer_ids, start=start, end=min(end, usage_until)
+        )
+        if usage_until > start
+        else None
+    )
+    quantity = usage.quantity if usage else Decimal(0)
+    charge = usage_price(price=price, quantity=quantity, currency=currency)
+    label = card.name or card.feature.name or card.feature.key
+    common = dict(
+        kind=LineKind.USAGE,
+        period_start=start,
+        period_end=end,
+        feature_id=card.feature_id,
+        rate_card_id=card.pk,
+        plan_version_id=version.pk,
+        group_quantity=quantity,
+        group_amount=charge.amount,
+        breakdown=_breakdown(charge),
+        unit_price=price.unit_price if price.model == "unit" else None,
+    )
+    weights = {cid: q for cid, q in (usage.by_customer.items() if usage else []) if q}
+    if len(weights) <= 1:
+        owner = next(iter(weights), account.pk)
+        return [
+            RatedLine(
+                description=label,
+                customer_id=owner,
+                quantity=quantity,
+                amount=charge.amount,
+                unrounded_amount=charge.unrounded_amount,
+                **common,
+            )
+        ]
+    owners = sorted(weights, key=lambda cid: (cid != account.pk, cid))
+    shares = allocate(charge.amount, [weights[c] for c in owners], currency)
+    total_weight = sum(weights.values())
+    return [
+        RatedLine(
+            description=label,
+            customer_id=cid,
+            quantity=weights[cid],
+            amount=share,
+            unrounded_amount=charge.unrounded_amount * weights[cid] / total_weight,
+            **common,
+        )
+        for cid, share in zip(owners, shares, strict=True)
+    ]
+
+
+def rate_period(
+    *, account: Customer, period: Period, usage_until: datetime | None = None
+) -> RatedPeriod:
+    """Price ``period`` for a billing account: flat fees, usage per feature and
+    subsidiary, the minimum-commitment true-up and tax. ``usage_until`` caps the usage
+    taken into account (the upcoming invoice counts usage so far); fees are the period's.
+    """
+    usage_until = usage_until or period.end
+    currency = account.currency
+    customer_ids = billed_customer_ids(account=account)
+    subs = list(
+        Subscription.objects.select_related("plan_version")
+        .filter(customer=account, start__lt=period.end)
+        .filter(Q(end__isnull=True) | Q(end__gt=period.start))
+        .order_by("start")
+    )
+    lines: list[RatedLine] = []
+    versions: list[int] = []
+    for sub in subs:
+        version = sub.plan_version
+        versions.append(version.pk)
+        start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
+        fraction = prorate_fraction(
+            period_start=period.start, period_end=period.end, start=start, end=end
+        )
+        segment: list[RatedLine] = []
+        for card in version.rate_cards.select_related("feature__meter").order_by("position", "pk"):
+            price = price_parse(card.price)
+            if isinstance(price, FlatPrice):
+                charge = flat_charge(price=price, currency=currency, fraction=fraction)
+                note = (
+                    ""
+                    if fraction == 1
+                    else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
+                )
+                segment.append(
+                    RatedLine(
+                        kind=LineKind.FLAT_FEE,
+                        description=(card.name or card.key) + note,
+                        customer_id=account.pk,
+                        period_start=start,
+                        period_end=end,
+                        amount=charge.amount,
+                        unrounded_amount=charge.unrounded_amount,
+                        quantity=fraction,
+                        unit_price=price.amount,
+                        rate_card_id=card.pk,
+                        plan_version_id=version.pk,
+                    )
+                )
+            else:
+                segment += _usage_lines(
+                    card=card,
+                    version=version,
+                    account=account,
+                    customer_ids=customer_ids,
+                    start=start,
+                    end=end,
+                    usage_until=usage_until,
+                )
+        commitment = version.minimum_commitment.amount * fraction
+        if commitment > 0:
+            charges = sum((line.amount for line in segment), Decimal(0))
+            true_up = minimum_commitment_true_up(
+                charges=charges, commitment=commitment, currency=currency
+            )
+            if true_up > 0:
+                segment.append(
+                    RatedLine(
+                        kind=LineKind.MINIMUM_TRUE_UP,
+                        description=f"Minimum commitment {quantize(commitment, currency)} {currency} (charges {charges})",
+                        customer_id=account.pk,
+                        period_start=start,
+                        period_end=end,
+                        amount=true_up,
+                        unrounded_amount=true_up,
+                        plan_version_id=version.pk,
+                    )
+                )
+        lines += segment
+    return _with_tax(account=account, period=period, lines=lines, versions=versions)
+
+
+def _with_tax(
+    *, account: Customer, period: Period, lines: list[RatedLine], versions: list[int]
+) -> RatedPeriod:
+    currency = account.currency
+    subtotal = sum((line.amount for line in lines), zero(currency))
+    profile = BillingProfile.objects.filter(customer=account).first()
+    taxes: tuple[RatedTax, ...] = ()
+    exempt = ""
+    if profile is not None and profile.tax_exempt:
+        exempt = profile.tax_exempt_reason
+    else:
+        rates = list(profile.tax_rates.all()) if profile is not None else []
+        if not rates and versions:
+            rates = list(PlanVersion.objects.get(pk=versions[-1]).tax_rates.all())
+        computed = tax_compute(
+            amounts_by_rate={TaxRate(r.name, r.percentage, r.inclusive): [subtotal] for r in rates},
+            currency=currency,
+        )
+        taxes = tuple(
+            RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount)
+            for t in computed
+        )
+    total = subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0))
+    return RatedPeriod(
+        account_id=account.pk,
+        currency=currency,
+        period=period,
+        lines=tuple(lines),
+        taxes=taxes,
+        tax_exempt_reason=exempt,
+        subtotal=subtotal,
+        total=quantize(total, currency),
+        plan_versions=tuple(versions),
+    )

@@ -1,0 +1,237 @@
+"""Rating a period end to end: usage from real events, priced on the account's plan."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from billing.models import BillingProfile, TaxRate
+from billing.periods import Period
+from billing.rating import LineKind, account_period, rate_period
+from billing.services import (
+    PlanVersionSpec,
+    RateCardSpec,
+    plan_save,
+    subscription_change_plan,
+    subscription_create,
+)
+from customers.services import consumer_key_move
+from metering.services import feature_create, meter_create, usage_rollup
+from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.metering.conftest import cloud_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def calls():
+    meter = meter_create(
+        key="api_requests",
+        event_type="request",
+        aggregation="COUNT",
+        group_by={"status": "$.status"},
+    )
+    return feature_create(
+        key="api_calls", name="API calls", meter=meter, filters={"status": ["200"]}
+    )
+
+
+def spec(*cards, commitment="0", currency="USD"):
+    return PlanVersionSpec(
+        currency=currency,
+        cadence="monthly",
+        minimum_commitment=Decimal(commitment),
+        rate_cards=tuple(cards),
+    )
+
+
+def graduated_plan(calls, key="enterprise", commitment="0"):
+    return plan_save(
+        key=key,
+        name=key.title(),
+        spec=spec(
+            RateCardSpec(
+                key="platform", price={"model": "flat", "amount": "100.00", "timing": "in_arrears"}
+            ),
+            RateCardSpec(
+                key="calls",
+                feature=calls,
+                price={
+                    "model": "graduated",
+                    "tiers": [
+                        {"up_to": 10, "unit_price": "1.00"},
+                        {"up_to": None, "unit_price": "0.10"},
+                    ],
+                },
+            ),
+            commitment=commitment,
+        ),
+    )[1]
+
+
+def requests(ingest, subject, n, start, status="200", step=timedelta(hours=1)):
+    ingest(
+        *[
+            cloud_event(
+                f"{subject}-{start.isoformat()}-{i}",
+                subject=subject,
+                time=(start + i * step).isoformat(),
+                status=status,
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def test_a_three_level_tree_is_priced_on_combined_usage_and_allocated_exactly(ingest, calls):
+    globex = CustomerFactory(key="globex")
+    eu = CustomerFactory(key="globex-eu", parent=globex)
+    lab = CustomerFactory(key="globex-eu-lab", parent=eu)
+    ConsumerMappingFactory(consumer_key="hq", customer=globex, valid_from=NOV)
+    ConsumerMappingFactory(consumer_key="eu", customer=eu, valid_from=NOV)
+    ConsumerMappingFactory(consumer_key="shared", customer=eu, valid_from=NOV)
+    consumer_key_move(consumer_key="shared", to_customer=lab, at=NOV + timedelta(days=10))
+    subscription_create(customer=globex, plan_version=graduated_plan(calls), start=NOV)
+
+    requests(ingest, "hq", 5, NOV)
+    requests(ingest, "eu", 7, NOV)
+    requests(
+        ingest, "shared", 6, NOV + timedelta(days=9, hours=21)
+    )  # 3 before the move (eu), 3 after (lab)
+    requests(ingest, "hq", 4, NOV, status="500")  # filtered out by the feature
+    requests(ingest, "hq", 2, DEC)  # next period
+    usage_rollup(now=DEC)
+
+    rated = rate_period(account=globex, period=Period(NOV, DEC))
+    usage = [line for line in rated.lines if line.kind == LineKind.USAGE]
+    by_customer = {line.customer_id: line for line in usage}
+    # combined: 5 + 7 + 6 = 18 calls → 10 × 1.00 + 8 × 0.10 = 10.80
+    assert {line.group_quantity for line in usage} == {Decimal(18)}
+    assert {line.group_amount for line in usage} == {Decimal("10.80")}
+    assert {cid: line.quantity for cid, line in by_customer.items()} == {
+        globex.pk: 5,
+        eu.pk: 10,
+        lab.pk: 3,
+    }
+    assert sum(line.amount for line in usage) == Decimal("10.80")
+    assert by_customer[globex.pk].amount == Decimal("3.00")
+    assert by_customer[eu.pk].amount == Decimal("6.00")
+    assert by_customer[lab.pk].amount == Decimal("1.80")
+    assert rated.subtotal == Decimal("110.80")
+
+
+def test_a_subsidiary_billed_on_its_own_is_not_in_the_parents_invoice(ingest, calls):
+    globex = CustomerFactory(key="globex")
+    us = CustomerFactory(key="globex-us", parent=globex, bill_to_parent=False)
+    ConsumerMappingFactory(consumer_key="us", customer=us, valid_from=NOV)
+    subscription_create(customer=globex, plan_version=graduated_plan(calls), start=NOV)
+    requests(ingest, "us", 3, NOV)
+    usage_rollup(now=DEC)
+    rated = rate_period(account=globex, period=Period(NOV, DEC))
+    assert [line.quantity for line in rated.lines if line.kind == LineKind.USAGE] == [Decimal(0)]
+
+
+def test_a_mid_period_plan_change_prices_each_side_by_its_own_plan(ingest, calls):
+    acme = CustomerFactory(key="acme")
+    ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=NOV)
+    starter = plan_save(
+        key="starter",
+        name="Starter",
+        spec=spec(
+            RateCardSpec(
+                key="base", price={"model": "flat", "amount": "30.00", "timing": "in_arrears"}
+            ),
+            RateCardSpec(key="calls", feature=calls, price={"model": "unit", "unit_price": "0.50"}),
+        ),
+    )[1]
+    pro = plan_save(
+        key="pro",
+        name="Pro",
+        spec=spec(
+            RateCardSpec(
+                key="base", price={"model": "flat", "amount": "90.00", "timing": "in_arrears"}
+            ),
+            RateCardSpec(
+                key="calls",
+                feature=calls,
+                price={"model": "unit", "unit_price": "0.10", "included": 2},
+            ),
+        ),
+    )[1]
+    sub = subscription_create(customer=acme, plan_version=starter, start=NOV)
+    change = NOV + timedelta(days=10)  # 10 of 30 days on starter
+    subscription_change_plan(subscription=sub, plan_version=pro, at=change)
+    requests(ingest, "acme-gw", 4, change - timedelta(hours=4))  # 4 before the change
+    requests(ingest, "acme-gw", 6, change)  # 6 after
+    usage_rollup(now=DEC)
+
+    rated = rate_period(account=acme, period=Period(NOV, DEC))
+    amounts = [(line.kind, round(line.quantity, 6), line.amount) for line in rated.lines]
+    assert amounts == [
+        (LineKind.FLAT_FEE, Decimal("0.333333"), Decimal("10.00")),
+        (LineKind.USAGE, Decimal(4), Decimal("2.00")),
+        (LineKind.FLAT_FEE, Decimal("0.666667"), Decimal("60.00")),
+        (LineKind.USAGE, Decimal(6), Decimal("0.40")),  # 2 included
+    ]
+    assert rated.subtotal == Decimal("72.40")
+
+
+def test_period_edges_follow_the_customers_time_zone(ingest, calls):
+    tokyo = ZoneInfo("Asia/Tokyo")
+    acme = CustomerFactory(key="acme", timezone="Asia/Tokyo")
+    ConsumerMappingFactory(
+        consumer_key="acme-gw", customer=acme, valid_from=NOV - timedelta(days=2)
+    )
+    start = datetime(2026, 11, 1, tzinfo=tokyo)  # 2026-10-31T15:00Z
+    subscription_create(customer=acme, plan_version=graduated_plan(calls), start=start)
+    period = account_period(account=acme, at=datetime(2026, 11, 15, tzinfo=UTC))
+    assert (period.start, period.end) == (
+        datetime(2026, 10, 31, 15, tzinfo=UTC),
+        datetime(2026, 11, 30, 15, tzinfo=UTC),
+    )
+    just_before = period.start - timedelta(microseconds=1)
+    ingest(
+        cloud_event("before", subject="acme-gw", time=just_before.isoformat(), status="200"),
+        cloud_event("first", subject="acme-gw", time=period.start.isoformat(), status="200"),
+        cloud_event(
+            "last",
+            subject="acme-gw",
+            time=(period.end - timedelta(microseconds=1)).isoformat(),
+            status="200",
+        ),
+        cloud_event("after", subject="acme-gw", time=period.end.isoformat(), status="200"),
+    )
+    usage_rollup(now=DEC)
+    rated = rate_period(account=acme, period=period)
+    assert [line.quantity for line in rated.lines if line.kind == LineKind.USAGE] == [Decimal(2)]
+
+
+def test_minimum_commitment_and_tax_round_once_on_the_sum(ingest, calls):
+    acme = CustomerFactory(key="acme")
+    vat = TaxRate.objects.create(key="vat19", name="VAT 19%", percentage=Decimal("19"))
+    profile = BillingProfile.objects.create(customer=acme)
+    profile.tax_rates.add(vat)
+    subscription_create(
+        customer=acme, plan_version=graduated_plan(calls, commitment="250.00"), start=NOV
+    )
+    rated = rate_period(account=acme, period=Period(NOV, DEC))
+    kinds = [(line.kind, line.amount) for line in rated.lines]
+    assert kinds == [
+        (LineKind.FLAT_FEE, Decimal("100.00")),
+        (LineKind.USAGE, Decimal("0.00")),
+        (LineKind.MINIMUM_TRUE_UP, Decimal("150.00")),
+    ]
+    assert [(t.name, t.amount) for t in rated.taxes] == [("VAT 19%", Decimal("47.50"))]
+    assert rated.total == Decimal("297.50")
+
+    profile.tax_exempt, profile.tax_exempt_reason = True, "Reseller certificate 42"
+    profile.save()
+    rated = rate_period(account=acme, period=Period(NOV, DEC))
+    assert (
+        rated.taxes == ()
+        and rated.tax_exempt_reason == "Reseller certificate 42"
+        and rated.total == Decimal("250.00")
+    )
