@@ -190,3 +190,22 @@ class RollupState(models.Model):
 
     def __str__(self) -> str:
         return f"rollup of meter {self.meter_id} below xid {self.watermark}"
+
+
+class UsageTouch(models.Model):
+    """A customer's rolled-up usage of a UTC day changed, in transaction ``xid``.
+
+    The rollup and re-attribution stamp these; billing compares them with the
+    transaction horizon an invoice was rated at, to find drafts to recompute and issued
+    periods with late usage, without rescanning events.
+    """
+
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    xid = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "day"], name="usage_touch_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.day} @ {self.xid}"

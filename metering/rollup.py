@@ -66,6 +66,11 @@ ON CONFLICT (meter_id, customer_id, subject, hour, dims) DO UPDATE SET
     first_time = LEAST(b.first_time, EXCLUDED.first_time),
     last_time = GREATEST(b.last_time, EXCLUDED.last_time)
 RETURNING 1
+), touched AS (
+INSERT INTO metering_usagetouch (customer_id, day, xid)
+SELECT DISTINCT customer_id, (hour AT TIME ZONE 'UTC')::date, pg_current_xact_id()::text::bigint
+FROM agg WHERE customer_id IS NOT NULL
+ON CONFLICT (customer_id, day) DO UPDATE SET xid = EXCLUDED.xid
 )
 SELECT (SELECT coalesce(sum(event_count), 0) FROM agg)::bigint, (SELECT count(*) FROM upserted)
 """
@@ -158,11 +163,25 @@ def subject_reattribute(
             "hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') "
             "AND (%(end)s::timestamptz IS NULL OR hour < %(end)s::timestamptz)"
         )
-        for table in ("metering_usagebucket", "metering_uniquevalue"):
-            cursor.execute(
-                f"DELETE FROM {table} WHERE meter_id = %(meter)s AND subject = %(subject)s AND {hour_range}",
-                bounds,
+        # The customers whose usage moves away are touched too, so billing sees the change.
+        cursor.execute(
+            f"""
+            WITH gone AS (
+                DELETE FROM metering_usagebucket
+                WHERE meter_id = %(meter)s AND subject = %(subject)s AND {hour_range}
+                RETURNING customer_id, hour
             )
+            INSERT INTO metering_usagetouch (customer_id, day, xid)
+            SELECT DISTINCT customer_id, (hour AT TIME ZONE 'UTC')::date, pg_current_xact_id()::text::bigint
+            FROM gone WHERE customer_id IS NOT NULL
+            ON CONFLICT (customer_id, day) DO UPDATE SET xid = EXCLUDED.xid
+            """,
+            bounds,
+        )
+        cursor.execute(
+            f"DELETE FROM metering_uniquevalue WHERE meter_id = %(meter)s AND subject = %(subject)s AND {hour_range}",
+            bounds,
+        )
         where = (
             "e.subject = %(subject)s AND e.xid < %(wm)s "
             "AND e.time >= date_trunc('hour', %(start)s::timestamptz, 'UTC') "

@@ -231,3 +231,30 @@ def feature_usage(
         by_customer = {cid: Decimal(p.distinct) for cid, p in partials.items()}
     quantity = quantity_of(meter.aggregation, partials.values(), distinct_total=distinct_total)
     return FeatureUsage(aggregation=meter.aggregation, quantity=quantity, by_customer=by_customer)
+
+
+def usage_changed_since(*, customer_ids: Iterable[int], start: datetime, end: datetime, xid: int) -> bool:
+    """Whether rolled-up usage of these customers in ``[start, end)`` may have changed in a
+    transaction at or above ``xid`` (conservative: whole UTC days around the range)."""
+    ids = list(customer_ids)
+    if not ids:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT EXISTS (
+                SELECT 1 FROM metering_usagetouch
+                WHERE customer_id = ANY(%s) AND xid >= %s
+                  AND day >= (%s AT TIME ZONE 'UTC')::date AND day <= (%s AT TIME ZONE 'UTC')::date
+            )
+            """,
+            [ids, xid, start, end],
+        )
+        return cursor.fetchone()[0]
+
+
+def current_xmin() -> int:
+    """The transaction horizon now: every transaction below it has finished."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return cursor.fetchone()[0]

@@ -10,17 +10,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import msgspec
 from django.shortcuts import get_object_or_404
-from django.utils.functional import Promise
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
+from core.api.renderers import ExactNumberJSONRenderer
 from metering.api.query_serializers import (
     MeterQueryRequestSerializer,
     MeterQueryResultSerializer,
@@ -28,29 +26,6 @@ from metering.api.query_serializers import (
 )
 from metering.models import Meter
 from metering.query import MeterQuery, MeterQueryResult, meter_query
-
-
-def _fallback(value):
-    if isinstance(value, str | Promise):  # DRF's ErrorDetail and lazy translations
-        return str(value)
-    return JSONEncoder().default(value)
-
-
-_exact_encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_fallback)
-
-
-class ExactNumberJSONRenderer(renderers.JSONRenderer):
-    """JSON in which a ``Decimal`` is an exact JSON number.
-
-    OpenMeter sends query values as JSON numbers; DRF's encoder would pass a Decimal
-    through float (0.1 + 0.2 = 0.30000000000000004, integers past 2**53 rounded), so this
-    renderer writes the Decimal's own digits instead.
-    """
-
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        if data is None:
-            return b""
-        return _exact_encoder.encode(data)
 
 
 def _renderers() -> list:

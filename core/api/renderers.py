@@ -1,0 +1,31 @@
+"""JSON with exact numbers, for the OpenMeter-compatible endpoints."""
+
+from __future__ import annotations
+
+import msgspec
+from django.utils.functional import Promise
+from rest_framework import renderers
+from rest_framework.utils.encoders import JSONEncoder
+
+
+def _fallback(value):
+    if isinstance(value, str | Promise):  # DRF's ErrorDetail and lazy translations
+        return str(value)
+    return JSONEncoder().default(value)
+
+
+_exact_encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_fallback)
+
+
+class ExactNumberJSONRenderer(renderers.JSONRenderer):
+    """JSON in which a ``Decimal`` is an exact JSON number.
+
+    OpenMeter sends query values as JSON numbers; DRF's encoder would pass a Decimal
+    through float (0.1 + 0.2 = 0.30000000000000004, integers past 2**53 rounded), so this
+    renderer writes the Decimal's own digits instead.
+    """
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        if data is None:
+            return b""
+        return _exact_encoder.encode(data)

@@ -1,0 +1,276 @@
+"""Reads in metering: unattributed usage, usage series for charts, and the event store.
+
+Every function is a read; none writes or reads the clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import Q
+
+from customers.models import Customer
+from customers.selectors import consumer_mapping_at
+from metering.models import Aggregation, Event, Feature, Meter
+from metering.services import meter_has_data
+
+Window = Literal["day", "hour"]
+MAX_SERIES_WINDOWS = 5000
+
+
+@dataclass(frozen=True)
+class UnattributedSubject:
+    """A subject with stored events that no consumer mapping covered at their time."""
+
+    subject: str
+    events: int
+    first_time: datetime
+    last_time: datetime
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    """One window of a usage series; ``value`` is None where the aggregation has no value
+    in the window (MIN, MAX, AVG and LATEST of a window without values)."""
+
+    window_start: datetime
+    value: Decimal | None
+
+
+# Counted from the raw events, not the buckets: an event counted by two meters (or by
+# none) is one event. The containment test is the one the GiST index behind the
+# mapping's exclusion constraint answers.
+_UNATTRIBUTED_SQL = """
+SELECT e.subject, count(*), min(e.time), max(e.time)
+FROM metering_event e
+WHERE {where}
+  AND NOT EXISTS (
+    SELECT 1 FROM customers_consumermapping m
+    WHERE m.consumer_key = e.subject
+      AND tstzrange(m.valid_from, m.valid_to, '[)') @> e.time
+  )
+GROUP BY e.subject
+ORDER BY count(*) DESC, e.subject
+"""
+
+
+def unattributed_usage(
+    *, since: datetime | None = None, until: datetime | None = None
+) -> list[UnattributedSubject]:
+    """Subjects whose events (with ``since <= time < until`` when given) had no consumer
+    mapping at the event's time, with the number of such events and the first and last
+    of their times; most events first.
+
+    Every stored event counts once, whatever meters count it (or none).
+    """
+    where, params = ["TRUE"], []
+    # literal bounds, not "IS NULL OR": the planner prunes partitions on them
+    if since is not None:
+        where.append("e.time >= %s")
+        params.append(since)
+    if until is not None:
+        where.append("e.time < %s")
+        params.append(until)
+    with connection.cursor() as cursor:
+        cursor.execute(_UNATTRIBUTED_SQL.format(where=" AND ".join(where)), params)
+        return [
+            UnattributedSubject(subject=s, events=n, first_time=first, last_time=last)
+            for s, n, first, last in cursor.fetchall()
+        ]
+
+
+# value of a window from its buckets, as the rollup keeps them exact across hours
+_SERIES_VALUES = {
+    Aggregation.COUNT: "sum(b.event_count)",
+    Aggregation.SUM: "sum(b.value_sum)",
+    Aggregation.MIN: "min(b.value_min)",
+    Aggregation.MAX: "max(b.value_max)",
+    Aggregation.AVG: "sum(b.value_sum) / nullif(sum(b.value_count), 0)",
+    Aggregation.LATEST: (
+        "(array_agg(b.latest_value ORDER BY b.latest_time DESC, b.latest_event_id DESC)"
+        " FILTER (WHERE b.latest_time IS NOT NULL))[1]"
+    ),
+    Aggregation.UNIQUE_COUNT: "count(DISTINCT b.value)",
+}
+_ADDITIVE = {Aggregation.COUNT, Aggregation.SUM, Aggregation.UNIQUE_COUNT}
+
+
+def usage_series(
+    *,
+    meter: Meter,
+    start: datetime,
+    end: datetime,
+    customer: Customer | None = None,
+    feature: Feature | None = None,
+    window: Window = "day",
+    timezone: str = "UTC",
+) -> list[UsagePoint]:
+    """The meter's usage per ``window`` (local days or hours of ``timezone``) from the
+    hourly buckets whose hour lies in ``[start, end)``: every window touching the range,
+    in order, empty ones included (0 for COUNT, SUM and UNIQUE_COUNT; None otherwise).
+
+    ``customer`` limits it to usage attributed to that customer; ``feature`` (a feature of
+    ``meter``) applies its dimension filters. Usage not yet rolled up is not included.
+    A bucket belongs to the window its hour starts in, so days in a zone whose offset is
+    not a whole number of hours (Asia/Kolkata) are approximate to the half hour.
+
+    Raises ``ValidationError`` for an unknown time zone, an empty range, a feature of
+    another meter, or more than ``MAX_SERIES_WINDOWS`` windows.
+    """
+    zone = _zone(timezone)
+    if feature is not None and feature.meter_id != meter.pk:
+        raise ValidationError({"feature": f"{feature.key} is not a feature of meter {meter.key}."})
+    starts = series_windows(start=start, end=end, window=window, zone=zone)
+    aggregation = Aggregation(meter.aggregation)
+    table = (
+        "metering_uniquevalue"
+        if aggregation == Aggregation.UNIQUE_COUNT
+        else "metering_usagebucket"
+    )
+    where = ["b.meter_id = %(meter)s", "b.hour >= %(start)s", "b.hour < %(end)s"]
+    params: dict[str, object] = {
+        "meter": meter.pk,
+        "start": start,
+        "end": end,
+        "unit": window,
+        "tz": timezone,
+    }
+    if customer is not None:
+        where.append("b.customer_id = %(customer)s")
+        params["customer"] = customer.pk
+    where += _dimension_filters(feature.filters if feature else {}, params)
+    text = (
+        f"SELECT date_trunc(%(unit)s::text, b.hour, %(tz)s::text) AS w, {_SERIES_VALUES[aggregation]} "
+        f"FROM {table} b WHERE {' AND '.join(where)} GROUP BY 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        found = {w.astimezone(UTC): value for w, value in cursor.fetchall()}
+    empty = Decimal(0) if aggregation in _ADDITIVE else None
+    return [UsagePoint(window_start=w, value=_decimal(found.get(w, empty))) for w in starts]
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(value)
+
+
+def _dimension_filters(filters: Mapping[str, Sequence], params: dict) -> list[str]:
+    where = []
+    for i, (name, values) in enumerate(sorted(filters.items())):
+        params[f"dim{i}"] = name
+        params[f"values{i}"] = [str(v) for v in values]
+        where.append(f"(b.dims ->> %(dim{i})s::text) = ANY(%(values{i})s::text[])")
+    return where
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            {"timezone": f"{name!r} is not an IANA time zone (for example 'Europe/Berlin')."}
+        ) from exc
+
+
+def series_windows(
+    *, start: datetime, end: datetime, window: Window, zone: zoneinfo.ZoneInfo
+) -> list[datetime]:
+    """The UTC starts of the local days or hours of ``zone`` that touch ``[start, end)``,
+    the same instants PostgreSQL's ``date_trunc(window, t, zone)`` gives."""
+    if end <= start:
+        raise ValidationError({"end": "Must be after the start."})
+    if window not in ("day", "hour"):
+        raise ValidationError({"window": "Use 'day' or 'hour'."})
+    if window == "hour":
+        local = start.astimezone(zone)
+        first = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        count = -(-(end - first) // timedelta(hours=1))
+        if count > MAX_SERIES_WINDOWS:
+            raise ValidationError({"window": f"More than {MAX_SERIES_WINDOWS} hours; use days."})
+        return [first + timedelta(hours=i) for i in range(count)]
+    starts: list[datetime] = []
+    day = start.astimezone(zone).date()
+    while True:
+        at = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+        if at >= end:
+            return starts
+        starts.append(at)
+        if len(starts) > MAX_SERIES_WINDOWS:
+            raise ValidationError({"window": f"More than {MAX_SERIES_WINDOWS} days."})
+        day += timedelta(days=1)
+
+
+def event_times(*, event_id: str) -> list[datetime]:
+    """The times of the stored events with this id (one per source), from the key table:
+    with the time known, the event table is searched in one partition, by index."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT time FROM metering_eventkey WHERE event_id = %s", [event_id])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def event_id_filter(*, event_id: str) -> Q:
+    """Events with this id, as a filter the partitioned table answers by index."""
+    times = event_times(event_id=event_id)
+    return Q(event_id=event_id, time__in=times) if times else Q(pk__in=[])
+
+
+def event_search(*, term: str) -> Q:
+    """Events whose subject, type or id is exactly ``term``. Each column is asked first
+    (by index) whether it has the term, so the filter has only branches an index answers."""
+    found = []
+    if Event.objects.filter(subject=term).exists():
+        found.append(Q(subject=term))
+    if Event.objects.filter(type=term).exists():
+        found.append(Q(type=term))
+    if times := event_times(event_id=term):
+        found.append(Q(event_id=term, time__in=times))
+    if not found:
+        return Q(pk__in=[])
+    return functools.reduce(operator.or_, found)
+
+
+def recent_events(
+    *,
+    subject: str | None = None,
+    event_id: str | None = None,
+    type: str | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """The newest stored events (by event time), optionally of one subject, event id or
+    type (exact matches, each answered by an index)."""
+    events = Event.objects.order_by("-time", "-id")
+    if subject:
+        events = events.filter(subject=subject)
+    if event_id:
+        events = events.filter(event_id_filter(event_id=event_id))
+    if type:
+        events = events.filter(type=type)
+    return list(events[:limit])
+
+
+def event_attribution(*, event: Event) -> str | None:
+    """The key of the customer the event's subject was mapped to at the event's time, or
+    None when it was unattributed then (an event is attributed by its own time)."""
+    mapping = consumer_mapping_at(consumer_key=event.subject, at=event.time)
+    return mapping.customer.key if mapping else None
+
+
+def meter_delete_blocker(*, meter: Meter) -> str | None:
+    """Why the meter cannot be deleted (it has data, or features use it), or None."""
+    features = list(meter.features.order_by("key").values_list("key", flat=True)[:5])
+    if features:
+        return f"Features use this meter: {', '.join(features)}."
+    if meter_has_data(meter=meter):
+        return "The meter has data (stored events of its type or rolled-up usage)."
+    return None
