@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.db.models import Q
 
 from billing.catalog import price_parse
-from billing.models import BillingProfile, PlanVersion, RateCard, Subscription
+from billing.models import BillingProfile, LineKind, PlanVersion, RateCard, Subscription
 from billing.periods import Period, period_containing
 from billing.pricing import (
     FlatPrice,
@@ -33,15 +33,6 @@ from core.money import allocate, quantize, zero
 from customers.models import Customer
 from customers.selectors import billed_customer_ids
 from metering.usage import feature_usage
-
-
-class LineKind:
-    FLAT_FEE = "flat_fee"
-    USAGE = "usage"
-    MINIMUM_TRUE_UP = "minimum_true_up"
-    CREDIT = "credit"
-    MANUAL = "manual"
-    PRIOR_PERIOD_ADJUSTMENT = "prior_period_adjustment"
 
 
 @dataclass(frozen=True)
@@ -266,29 +257,33 @@ def rate_period(
     return _with_tax(account=account, period=period, lines=lines, versions=versions)
 
 
-def _with_tax(
-    *, account: Customer, period: Period, lines: list[RatedLine], versions: list[int]
-) -> RatedPeriod:
+def taxes_for(
+    *, account: Customer, plan_version_ids: list[int], subtotal: Decimal
+) -> tuple[tuple[RatedTax, ...], str]:
+    """The taxes on ``subtotal`` for the account (its own rates, else its plan's), each
+    rounded once on the sum, and the exemption reason when the account is exempt."""
+    profile = BillingProfile.objects.filter(customer=account).first()
+    if profile is not None and profile.tax_exempt:
+        return (), profile.tax_exempt_reason
+    rates = list(profile.tax_rates.all()) if profile is not None else []
+    if not rates and plan_version_ids:
+        rates = list(PlanVersion.objects.get(pk=plan_version_ids[-1]).tax_rates.all())
+    computed = tax_compute(
+        amounts_by_rate={TaxRate(r.name, r.percentage, r.inclusive): [subtotal] for r in rates},
+        currency=account.currency,
+    )
+    return tuple(RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount) for t in computed), ""
+
+
+def total_with_taxes(*, subtotal: Decimal, taxes: tuple[RatedTax, ...], currency: str) -> Decimal:
+    """Inclusive taxes are inside the subtotal already; exclusive ones are added."""
+    return quantize(subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0)), currency)
+
+
+def _with_tax(*, account: Customer, period: Period, lines: list[RatedLine], versions: list[int]) -> RatedPeriod:
     currency = account.currency
     subtotal = sum((line.amount for line in lines), zero(currency))
-    profile = BillingProfile.objects.filter(customer=account).first()
-    taxes: tuple[RatedTax, ...] = ()
-    exempt = ""
-    if profile is not None and profile.tax_exempt:
-        exempt = profile.tax_exempt_reason
-    else:
-        rates = list(profile.tax_rates.all()) if profile is not None else []
-        if not rates and versions:
-            rates = list(PlanVersion.objects.get(pk=versions[-1]).tax_rates.all())
-        computed = tax_compute(
-            amounts_by_rate={TaxRate(r.name, r.percentage, r.inclusive): [subtotal] for r in rates},
-            currency=currency,
-        )
-        taxes = tuple(
-            RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount)
-            for t in computed
-        )
-    total = subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0))
+    taxes, exempt = taxes_for(account=account, plan_version_ids=versions, subtotal=subtotal)
     return RatedPeriod(
         account_id=account.pk,
         currency=currency,
@@ -297,6 +292,6 @@ def _with_tax(
         taxes=taxes,
         tax_exempt_reason=exempt,
         subtotal=subtotal,
-        total=quantize(total, currency),
+        total=total_with_taxes(subtotal=subtotal, taxes=taxes, currency=currency),
         plan_versions=tuple(versions),
     )

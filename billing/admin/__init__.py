@@ -1,0 +1,23 @@
+"""Billing in the admin: the catalog (plans, versions, tax rates, billing profiles,
+webhook endpoints), subscriptions and the upcoming invoice. Importing the package
+registers every model admin."""
+
+from billing.admin.catalog import (
+    BillingProfileAdmin,
+    PlanAdmin,
+    PlanVersionAdmin,
+    TaxRateAdmin,
+    WebhookEndpointAdmin,
+)
+from billing.admin.subscriptions import SubscriptionAdmin
+
+__all__ = [
+    "BillingProfileAdmin",
+    "PlanAdmin",
+    "PlanVersionAdmin",
+    "SubscriptionAdmin",
+    "TaxRateAdmin",
+    "WebhookEndpointAdmin",
+]
+
+import billing.admin_invoices  # noqa: E402,F401  invoices and credit notes

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from billing.config import config_export, document_dump
+
+
+class Command(BaseCommand):
+    help = (
+        "Write the current configuration in the format billing_apply reads (standard "
+        "output by default). Includes webhook signing secrets and ACH account details: "
+        "keep the file as safe as the database."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--out", metavar="FILE", help="Write to FILE instead of stdout.")
+
+    def handle(self, *args, out: str | None = None, **options):
+        text = document_dump(config_export())
+        if not out:
+            self.stdout.write(text, ending="")
+            return
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"{out}: {exc.strerror or exc}") from exc
+        self.stderr.write(f"Wrote {out}")

@@ -1,0 +1,30 @@
+from billing.models.access import CustomerAccess
+from billing.models.catalog import (
+    BillingProfile,
+    Cadence,
+    Plan,
+    PlanVersion,
+    RateCard,
+    Subscription,
+    TaxRate,
+    WebhookEndpoint,
+)
+from billing.models.entitlements import EntitlementOverride, EntitlementType, Grant, UsagePeriod
+from billing.models.invoices import (
+    CreditNote,
+    CreditNoteLine,
+    DocumentSequence,
+    FrozenInvoiceError,
+    Invoice,
+    InvoiceEvent,
+    InvoiceLine,
+    InvoiceStatus,
+    InvoiceTax,
+    LineKind,
+)
+
+__all__ = [
+    "BillingProfile", "Cadence", "CustomerAccess", "EntitlementOverride", "EntitlementType", "Grant", "UsagePeriod", "CreditNote", "CreditNoteLine", "DocumentSequence", "FrozenInvoiceError",
+    "Invoice", "InvoiceEvent", "InvoiceLine", "InvoiceStatus", "InvoiceTax", "LineKind", "Plan",
+    "PlanVersion", "RateCard", "Subscription", "TaxRate", "WebhookEndpoint",
+]

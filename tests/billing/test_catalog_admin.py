@@ -1,0 +1,363 @@
+"""Billing in the admin: every page loads with data, prices change through plan_save,
+subscriptions move and end through their forms, and the upcoming invoice reads clearly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.test import RequestFactory
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import (
+    BillingProfile,
+    Plan,
+    PlanVersion,
+    Subscription,
+    TaxRate,
+    WebhookEndpoint,
+)
+from billing.services import (
+    PlanVersionSpec,
+    RateCardSpec,
+    custom_contract_create,
+    plan_save,
+    subscription_create,
+)
+from metering.services import feature_create, meter_create
+from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.metering.conftest import cloud_event
+
+pytestmark = pytest.mark.django_db
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+GRADUATED = {
+    "model": "graduated",
+    "tiers": [{"up_to": 10, "unit_price": "1.00"}, {"up_to": None, "unit_price": "0.10"}],
+}
+BILLING_MODELS = [Plan, PlanVersion, TaxRate, BillingProfile, Subscription, WebhookEndpoint]
+
+
+@pytest.fixture
+def calls(db):
+    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
+    return feature_create(key="api_calls", name="API calls", meter=meter)
+
+
+def pro(calls, key="pro") -> PlanVersion:
+    return plan_save(
+        key=key,
+        name=key.title(),
+        spec=PlanVersionSpec(
+            currency="USD",
+            cadence="monthly",
+            minimum_commitment=Decimal(0),
+            rate_cards=(
+                RateCardSpec(
+                    key="platform",
+                    name="Platform fee",
+                    price={"model": "flat", "amount": "100.00", "timing": "in_arrears"},
+                ),
+                RateCardSpec(key="calls", name="API calls", feature=calls, price=GRADUATED),
+            ),
+        ),
+    )[1]
+
+
+@pytest.fixture
+def globex(calls):
+    """Globex and its subsidiary on Pro since three days ago, with sales tax, a custom
+    contract for another customer, and a webhook endpoint."""
+    parent = CustomerFactory(key="globex")
+    eu = CustomerFactory(key="globex-eu", parent=parent)
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+    ConsumerMappingFactory(consumer_key="hq", customer=parent, valid_from=start)
+    ConsumerMappingFactory(consumer_key="eu", customer=eu, valid_from=start)
+    version = pro(calls)
+    subscription_create(customer=parent, plan_version=version, start=start)
+    profile = BillingProfile.objects.create(customer=parent)
+    profile.tax_rates.add(
+        TaxRate.objects.create(key="sales", name="Sales tax", percentage=Decimal("10"))
+    )
+    acme = CustomerFactory(key="acme")
+    custom_contract_create(
+        base=version,
+        customer=acme,
+        changes={"prices": {"calls": {"model": "unit", "unit_price": "0.5"}}},
+    )
+    WebhookEndpoint.objects.create(
+        key="ops",
+        url="https://example.com/hooks",
+        secret="whsec_abcdefghijklmnop1234",
+        events=["invoice.issued"],
+    )
+    return parent
+
+
+def prices_post(version: PlanVersion | None = None, **changes) -> dict:
+    """The "Edit prices" form as a browser posts it, with the version's cards."""
+    cards = [
+        {
+            "key": c.key,
+            "name": c.name,
+            "feature": c.feature.key if c.feature else "",
+            "price": json.dumps(c.price),
+        }
+        for c in (version.rate_cards.order_by("position") if version else [])
+    ]
+    cards += changes.pop("cards", [])
+    data = {
+        "name": "Pro",
+        "description": "",
+        "currency": "USD",
+        "cadence": "monthly",
+        "minimum_commitment": "0",
+        "cards-TOTAL_FORMS": str(len(cards)),
+        "cards-INITIAL_FORMS": str(len(cards)),
+        "cards-MIN_NUM_FORMS": "0",
+        "cards-MAX_NUM_FORMS": "1000",
+        **changes,
+    }
+    for i, card in enumerate(cards):
+        data.update({f"cards-{i}-{k}": v for k, v in card.items()})
+    return data
+
+
+def test_every_billing_admin_page_loads_for_a_superuser(admin_client, admin_user, globex):
+    request = RequestFactory().get("/")
+    request.user = admin_user
+    for model in BILLING_MODELS:
+        model_admin = admin.site._registry[model]
+        opts = model._meta
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        assert admin_client.get(changelist).status_code == 200, changelist
+        assert admin_client.get(changelist, {"q": "globex"}).status_code == 200, changelist
+        if model_admin.has_add_permission(request):
+            add = reverse(f"admin:{opts.app_label}_{opts.model_name}_add")
+            assert admin_client.get(add).status_code == 200, add
+        for obj in model.objects.all():
+            change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+            assert admin_client.get(change).status_code == 200, change
+    sub = Subscription.objects.get()
+    plan = Plan.objects.get()
+    for url in [
+        reverse("admin:billing_plan_prices", args=[plan.pk]),
+        reverse("admin:billing_subscription_change_plan", args=[sub.pk]),
+        reverse("admin:billing_subscription_cancel") + f"?ids={sub.pk}",
+        reverse("admin:billing_upcoming_invoice", args=["globex"]),
+        reverse("admin:billing_upcoming_invoice", args=["acme"]),  # no subscription
+    ]:
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_the_plan_page_lists_its_versions_with_subscribers_and_custom_contracts(
+    admin_client, globex
+):
+    page = admin_client.get(
+        reverse("admin:billing_plan_change", args=[Plan.objects.get().pk])
+    ).content.decode()
+    assert "v1" in page and "v2" in page and "acme" in page
+    assert reverse("admin:billing_plan_prices", args=[Plan.objects.get().pk]) in page
+
+
+def test_editing_the_prices_of_a_subscribed_plan_saves_a_new_version(admin_client, globex):
+    v1 = PlanVersion.objects.get(version=1)
+    data = prices_post(v1, minimum_commitment="250")
+    data["cards-1-price"] = '{"model": "unit", "unit_price": 0.02}'  # a bare number, read exactly
+
+    response = admin_client.post(
+        reverse("admin:billing_plan_prices", args=[v1.plan_id]), data, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "saved as version 3" in response.content.decode()  # v2 is acme's custom contract
+    v3 = PlanVersion.objects.get(version=3)
+    assert v3.minimum_commitment.amount == Decimal("250")
+    assert v3.rate_cards.get(key="calls").price == {"model": "unit", "unit_price": "0.02"}
+    assert Subscription.objects.get().plan_version == v1
+
+
+def test_price_errors_from_rate_cards_validate_show_on_their_row(admin_client, globex):
+    v1 = PlanVersion.objects.get(version=1)
+    data = prices_post(v1)
+    data["cards-1-price"] = '{"model": "graduated", "tiers": [{"up_to": "x", "unit_price": "1"}]}'
+    data["cards-0-feature"] = "api_calls"
+
+    page = admin_client.post(
+        reverse("admin:billing_plan_prices", args=[v1.plan_id]), data
+    ).content.decode()
+
+    assert "tiers[0].up_to" in page
+    assert "a flat fee is not priced on a feature" in page
+    assert PlanVersion.objects.count() == 2
+
+
+def test_a_plan_is_added_through_the_prices_form(admin_client, calls):
+    data = prices_post(
+        key="starter",
+        name="Starter",
+        cards=[
+            {
+                "key": "",
+                "name": "",
+                "feature": "api_calls",
+                "price": '{"model": "unit", "unit_price": "0.01"}',
+            }
+        ],
+    )
+    data["cards-INITIAL_FORMS"] = "0"
+
+    response = admin_client.post(reverse("admin:billing_plan_add"), data)
+
+    assert response.status_code == 302, response.content.decode()
+    version = PlanVersion.objects.get(plan__key="starter")
+    assert [c.key for c in version.rate_cards.all()] == ["api_calls"]
+
+
+def test_renaming_a_plan_keeps_its_version(admin_client, globex):
+    plan = Plan.objects.get()
+    data = {
+        "name": "Pro 2026",
+        "description": "",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(reverse("admin:billing_plan_change", args=[plan.pk]), data)
+    assert response.status_code == 302, response.content.decode()
+    plan.refresh_from_db()
+    assert plan.name == "Pro 2026" and plan.versions.count() == 2
+
+
+def test_subscribing_through_the_admin_calls_the_service_and_shows_its_errors(admin_client, globex):
+    url = reverse("admin:billing_subscription_add")
+    data = {
+        "customer": CustomerFactory(key="initech").pk,
+        "plan_version": PlanVersion.objects.get(version=1).pk,
+        "start": "2026-11-01 00:00:00",
+    }
+    assert admin_client.post(url, data).status_code == 302
+    assert Subscription.objects.get(customer__key="initech").anchor == NOV
+    page = admin_client.post(url, data).content.decode()
+    assert "already has a subscription" in page
+    data["customer"] = globex.subsidiaries.get().pk
+    assert "billed on globex" in admin_client.post(url, data).content.decode()
+
+
+def test_the_change_plan_action_moves_the_subscription(admin_client, calls, globex):
+    sub = Subscription.objects.get()
+    scale = pro(calls, key="scale")
+    response = admin_client.post(
+        reverse("admin:billing_subscription_changelist"),
+        {"action": "change_plan", "_selected_action": [sub.pk]},
+    )
+    assert response.status_code == 302
+    assert response.url == reverse("admin:billing_subscription_change_plan", args=[sub.pk])
+    at = sub.start + timedelta(days=1)
+
+    response = admin_client.post(
+        response.url,
+        {"plan_version": scale.pk, "at": at.strftime("%Y-%m-%d %H:%M:%S"), "timing": "immediately"},
+    )
+
+    assert response.status_code == 302
+    sub.refresh_from_db()
+    assert sub.end == at
+    assert Subscription.objects.get(start=at).plan_version == scale
+
+
+def test_the_cancel_action_ends_each_selected_subscription_and_reports_it(admin_client, globex):
+    sub = Subscription.objects.get()
+    response = admin_client.post(
+        reverse("admin:billing_subscription_changelist"),
+        {"action": "cancel", "_selected_action": [sub.pk]},
+    )
+    assert response.status_code == 302
+    at = sub.start + timedelta(days=1)
+
+    done = admin_client.post(
+        response.url, {"at": at.strftime("%Y-%m-%d %H:%M:%S"), "timing": "immediately"}, follow=True
+    )
+
+    sub.refresh_from_db()
+    assert sub.end == at
+    assert f"globex: ends {at:%Y-%m-%d %H:%M} utc" in done.content.decode().lower()
+
+
+def test_the_upcoming_invoice_page_shows_lines_by_subsidiary_with_tiers_and_totals(
+    admin_client, ingest, globex
+):
+    now = timezone.now()
+    ingest(
+        *[
+            cloud_event(f"hq-{i}", subject="hq", time=(now - timedelta(hours=1)).isoformat())
+            for i in range(5)
+        ],
+        *[
+            cloud_event(f"eu-{i}", subject="eu", time=(now - timedelta(hours=1)).isoformat())
+            for i in range(15)
+        ],
+    )
+
+    page = admin_client.get(
+        reverse("admin:billing_upcoming_invoice", args=["globex-eu"])
+    ).content.decode()
+
+    assert "globex-eu is billed on" in page
+    assert "<h2>globex (billing account)</h2>" in page and "<h2>globex-eu</h2>" in page
+    assert "2.75" in page and "8.25" in page  # 20 calls = 11.00, shared 5 : 15
+    assert "share of 11.00 for 20 across the group" in page
+    assert "Sales tax (10%)" in page and "11.10" in page
+    assert "122.10 USD" in page
+
+
+def test_the_upcoming_invoice_page_says_when_there_is_no_subscription(admin_client, globex):
+    page = admin_client.get(
+        reverse("admin:billing_upcoming_invoice", args=["acme"])
+    ).content.decode()
+    assert "acme has no subscription" in page
+    assert (
+        admin_client.get(reverse("admin:billing_upcoming_invoice", args=["nobody"])).status_code
+        == 404
+    )
+
+
+def test_customers_are_picked_by_autocomplete_on_subscriptions_and_profiles(admin_client, globex):
+    for model_name in ("subscription", "billingprofile"):
+        found = admin_client.get(
+            reverse("admin:autocomplete"),
+            {
+                "app_label": "billing",
+                "model_name": model_name,
+                "field_name": "customer",
+                "term": "glob",
+            },
+        ).json()
+        assert {r["text"] for r in found["results"]} == {"Globex (globex)", "Globex Eu (globex-eu)"}
+
+
+def test_the_customer_page_links_to_its_upcoming_invoice(admin_client, globex):
+    page = admin_client.get(
+        reverse("admin:customers_customer_change", args=[globex.pk])
+    ).content.decode()
+    assert reverse("admin:billing_upcoming_invoice", args=["globex"]) in page
+    assert admin_client.get(reverse("admin:customers_customer_add")).status_code == 200
+
+
+def test_webhook_secrets_are_masked_in_the_list(admin_client, globex):
+    page = admin_client.get(reverse("admin:billing_webhookendpoint_changelist")).content.decode()
+    assert "whsec_••••1234" in page and "abcdefghijklmnop" not in page
+
+
+def test_a_tax_exempt_profile_needs_a_reason(admin_client, globex):
+    profile = BillingProfile.objects.get()
+    url = reverse("admin:billing_billingprofile_change", args=[profile.pk])
+    data = {
+        "customer": globex.pk,
+        "tax_exempt": "on",
+        "tax_exempt_reason": "",
+        "net_terms_days": "30",
+    }
+    assert "Say why the customer is exempt" in admin_client.post(url, data).content.decode()

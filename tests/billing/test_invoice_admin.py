@@ -1,0 +1,312 @@
+"""The invoice admin: every page loads, the operator's buttons change invoices through the
+services, destructive ones confirm first, and issued invoices are read-only."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.urls import include, path, reverse
+
+import billing.admin_invoices  # noqa: F401  (registers the invoice and credit note admins)
+from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue, invoice_line_add
+from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
+from billing.periods import Period
+from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from config.urls import urlpatterns as project_urlpatterns
+from metering.services import feature_create, meter_create, usage_rollup
+from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.metering.conftest import cloud_event
+
+# The admin as it is once this module is imported, ahead of the project's URLs.
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("billing.portal_urls")),
+    *project_urlpatterns,
+]
+pytestmark = pytest.mark.urls(__name__)
+
+OCT = datetime(2026, 10, 1, tzinfo=UTC)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+
+
+@pytest.fixture
+def acme(db):
+    account = CustomerFactory(key="acme", name="Acme Corp", rail="ach")
+    CustomerFactory(key="acme-eu", name="Acme EU", parent=account)
+    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
+    calls = feature_create(key="api_calls", name="API calls", meter=meter)
+    version = plan_save(
+        key="pro",
+        name="Pro",
+        spec=PlanVersionSpec(
+            currency="USD",
+            cadence="monthly",
+            minimum_commitment=Decimal(0),
+            rate_cards=(
+                RateCardSpec(
+                    key="platform",
+                    name="Platform fee",
+                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
+                ),
+                RateCardSpec(
+                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
+                ),
+            ),
+        ),
+    )[1]
+    subscription_create(customer=account, plan_version=version, start=OCT)
+    ConsumerMappingFactory(consumer_key="acme-gw", customer=account, valid_from=OCT)
+    return account
+
+
+def draft_for(account, start=OCT, end=NOV) -> Invoice:
+    return invoice_draft_for(account=account, period=Period(start, end), now=end)[0]
+
+
+@pytest.fixture
+def issued(acme) -> Invoice:
+    draft = draft_for(acme)
+    invoice_line_add(invoice=draft, description="Workshop", amount=Decimal("100"), now=NOV)
+    return invoice_issue(invoice=draft, now=NOV + timedelta(days=1))
+
+
+def url(name: str, *args) -> str:
+    return reverse(f"admin:billing_{name}", args=args)
+
+
+def page(response) -> str:
+    assert response.status_code == 200, response.content[:2000]
+    return response.content.decode()
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_every_invoice_admin_page_loads_for_a_superuser(admin_client, acme, issued):
+    draft = draft_for(acme, NOV, DEC)
+    note = credit_note_create(invoice=issued, reason="Goodwill", amount=Decimal("5"), now=NOV)
+    usage_line = draft.lines.get(kind=LineKind.USAGE)
+    listing = url("invoice_changelist")
+    text = page(admin_client.get(listing))
+    assert issued.number in text and "acme" in text and "49.00 USD" in text
+    for params in ({"q": "acme"}, {"q": issued.number}, {"status__exact": "draft"},
+                   {"customer__rail": "ach"}, {"period": "2026-10"}):  # fmt: skip
+        page(admin_client.get(listing, params))
+    assert issued.number not in page(admin_client.get(listing, {"period": "2026-11"}))
+    for target in (
+        url("invoice_change", draft.pk),
+        url("invoice_change", issued.pk),
+        url("invoice_issue", draft.pk),
+        url("invoice_add_line", draft.pk),
+        url("invoice_void", issued.pk),
+        url("invoice_credit_note", issued.pk),
+        url("invoice_line_usage", draft.pk, usage_line.pk),
+        url("creditnote_changelist"),
+        url("creditnote_change", note.pk),
+        url("invoice_history", issued.pk),
+    ):
+        page(admin_client.get(target))
+    for target in (
+        url("invoice_pdf", draft.pk),
+        url("invoice_pdf", issued.pk),
+        url("creditnote_pdf", note.pk),
+    ):
+        response = admin_client.get(target)
+        assert response.status_code == 200 and response["Content-Type"] == "application/pdf", target
+    events = admin_client.get(url("invoice_line_events", draft.pk, usage_line.pk))
+    assert events.status_code == 200 and b"".join(events.streaming_content).startswith(
+        b"time,source,id"
+    )
+    fee = draft.lines.get(kind=LineKind.FLAT_FEE)
+    assert admin_client.get(url("invoice_line_usage", draft.pk, fee.pk)).status_code == 404
+
+
+def test_a_draft_shows_its_buttons_and_an_issued_invoice_its_own(admin_client, acme, issued):
+    draft = draft_for(acme, NOV, DEC)
+    text = page(admin_client.get(url("invoice_change", draft.pk)))
+    assert all(f'id="invoice-{b}"' in text for b in ("issue", "recompute", "add-line", "pdf"))
+    assert 'id="invoice-void"' not in text and 'id="invoice-credit"' not in text
+    text = page(admin_client.get(url("invoice_change", issued.pk)))
+    assert all(f'id="invoice-{b}"' in text for b in ("void", "credit", "pdf"))
+    assert 'id="invoice-issue"' not in text and 'id="invoice-add-line"' not in text
+    assert "Workshop" in text and "Numbered " + issued.number in text  # lines and the timeline
+
+
+def test_an_issued_invoice_is_read_only(admin_client, issued, rf, admin_user):
+    model_admin = admin.site._registry[Invoice]
+    request = rf.get("/")
+    request.user = admin_user
+    assert not model_admin.has_change_permission(request, issued)
+    assert not model_admin.has_delete_permission(request, issued)
+    assert not model_admin.has_add_permission(request)
+    text = page(admin_client.get(url("invoice_change", issued.pk)))
+    assert 'name="_save"' not in text and "deletelink" not in text
+    response = admin_client.post(url("invoice_change", issued.pk), {"memo": "changed"})
+    assert response.status_code == 403
+    assert admin_client.get(url("invoice_delete", issued.pk)).status_code == 403
+    assert Invoice.objects.get(pk=issued.pk).memo == ""
+
+
+def test_issue_now_asks_first_then_numbers_the_draft(admin_client, acme):
+    draft = draft_for(acme)
+    confirm = page(admin_client.get(url("invoice_issue", draft.pk)))
+    assert "cannot be undone" in confirm
+    assert Invoice.objects.get(pk=draft.pk).status == InvoiceStatus.DRAFT
+
+    response = admin_client.post(url("invoice_issue", draft.pk), follow=True)
+    invoice = Invoice.objects.get(pk=draft.pk)
+    assert (invoice.status, invoice.number) == (InvoiceStatus.ISSUED, "INV-2026-000001")
+    assert messages_of(response) == ["Issued INV-2026-000001 (49.00 USD)."]
+    assert invoice.events.last().actor == "admin"
+
+    again = admin_client.post(url("invoice_issue", draft.pk), follow=True)
+    assert "already issued" in messages_of(again)[0]
+
+
+def test_the_issue_action_confirms_then_reports_each_invoice(admin_client, acme, issued):
+    draft = draft_for(acme, NOV, DEC)
+    data = {"action": "issue_selected", ACTION_CHECKBOX_NAME: [str(draft.pk), str(issued.pk)]}
+    confirm = page(admin_client.post(url("invoice_changelist"), data))
+    assert "cannot be undone" in confirm and str(draft) in confirm
+    assert Invoice.objects.get(pk=draft.pk).is_draft
+
+    response = admin_client.post(url("invoice_changelist"), {**data, "post": "yes"}, follow=True)
+    assert Invoice.objects.get(pk=draft.pk).number == "INV-2026-000002"
+    assert messages_of(response) == [
+        "Issued INV-2026-000002 (49.00 USD).",
+        "Skipped 1 invoice(s) that are not drafts.",
+    ]
+
+
+def test_recompute_and_a_manual_line_change_the_draft(admin_client, acme):
+    draft = draft_for(acme)
+    response = admin_client.post(url("invoice_recompute", draft.pk), follow=True)
+    assert messages_of(response) == [f"Recomputed {draft}: total 49.00 USD."]
+
+    form = page(
+        admin_client.post(
+            url("invoice_add_line", draft.pk), {"description": "Setup", "amount": "ten"}
+        )
+    )
+    assert "Enter a number" in form and draft.lines.filter(manual=True).count() == 0
+
+    eu = acme.subsidiaries.get()
+    response = admin_client.post(
+        url("invoice_add_line", draft.pk),
+        {"description": "EU setup", "amount": "250.005", "quantity": "1", "customer": eu.pk},
+        follow=True,
+    )
+    line = draft.lines.get(manual=True)
+    assert (line.description, line.amount, line.customer, line.created_by.username) == (
+        "EU setup",
+        Decimal("250.01"),
+        eu,
+        "admin",
+    )
+    assert Invoice.objects.get(pk=draft.pk).total == Decimal("299.01")
+    assert "Added “EU setup” (250.01 USD)" in messages_of(response)[0]
+    admin_client.post(url("invoice_recompute", draft.pk))
+    assert draft.lines.filter(manual=True).count() == 1  # manual lines survive a recompute
+
+
+def test_void_needs_a_reason_and_then_voids(admin_client, issued):
+    form = page(admin_client.post(url("invoice_void", issued.pk), {"reason": ""}))
+    assert "This field is required" in form
+    assert Invoice.objects.get(pk=issued.pk).status == InvoiceStatus.ISSUED
+
+    response = admin_client.post(
+        url("invoice_void", issued.pk), {"reason": "Billed twice"}, follow=True
+    )
+    invoice = Invoice.objects.get(pk=issued.pk)
+    assert (invoice.status, invoice.void_reason) == (InvoiceStatus.VOID, "Billed twice")
+    assert messages_of(response) == [f"Voided {issued.number}."]
+    text = page(admin_client.get(url("invoice_change", issued.pk)))
+    assert 'id="invoice-void"' not in text and 'id="invoice-credit"' not in text
+
+
+def test_the_void_action_confirms_with_a_reason(admin_client, issued):
+    data = {"action": "void_selected", ACTION_CHECKBOX_NAME: [str(issued.pk)]}
+    assert "reason" in page(admin_client.post(url("invoice_changelist"), data))
+    assert Invoice.objects.get(pk=issued.pk).status == InvoiceStatus.ISSUED
+    admin_client.post(
+        url("invoice_changelist"), {**data, "post": "yes", "reason": "Wrong customer"}
+    )
+    assert Invoice.objects.get(pk=issued.pk).status == InvoiceStatus.VOID
+
+
+def test_credit_notes_by_lines_amount_and_the_rest(admin_client, issued):
+    target = url("invoice_credit_note", issued.pk)
+    workshop = issued.lines.get(kind=LineKind.MANUAL)
+
+    too_much = page(admin_client.post(target, {"scope": "amount", "amount": "500", "reason": "x"}))
+    assert "left to credit" in too_much and not CreditNote.objects.exists()
+    assert "Choose the lines" in page(admin_client.post(target, {"scope": "lines", "reason": "x"}))
+
+    response = admin_client.post(
+        target, {"scope": "lines", "lines": [workshop.pk], "reason": "Cancelled"}, follow=True
+    )
+    assert messages_of(response) == [
+        f"Credit note CN-2026-000001 for 100.00 USD on {issued.number}."
+    ]
+    admin_client.post(target, {"scope": "amount", "amount": "9", "reason": "Goodwill"})
+    admin_client.post(target, {"scope": "whole", "reason": "Closing"})
+    assert [(n.number, n.amount) for n in CreditNote.objects.order_by("number")] == [
+        ("CN-2026-000001", Decimal("100.00")),
+        ("CN-2026-000002", Decimal("9.00")),
+        ("CN-2026-000003", Decimal("40.00")),
+    ]
+    text = page(admin_client.get(url("invoice_change", issued.pk)))
+    assert all(number in text for number in ("CN-2026-000001", "CN-2026-000002", "CN-2026-000003"))
+    note = page(
+        admin_client.get(
+            url("creditnote_change", CreditNote.objects.get(number="CN-2026-000001").pk)
+        )
+    )
+    assert "Credit: Workshop: 100.00 USD" in note and "CN-2026-000001.pdf" in note
+
+
+def test_a_draft_cannot_be_credited_or_voided(admin_client, acme):
+    draft = draft_for(acme)
+    response = admin_client.post(url("invoice_void", draft.pk), {"reason": "x"})
+    assert "only unpaid issued invoices" in page(response)
+    response = admin_client.post(
+        url("invoice_credit_note", draft.pk), {"scope": "whole", "reason": "x"}
+    )
+    assert "only issued invoices can be credited" in page(response)
+    assert Invoice.objects.get(pk=draft.pk).status == InvoiceStatus.DRAFT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_usage_line_links_to_its_buckets_and_raw_events(admin_client, ingest, acme):
+    ingest(
+        *[
+            cloud_event(f"c{i}", subject="acme-gw", time=(OCT + timedelta(hours=i)).isoformat())
+            for i in range(7)
+        ]
+    )
+    usage_rollup(now=NOV)
+    draft = draft_for(acme)
+    line = draft.lines.get(kind=LineKind.USAGE)
+    assert line.quantity == 7
+
+    change = page(admin_client.get(url("invoice_change", draft.pk)))
+    assert url("invoice_line_usage", draft.pk, line.pk) in change
+    usage = page(admin_client.get(url("invoice_line_usage", draft.pk, line.pk)))
+    assert 'id="usage-quantity">7<' in usage and 'id="line-quantity">7<' in usage
+    assert "adds up to the line" in usage
+    response = admin_client.get(url("invoice_line_events", draft.pk, line.pk))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 7 and {row["customer"] for row in rows} == {"acme"}

@@ -1,0 +1,170 @@
+"""The invoice lifecycle: drafts at period end, issue, numbering, freezing, late usage."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from billing.invoicing import (
+    InvoiceStateError,
+    credit_note_create,
+    invoice_draft_for,
+    invoice_issue,
+    invoice_line_add,
+    invoice_void,
+    periods_close,
+    sequence_next,
+)
+from billing.models import FrozenInvoiceError, Invoice, InvoiceLine, InvoiceStatus, LineKind
+from billing.periods import Period
+from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from metering.services import feature_create, meter_create, usage_rollup
+from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.metering.conftest import cloud_event
+
+OCT = datetime(2026, 10, 1, tzinfo=UTC)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def account(db):
+    acme = CustomerFactory(key="acme")
+    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
+    calls = feature_create(key="api_calls", name="API calls", meter=meter)
+    version = plan_save(key="pro", name="Pro", spec=PlanVersionSpec(
+        currency="USD", cadence="monthly", minimum_commitment=Decimal(0), rate_cards=(
+            RateCardSpec(key="platform", name="Platform fee", price={"model": "flat", "amount": "49.00", "timing": "in_arrears"}),
+            RateCardSpec(key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}),
+        )))[1]
+    subscription_create(customer=acme, plan_version=version, start=OCT)
+    ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=OCT)
+    return acme
+
+
+def calls(ingest, n, start, prefix="e"):
+    ingest(*[cloud_event(f"{prefix}-{start.isoformat()}-{i}", subject="acme-gw", time=(start + timedelta(minutes=i)).isoformat())
+             for i in range(n)])
+
+
+@pytest.mark.django_db
+def test_sequences_are_gapless_and_per_prefix_and_year():
+    assert [sequence_next(prefix="INV", year=2026) for _ in range(3)] == [
+        "INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
+    assert sequence_next(prefix="INV", year=2027) == "INV-2027-000001"
+    assert sequence_next(prefix="CN", year=2026) == "CN-2026-000001"
+    with pytest.raises(RuntimeError), transaction.atomic():
+        sequence_next(prefix="INV", year=2026)
+        raise RuntimeError("the issuing transaction fails")
+    assert sequence_next(prefix="INV", year=2026) == "INV-2026-000004"  # the rolled-back number is reused
+
+
+@pytest.mark.django_db
+def test_ended_periods_become_drafts_once(account):
+    result = periods_close(now=NOV + timedelta(hours=1))
+    assert result.created == 1
+    assert periods_close(now=NOV + timedelta(hours=2)).created == 0
+    draft = Invoice.objects.get()
+    assert (draft.status, draft.number, draft.period_start, draft.period_end) == (InvoiceStatus.DRAFT, None, OCT, NOV)
+    assert draft.grace_until == NOV + timedelta(hours=24)
+    assert draft.total == Decimal("49.00")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invoice.objects.create(customer=account, currency="USD", period_start=OCT, period_end=NOV)
+
+
+@pytest.mark.django_db
+def test_issuing_numbers_freezes_and_sets_the_due_date(account):
+    draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
+    invoice_line_add(invoice=draft, description="Onboarding workshop", amount=Decimal("500"), now=NOV)
+    issued = invoice_issue(invoice=draft, now=NOV + timedelta(days=1))
+    issued.refresh_from_db()
+    assert issued.number == f"INV-{NOV.year}-000001"
+    assert issued.status == InvoiceStatus.ISSUED
+    assert issued.due_at == NOV + timedelta(days=31)
+    assert issued.total == Decimal("549.00")
+    assert [e.to_status for e in issued.events.all()] == ["draft", "issued"]
+    with pytest.raises(InvoiceStateError):
+        invoice_issue(invoice=issued, now=NOV + timedelta(days=2))
+
+
+@pytest.mark.django_db
+def test_an_issued_invoice_refuses_every_change(account):
+    draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
+    invoice = invoice_issue(invoice=draft, now=NOV)
+    invoice.refresh_from_db()
+    line = invoice.lines.first()
+
+    invoice.total = Decimal("1.00")
+    with pytest.raises(FrozenInvoiceError):
+        invoice.save()
+    with pytest.raises(FrozenInvoiceError):
+        line.amount = Decimal("0")
+        line.save()
+    with pytest.raises(FrozenInvoiceError):
+        line.delete()
+    with pytest.raises(FrozenInvoiceError):
+        InvoiceLine(invoice=invoice, kind=LineKind.MANUAL, description="x", customer=account,
+                    amount=1, unrounded_amount=1).save()
+    with pytest.raises(FrozenInvoiceError):
+        invoice.delete()
+    # and below the models, the database itself
+    for statement in (
+        lambda: Invoice.objects.filter(pk=invoice.pk).update(total=Decimal("1.00")),
+        lambda: Invoice.objects.filter(pk=invoice.pk).update(number="INV-X"),
+        lambda: Invoice.objects.filter(pk=invoice.pk).update(status="draft"),
+        lambda: InvoiceLine.objects.filter(invoice=invoice).update(amount=0),
+        lambda: InvoiceLine.objects.filter(invoice=invoice).delete(),
+        lambda: connection.cursor().execute("DELETE FROM billing_invoice WHERE id = %s", [invoice.pk]),
+    ):
+        with pytest.raises(IntegrityError, match="invoice_frozen"), transaction.atomic():
+            statement()
+    fresh = Invoice.objects.get(pk=invoice.pk)
+    assert (fresh.total, fresh.number, fresh.lines.count()) == (Decimal("49.00"), invoice.number, 2)
+    with pytest.raises(InvoiceStateError):
+        invoice_line_add(invoice=invoice, description="late fee", amount=Decimal(5), now=NOV)
+
+
+@pytest.mark.django_db
+def test_void_and_credit_notes(account):
+    draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
+    invoice = invoice_issue(invoice=draft, now=NOV)
+    note = credit_note_create(invoice=invoice, reason="Goodwill", amount=Decimal("9.999"), now=NOV)
+    assert (note.number, note.amount) == (f"CN-{NOV.year}-000001", Decimal("10.00"))
+    with pytest.raises(Exception, match="left to credit"):
+        credit_note_create(invoice=invoice, reason="Too much", amount=Decimal("40"), now=NOV)
+    whole = credit_note_create(invoice=invoice, reason="Billing error", now=NOV)
+    assert whole.amount == Decimal("39.00") and whole.number == f"CN-{NOV.year}-000002"
+    voided = invoice_void(invoice=invoice, reason="Reissued", now=NOV, actor="ops")
+    assert voided.status == InvoiceStatus.VOID and voided.number == invoice.number
+    with pytest.raises(InvoiceStateError):
+        invoice_void(invoice=invoice, reason="again", now=NOV, actor="ops")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_late_usage_lands_on_the_next_invoice_and_the_issued_one_stays(account, ingest):
+    calls(ingest, 10, OCT + timedelta(days=3))
+    usage_rollup(now=NOV)
+    draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
+    october = invoice_issue(invoice=draft, now=NOV + timedelta(days=1))
+    assert october.total == Decimal("49.10")
+
+    calls(ingest, 4, OCT + timedelta(days=20), prefix="late")  # October usage arriving in November
+    calls(ingest, 3, NOV + timedelta(days=2))
+    usage_rollup(now=DEC)
+    periods_close(now=DEC)
+    november = Invoice.objects.get(period_start=NOV)
+    adjustments = november.lines.filter(kind=LineKind.PRIOR_PERIOD_ADJUSTMENT)
+    assert [(a.quantity, a.amount, a.adjusts_invoice_id) for a in adjustments] == [(4, Decimal("0.04"), october.pk)]
+    assert "2026-10-01" in adjustments[0].description and october.number in adjustments[0].description
+    assert november.total == Decimal("49.00") + Decimal("0.03") + Decimal("0.04")
+    october.refresh_from_db()
+    assert october.total == Decimal("49.10") and october.lines.get(kind=LineKind.USAGE).quantity == 10
+
+    # issued with the adjustment, the late usage is billed exactly once
+    invoice_issue(invoice=november, now=DEC + timedelta(days=1))
+    calls(ingest, 1, DEC + timedelta(days=1))
+    usage_rollup(now=DEC + timedelta(days=32))
+    periods_close(now=datetime(2027, 1, 1, tzinfo=UTC))
+    december = Invoice.objects.get(period_start=DEC)
+    assert not december.lines.filter(kind=LineKind.PRIOR_PERIOD_ADJUSTMENT).exists()
