@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+import rails.admin_ach  # noqa: F401  ACH files, export and return upload
+from rails.models import InboundWebhook, RailItemMapping, Settlement, SettlementEvent, SettlementExchange
+from rails.services import settlement_cancel, settlement_mark_paid, settlement_retry
+
+
+class EventInline(admin.TabularInline):
+    model = SettlementEvent
+    fields = ["at", "from_state", "to_state", "actor", "note"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "timeline"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ExchangeInline(admin.StackedInline):
+    model = SettlementExchange
+    fields = ["at", "attempt", "step", "sent", "method", "url", "idempotency_key", "status_code",
+              "request_headers", "request_body", "response_body", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    classes = ["collapse"]
+    verbose_name_plural = "requests and responses (credentials redacted)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, help_text="Why the settlement stops, e.g. 'Paid by wire transfer'.")
+
+
+@admin.register(Settlement)
+class SettlementAdmin(admin.ModelAdmin):
+    list_display = ["invoice_link", "customer", "rail", "mode", "state", "attempts", "next_action_at", "last_error_short"]
+    list_filter = ["state", "rail", "sandbox"]
+    list_select_related = ["invoice__customer"]
+    search_fields = ["invoice__number", "invoice__customer__key", "invoice__customer__name"]
+    readonly_fields = ["invoice_link", "rail", "mode", "state", "attempts", "external_ids", "last_error",
+                       "next_action_at", "created_at", "updated_at"]
+    fields = readonly_fields
+    inlines = [EventInline, ExchangeInline]
+    actions = ["retry_now", "mark_paid"]
+    change_form_template = "admin/rails/settlement/change_form.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="invoice", ordering="invoice__number")
+    def invoice_link(self, obj: Settlement):
+        url = reverse("admin:billing_invoice_change", args=[obj.invoice_id])
+        return format_html('<a href="{}">{}</a>', url, obj.invoice.number or obj.invoice_id)
+
+    @admin.display(description="customer", ordering="invoice__customer__key")
+    def customer(self, obj: Settlement) -> str:
+        return obj.invoice.customer.key
+
+    @admin.display(description="mode")
+    def mode(self, obj: Settlement):
+        if obj.sandbox:
+            return format_html('<span title="{}" style="color:#9a6700">sandbox: nothing sent</span>',
+                               "The rail has no credentials; requests are built and stored here, never sent.")
+        return "live"
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj: Settlement) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.action(description="Retry the selected failed settlements now")
+    def retry_now(self, request, queryset):
+        now = timezone.now()
+        for settlement in queryset:
+            try:
+                settlement_retry(settlement=settlement, now=now, actor=request.user.get_username())
+                self.message_user(request, f"{settlement.invoice.number}: retry queued.", messages.SUCCESS)
+            except ValidationError as exc:
+                self.message_user(request, f"{settlement.invoice.number}: {' '.join(exc.messages)}", messages.WARNING)
+
+    @admin.action(description="Mark the selected settlements paid (payment received outside the rail)")
+    def mark_paid(self, request, queryset):
+        now = timezone.now()
+        for settlement in queryset:
+            result = settlement_mark_paid(settlement=settlement, now=now, actor=request.user.get_username())
+            level = messages.SUCCESS if result.state == "paid" else messages.WARNING
+            self.message_user(request, f"{settlement.invoice.number}: {result.state}.", level)
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/retry/", self.admin_site.admin_view(self.retry_view), name="rails_settlement_retry"),
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="rails_settlement_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _operator_check(self, request) -> None:
+        if not request.user.has_perm("rails.change_settlement"):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+
+    def retry_view(self, request, pk: int):
+        self._operator_check(request)
+        settlement = Settlement.objects.get(pk=pk)
+        if request.method == "POST":
+            try:
+                settlement_retry(settlement=settlement, now=timezone.now(), actor=request.user.get_username())
+                self.message_user(request, "Retry queued as a new attempt.", messages.SUCCESS)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        return redirect("admin:rails_settlement_change", pk)
+
+    def cancel_view(self, request, pk: int):
+        self._operator_check(request)
+        settlement = Settlement.objects.select_related("invoice").get(pk=pk)
+        form = CancelForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                settlement_cancel(settlement=settlement, now=timezone.now(), actor=request.user.get_username(),
+                                  reason=form.cleaned_data["reason"])
+                self.message_user(request, "Settlement cancelled.", messages.SUCCESS)
+                return redirect("admin:rails_settlement_change", pk)
+            except ValidationError as exc:
+                form.add_error(None, " ".join(exc.messages))
+        context = {**self.admin_site.each_context(request), "title": f"Cancel the settlement of {settlement.invoice.number}",
+                   "form": form, "settlement": settlement, "opts": self.model._meta}
+        return render(request, "admin/rails/settlement/cancel.html", context)
+
+
+@admin.register(RailItemMapping)
+class RailItemMappingAdmin(admin.ModelAdmin):
+    list_display = ["rail", "feature", "line_kind", "external_item_id", "note"]
+    list_filter = ["rail"]
+    list_select_related = ["feature"]
+    autocomplete_fields = ["feature"]
+    search_fields = ["external_item_id", "feature__key"]
+
+
+@admin.register(InboundWebhook)
+class InboundWebhookAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "rail", "event_type", "event_id", "processed_at", "error"]
+    list_filter = ["rail", "event_type"]
+    search_fields = ["event_id"]
+    readonly_fields = ["rail", "event_id", "event_type", "payload", "headers", "received_at", "processed_at", "error"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
