@@ -8,4 +8,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("customers.api.urls")),
     path("api/v1/", include("metering.api.urls")),
+    path("api/v1/", include("billing.api.entitlement_urls")),
+    path("api/v1/", include("billing.api.invoice_urls")),
+    path("api/v1/", include("billing.api.urls")),
+    path("webhooks/", include("rails.urls")),
+    path("", include("billing.portal_urls")),
 ]

@@ -38,6 +38,13 @@ class CustomerForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("rail") and isinstance(cleaned.get("rail_settings"), dict):
+            try:
+                cleaned["rail_settings"] = services.rail_settings_clean(
+                    customer=self.instance, rail=cleaned["rail"], rail_settings=cleaned["rail_settings"]
+                )
+            except ValidationError as exc:
+                self.add_error("rail_settings", exc.messages)
         if self.instance.pk and "parent" in cleaned:
             try:
                 services.customer_parent_validate(
@@ -144,6 +151,10 @@ class CustomerAdmin(admin.ModelAdmin):
         ("Settlement", {"fields": ["rail", "rail_settings"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    def save_model(self, request, obj, form, change):
+        # through the service: rail settings are validated and encrypted as in the API
+        services.customer_save(customer=obj)
 
     def get_search_results(self, request, queryset, search_term):
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)

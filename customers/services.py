@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils.module_loading import import_string
 
 from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
 from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
@@ -63,7 +65,38 @@ def _translate_integrity_error(exc: IntegrityError) -> ValidationError:
     return ValidationError(message)
 
 
+def rail_settings_clean(*, customer: Customer, rail: str, rail_settings: dict) -> dict:
+    """The settings as ``rail`` stores them; raises ``ValidationError`` if it refuses them."""
+    probe = Customer(pk=customer.pk, rail=rail, rail_settings=rail_settings)
+    _rail_settings_clean(probe)
+    return probe.rail_settings
+
+
+def _rail_settings_clean(customer: Customer) -> None:
+    """Let the customer's rail validate and normalise its settings (a routing number's
+    check digit, an account number encrypted at rest). Rails plug in through the
+    ``CUSTOMER_RAIL_SETTINGS_HOOK`` setting, so customers never imports them."""
+    path = getattr(settings, "CUSTOMER_RAIL_SETTINGS_HOOK", "")
+    if path and customer.rail:
+        stored = Customer.objects.filter(pk=customer.pk, rail=customer.rail).values_list("rail_settings", flat=True)
+        customer.rail_settings = import_string(path)(
+            rail=customer.rail, rail_settings=customer.rail_settings or {}, previous=stored.first() if customer.pk else None
+        )
+
+
+def customer_save(*, customer: Customer) -> Customer:
+    """Save a customer whose fields were set elsewhere (the admin's form): the same checks
+    and the same rail-settings cleaning as create and update."""
+    if customer.pk:
+        customer_parent_validate(customer=customer, parent=customer.parent)
+    return _customer_save(customer)
+
+
 def _customer_save(customer: Customer) -> Customer:
+    try:
+        _rail_settings_clean(customer)
+    except ValidationError as exc:
+        raise ValidationError({"rail_settings": exc.messages}) from exc
     customer.full_clean(validate_unique=True)
     try:
         with transaction.atomic():

@@ -145,3 +145,9 @@ def ingest(db):
         return events_ingest(events=parsed.events, received_at=received_at)
 
     return store
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Rendered PDFs and exported files go to a temporary folder, not var/media."""
+    settings.MEDIA_ROOT = tmp_path / "media"

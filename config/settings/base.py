@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from config.embedded import BASE_DIR, embedded_postgres_url
 
@@ -134,6 +135,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "metering.partitions_ensure_ahead",
         "schedule": timedelta(hours=6),
     },
+    "billing-run": {"task": "billing.run", "schedule": timedelta(minutes=5)},
+    "settlements-drive": {"task": "rails.settlements_drive_due", "schedule": timedelta(minutes=1)},
+    # 13:00 UTC is 8-9 am in New York, before a bank's usual morning cutoff; a re-run exports nothing twice.
+    "ach-export": {"task": "rails.ach_export", "schedule": crontab(hour=13, minute=0)},
 }
 
 CACHES = {
@@ -197,6 +202,106 @@ METERING_MAX_BODY_BYTES = int(os.environ.get("METERING_MAX_BODY_BYTES", str(16 *
 # names the billing subject (empty: the Kong consumer's custom_id, username or id).
 METERING_KONG_SOURCE = os.environ.get("METERING_KONG_SOURCE", "kong")
 METERING_KONG_SUBJECT_HEADER = os.environ.get("METERING_KONG_SUBJECT_HEADER", "")
+
+# Invoicing. A draft waits BILLING_GRACE_PERIOD_HOURS after its period ends for late
+# usage, then is issued (overridable per customer on its billing profile).
+BILLING_GRACE_PERIOD_HOURS = int(os.environ.get("BILLING_GRACE_PERIOD_HOURS", "24"))
+BILLING_NET_TERMS_DAYS = int(os.environ.get("BILLING_NET_TERMS_DAYS", "30"))
+BILLING_INVOICE_PREFIX = os.environ.get("BILLING_INVOICE_PREFIX", "INV")
+BILLING_CREDIT_NOTE_PREFIX = os.environ.get("BILLING_CREDIT_NOTE_PREFIX", "CN")
+# Late usage for issued periods ending within this many days is billed on the next invoice.
+BILLING_LATE_USAGE_LOOKBACK_DAYS = int(os.environ.get("BILLING_LATE_USAGE_LOOKBACK_DAYS", "180"))
+# Called inside the issuing transaction with (invoice=, now=): the settlement outbox
+# (rails) and credits register here, so billing never imports them.
+BILLING_INVOICE_ISSUING_HOOKS: list[str] = []
+BILLING_INVOICE_ISSUED_HOOKS: list[str] = ["rails.services.settlement_open_for_invoice"]
+BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.services.settlement_on_void"]
+BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.services.settlement_on_credit_note"]
+# Called at the end of every billing run with (now=): drive settlements and the like.
+BILLING_RUN_HOOKS: list[str] = ["rails.services.settlements_drive_due"]
+
+# Invoice documents: the company printed on every invoice and credit note.
+BILLING_SELLER = {
+    "name": os.environ.get("BILLING_SELLER_NAME", "Example Cloud Inc."),
+    "address_lines": [
+        p
+        for p in os.environ.get(
+            "BILLING_SELLER_ADDRESS", "100 Example Street|San Francisco, CA 94105|United States"
+        ).split("|")
+        if p.strip()
+    ],
+    "email": os.environ.get("BILLING_SELLER_EMAIL", "billing@example.com"),
+    "phone": os.environ.get("BILLING_SELLER_PHONE", ""),
+    "website": os.environ.get("BILLING_SELLER_WEBSITE", ""),
+    "tax_id": os.environ.get("BILLING_SELLER_TAX_ID", ""),
+    "logo_text": os.environ.get("BILLING_SELLER_LOGO_TEXT", ""),  # empty: the name
+    "page_size": os.environ.get("BILLING_PAGE_SIZE", ""),  # A4 | Letter | empty: by customer country
+    "footer_note": os.environ.get("BILLING_SELLER_FOOTER_NOTE", ""),
+    "bank_transfer": {  # printed for manual-rail customers; only the fields that are set
+        "bank_name": os.environ.get("BILLING_BANK_NAME", ""),
+        "account_name": os.environ.get("BILLING_BANK_ACCOUNT_NAME", ""),
+        "account_number": os.environ.get("BILLING_BANK_ACCOUNT_NUMBER", ""),
+        "routing_number": os.environ.get("BILLING_BANK_ROUTING_NUMBER", ""),
+        "iban": os.environ.get("BILLING_BANK_IBAN", ""),
+        "swift": os.environ.get("BILLING_BANK_SWIFT", ""),
+    },
+}
+# Signed invoice links (hosted page and PDF) expire after this many days.
+BILLING_INVOICE_LINK_TTL_DAYS = int(os.environ.get("BILLING_INVOICE_LINK_TTL_DAYS", "90"))
+BILLING_PORTAL_SESSION_HOURS = int(os.environ.get("BILLING_PORTAL_SESSION_HOURS", "12"))
+# Origin used in mailed sign-in links; empty: the request's host (which ALLOWED_HOSTS guards).
+BILLING_PUBLIC_BASE_URL = os.environ.get("BILLING_PUBLIC_BASE_URL", "")
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "billing@example.com")
+
+# Stripe: sandbox mode while STRIPE_API_KEY is unset. See docs/rails/stripe.md.
+STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
+
+# NetSuite (SuiteTalk REST, OAuth 1.0 TBA): sandbox mode while the credentials are unset.
+# NETSUITE_BASE_URL defaults to https://<account>.suitetalk.api.netsuite.com/services/rest.
+NETSUITE_ACCOUNT_ID = os.environ.get("NETSUITE_ACCOUNT_ID", "")
+NETSUITE_CONSUMER_KEY = os.environ.get("NETSUITE_CONSUMER_KEY", "")
+NETSUITE_CONSUMER_SECRET = os.environ.get("NETSUITE_CONSUMER_SECRET", "")
+NETSUITE_TOKEN_ID = os.environ.get("NETSUITE_TOKEN_ID", "")
+NETSUITE_TOKEN_SECRET = os.environ.get("NETSUITE_TOKEN_SECRET", "")
+NETSUITE_BASE_URL = os.environ.get("NETSUITE_BASE_URL", "")
+NETSUITE_MAX_CONCURRENCY = int(os.environ.get("NETSUITE_MAX_CONCURRENCY", "4"))
+NETSUITE_SUBSIDIARY_ID = os.environ.get("NETSUITE_SUBSIDIARY_ID", "1")
+
+# ACH (NACHA files). The rail runs in sandbox mode (placeholder originator values, files
+# marked -sandbox) while ACH_ODFI_ROUTING or ACH_COMPANY_ID is unset. See docs/rails/ach.md.
+ACH_ODFI_ROUTING = os.environ.get("ACH_ODFI_ROUTING", "")
+ACH_ORIGIN_ID = os.environ.get("ACH_ORIGIN_ID", "")  # default: ACH_COMPANY_ID
+ACH_COMPANY_ID = os.environ.get("ACH_COMPANY_ID", "")
+ACH_COMPANY_NAME = os.environ.get("ACH_COMPANY_NAME", "")  # required when live
+ACH_ODFI_NAME = os.environ.get("ACH_ODFI_NAME", "")
+ACH_RETURN_WINDOW_BANKING_DAYS = int(os.environ.get("ACH_RETURN_WINDOW_BANKING_DAYS", "2"))
+ACH_TIME_ZONE = os.environ.get("ACH_TIME_ZONE", "America/New_York")  # banking days are counted here
+ACH_ENCRYPTION_KEY = os.environ.get("ACH_ENCRYPTION_KEY", "")  # comma list: first encrypts, all decrypt
+
+# Validates and normalises a customer's rail_settings when the customer is saved
+# (rail=, rail_settings=) -> rail_settings; raises ValidationError.
+CUSTOMER_RAIL_SETTINGS_HOOK = "rails.settings_hooks.rail_settings_clean"
+
+# Settlement driving: failed attempts are retried with exponential backoff (base doubling
+# per attempt, capped), up to RAILS_MAX_ATTEMPTS; a claimed attempt whose worker died is
+# resumed after the lease with the same idempotency keys; rails that are polled are asked
+# again every RAILS_POLL_SECONDS.
+RAILS_MAX_ATTEMPTS = int(os.environ.get("RAILS_MAX_ATTEMPTS", "8"))
+RAILS_RETRY_BASE_SECONDS = int(os.environ.get("RAILS_RETRY_BASE_SECONDS", "60"))
+RAILS_RETRY_MAX_SECONDS = int(os.environ.get("RAILS_RETRY_MAX_SECONDS", str(6 * 3600)))
+RAILS_SUBMIT_LEASE_SECONDS = int(os.environ.get("RAILS_SUBMIT_LEASE_SECONDS", "300"))
+RAILS_POLL_SECONDS = int(os.environ.get("RAILS_POLL_SECONDS", "3600"))
 
 # Settlement rails, by the key stored on each customer. Third-party adapters are added
 # here by dotted path; see docs/rails.md.
