@@ -27,12 +27,13 @@ def api(api_client_for):
     return api_client_for("ingest", "read", "write")
 
 
-def pytest_configure(config):
-    # Tasks run in-process unless a test is about the queue (those start a real worker).
+@pytest.fixture(autouse=True, scope="session")
+def _tasks_run_in_process(django_db_setup):
+    """Tasks run in-process unless a test is about the queue (those start a real worker),
+    also when REDIS_URL is set (CI), where the settings would send them to Redis."""
     from config.celery import app
 
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
+    app.conf.update(task_always_eager=True, task_eager_propagates=True)
 
 
 @pytest.fixture(autouse=True)

@@ -295,7 +295,7 @@ def rows_of(body: str) -> int:
 
 
 @pytest.mark.django_db
-def test_the_event_list_shows_the_last_day_unless_narrowed(admin_client, ingest):
+def test_the_event_list_shows_every_event_and_narrows_to_recent_ones(admin_client, ingest):
     now = datetime.now(UTC)
     ingest(
         cloud_event(1, subject="a-gw", time=(now - timedelta(hours=1)).isoformat()),
@@ -303,7 +303,8 @@ def test_the_event_list_shows_the_last_day_unless_narrowed(admin_client, ingest)
     )
     url = reverse("admin:metering_event_changelist")
 
-    assert rows_of(page(admin_client.get(url))) == 1
+    assert rows_of(page(admin_client.get(url))) == 2  # the time index makes "any time" the default
+    assert rows_of(page(admin_client.get(url, {"recent": "24h"}))) == 1
     assert rows_of(page(admin_client.get(url, {"recent": "any"}))) == 2
     assert rows_of(page(admin_client.get(url, {"recent": "7d"}))) == 2
     assert rows_of(page(admin_client.get(url, {"subject": "a-gw"}))) == 2
