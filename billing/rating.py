@@ -272,15 +272,22 @@ def taxes_for(
         amounts_by_rate={TaxRate(r.name, r.percentage, r.inclusive): [subtotal] for r in rates},
         currency=account.currency,
     )
-    return tuple(RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount) for t in computed), ""
+    return tuple(
+        RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount)
+        for t in computed
+    ), ""
 
 
 def total_with_taxes(*, subtotal: Decimal, taxes: tuple[RatedTax, ...], currency: str) -> Decimal:
     """Inclusive taxes are inside the subtotal already; exclusive ones are added."""
-    return quantize(subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0)), currency)
+    return quantize(
+        subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0)), currency
+    )
 
 
-def _with_tax(*, account: Customer, period: Period, lines: list[RatedLine], versions: list[int]) -> RatedPeriod:
+def _with_tax(
+    *, account: Customer, period: Period, lines: list[RatedLine], versions: list[int]
+) -> RatedPeriod:
     currency = account.currency
     subtotal = sum((line.amount for line in lines), zero(currency))
     taxes, exempt = taxes_for(account=account, plan_version_ids=versions, subtotal=subtotal)

@@ -15,7 +15,11 @@ def billing_run_task() -> dict:
 
 
 @shared_task(
-    name="billing.invoice_pdf_render", acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5
+    name="billing.invoice_pdf_render",
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
 )
 def invoice_pdf_render_task(*, invoice_id: str) -> str:
     """Render and store an issued invoice's PDF (once; a re-run finds it rendered)."""
@@ -26,10 +30,16 @@ def invoice_pdf_render_task(*, invoice_id: str) -> str:
 
 
 @shared_task(
-    name="billing.credit_note_pdf_render", acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5
+    name="billing.credit_note_pdf_render",
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
 )
 def credit_note_pdf_render_task(*, credit_note_id: str) -> str:
     from billing.documents import credit_note_pdf_store
 
-    note = credit_note_pdf_store(credit_note=CreditNote.objects.get(pk=credit_note_id), now=timezone.now())
+    note = credit_note_pdf_store(
+        credit_note=CreditNote.objects.get(pk=credit_note_id), now=timezone.now()
+    )
     return note.pdf.name

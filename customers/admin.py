@@ -41,7 +41,9 @@ class CustomerForm(forms.ModelForm):
         if cleaned.get("rail") and isinstance(cleaned.get("rail_settings"), dict):
             try:
                 cleaned["rail_settings"] = services.rail_settings_clean(
-                    customer=self.instance, rail=cleaned["rail"], rail_settings=cleaned["rail_settings"]
+                    customer=self.instance,
+                    rail=cleaned["rail"],
+                    rail_settings=cleaned["rail_settings"],
                 )
             except ValidationError as exc:
                 self.add_error("rail_settings", exc.messages)

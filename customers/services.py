@@ -78,9 +78,13 @@ def _rail_settings_clean(customer: Customer) -> None:
     ``CUSTOMER_RAIL_SETTINGS_HOOK`` setting, so customers never imports them."""
     path = getattr(settings, "CUSTOMER_RAIL_SETTINGS_HOOK", "")
     if path and customer.rail:
-        stored = Customer.objects.filter(pk=customer.pk, rail=customer.rail).values_list("rail_settings", flat=True)
+        stored = Customer.objects.filter(pk=customer.pk, rail=customer.rail).values_list(
+            "rail_settings", flat=True
+        )
         customer.rail_settings = import_string(path)(
-            rail=customer.rail, rail_settings=customer.rail_settings or {}, previous=stored.first() if customer.pk else None
+            rail=customer.rail,
+            rail_settings=customer.rail_settings or {},
+            previous=stored.first() if customer.pk else None,
         )
 
 

@@ -35,7 +35,11 @@ SUBJECTS = {
 
 
 def months_shift(first_month: date) -> int:
-    return (first_month.year - EXAMPLE_FIRST_MONTH.year) * 12 + first_month.month - EXAMPLE_FIRST_MONTH.month
+    return (
+        (first_month.year - EXAMPLE_FIRST_MONTH.year) * 12
+        + first_month.month
+        - EXAMPLE_FIRST_MONTH.month
+    )
 
 
 def _shift(value: str, months: int) -> str:
@@ -103,14 +107,25 @@ def demo_events(*, start: datetime, end: datetime, total: int) -> int:
     cursor_month = month_start(start)
     while datetime(cursor_month.year, cursor_month.month, 1, tzinfo=UTC) < end:
         months.add(cursor_month)
-        cursor_month = month_start(datetime(cursor_month.year, cursor_month.month, 28, tzinfo=UTC) + timedelta(days=5))
+        cursor_month = month_start(
+            datetime(cursor_month.year, cursor_month.month, 28, tzinfo=UTC) + timedelta(days=5)
+        )
     partitions_ensure(months)
     made = 0
     with connection.cursor() as cursor:
         for subject, (share, llm_share) in SUBJECTS.items():
             count = max(int(total * share), 1)
-            cursor.execute(_EVENTS_SQL, {"start": start, "end": end, "count": count, "subject": subject,
-                                         "llm_share": llm_share, "prefix": f"demo-{subject}-"})
+            cursor.execute(
+                _EVENTS_SQL,
+                {
+                    "start": start,
+                    "end": end,
+                    "count": count,
+                    "subject": subject,
+                    "llm_share": llm_share,
+                    "prefix": f"demo-{subject}-",
+                },
+            )
             made += cursor.rowcount
         cursor.execute(
             "INSERT INTO metering_eventkey (source, event_id, time) "

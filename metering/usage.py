@@ -233,7 +233,9 @@ def feature_usage(
     return FeatureUsage(aggregation=meter.aggregation, quantity=quantity, by_customer=by_customer)
 
 
-def usage_changed_since(*, customer_ids: Iterable[int], start: datetime, end: datetime, xid: int) -> bool:
+def usage_changed_since(
+    *, customer_ids: Iterable[int], start: datetime, end: datetime, xid: int
+) -> bool:
     """Whether rolled-up usage of these customers in ``[start, end)`` may have changed in a
     transaction at or above ``xid`` (conservative: whole UTC days around the range)."""
     ids = list(customer_ids)

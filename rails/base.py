@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-Outcome = Literal["submitted", "collecting", "paid", "failed", "pending", "voided", "uncollectible", "refunded", "returned"]
+Outcome = Literal[
+    "submitted",
+    "collecting",
+    "paid",
+    "failed",
+    "pending",
+    "voided",
+    "uncollectible",
+    "refunded",
+    "returned",
+]
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,9 @@ class Rail(Protocol):
     def void(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         """Void the invoice on the rail."""
 
-    def credit(self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step) -> RailResult:
+    def credit(
+        self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step
+    ) -> RailResult:
         """Mirror a credit note on the rail."""
 
 

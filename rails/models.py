@@ -25,12 +25,21 @@ class SettlementState(models.TextChoices):
 
 
 class Settlement(models.Model):
-    invoice = models.OneToOneField("billing.Invoice", on_delete=models.PROTECT, related_name="settlement")
+    invoice = models.OneToOneField(
+        "billing.Invoice", on_delete=models.PROTECT, related_name="settlement"
+    )
     rail = models.CharField(max_length=32, help_text="The adapter key in BILLING_RAILS.")
-    state = models.CharField(max_length=20, choices=SettlementState.choices, default=SettlementState.PENDING)
+    state = models.CharField(
+        max_length=20, choices=SettlementState.choices, default=SettlementState.PENDING
+    )
     attempts = models.PositiveIntegerField(default=0)
-    sandbox = models.BooleanField(default=False, help_text="The rail has no credentials: requests are built and stored, not sent.")
-    external_ids = models.JSONField(default=dict, blank=True, help_text="Ids on the rail (customer, invoice, ...).")
+    sandbox = models.BooleanField(
+        default=False,
+        help_text="The rail has no credentials: requests are built and stored, not sent.",
+    )
+    external_ids = models.JSONField(
+        default=dict, blank=True, help_text="Ids on the rail (customer, invoice, ...)."
+    )
     last_error = models.TextField(blank=True)
     next_action_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField()
@@ -99,7 +108,9 @@ class InboundWebhook(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
-        constraints = [models.UniqueConstraint(fields=["rail", "event_id"], name="inbound_webhook_once")]
+        constraints = [
+            models.UniqueConstraint(fields=["rail", "event_id"], name="inbound_webhook_once")
+        ]
 
     def __str__(self) -> str:
         return f"{self.rail} {self.event_type} {self.event_id}"
@@ -113,16 +124,24 @@ class RailItemMapping(models.Model):
     """
 
     rail = models.CharField(max_length=32)
-    feature = models.ForeignKey("metering.Feature", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    line_kind = models.CharField(max_length=30, blank=True, help_text="e.g. flat_fee, manual; empty: any.")
-    external_item_id = models.CharField(max_length=100, help_text="The item's internal id on the rail.")
+    feature = models.ForeignKey(
+        "metering.Feature", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    line_kind = models.CharField(
+        max_length=30, blank=True, help_text="e.g. flat_fee, manual; empty: any."
+    )
+    external_item_id = models.CharField(
+        max_length=100, help_text="The item's internal id on the rail."
+    )
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["rail", "feature", "line_kind"]
         constraints = [
             models.UniqueConstraint(
-                fields=["rail", "feature", "line_kind"], name="rail_item_mapping_once", nulls_distinct=False
+                fields=["rail", "feature", "line_kind"],
+                name="rail_item_mapping_once",
+                nulls_distinct=False,
             )
         ]
 

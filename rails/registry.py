@@ -19,7 +19,9 @@ from rails.base import Rail
 def _load(key: str, path: str) -> Rail:
     adapter = import_string(path)()
     if not isinstance(adapter, Rail):
-        raise ImproperlyConfigured(f"BILLING_RAILS[{key!r}] = {path} does not implement rails.base.Rail.")
+        raise ImproperlyConfigured(
+            f"BILLING_RAILS[{key!r}] = {path} does not implement rails.base.Rail."
+        )
     return adapter
 
 
@@ -28,7 +30,9 @@ def rail_get(key: str) -> Rail:
     try:
         path = settings.BILLING_RAILS[key]
     except KeyError as exc:
-        raise ImproperlyConfigured(f"No rail {key!r} in BILLING_RAILS ({', '.join(settings.BILLING_RAILS)}).") from exc
+        raise ImproperlyConfigured(
+            f"No rail {key!r} in BILLING_RAILS ({', '.join(settings.BILLING_RAILS)})."
+        ) from exc
     return _load(key, path)
 
 

@@ -42,13 +42,28 @@ def idempotency_key(*, settlement: Settlement, attempt: int, step: str) -> str:
     return f"{settlement.rail}-{settlement.invoice_id}-{attempt}-{step}"
 
 
-def _event(settlement: Settlement, *, at: datetime, from_state: str, to_state: str, actor: str, note: str = "") -> None:
+def _event(
+    settlement: Settlement,
+    *,
+    at: datetime,
+    from_state: str,
+    to_state: str,
+    actor: str,
+    note: str = "",
+) -> None:
     SettlementEvent.objects.create(
-        settlement=settlement, at=at, from_state=from_state, to_state=to_state, actor=actor, note=note[:5000]
+        settlement=settlement,
+        at=at,
+        from_state=from_state,
+        to_state=to_state,
+        actor=actor,
+        note=note[:5000],
     )
 
 
-def _move(settlement: Settlement, to_state: str, *, now: datetime, actor: str, note: str = "") -> bool:
+def _move(
+    settlement: Settlement, to_state: str, *, now: datetime, actor: str, note: str = ""
+) -> bool:
     if settlement.state == to_state:
         return False
     if not can_move(settlement.state, to_state):
@@ -68,11 +83,21 @@ def settlement_open_for_invoice(*, invoice: Invoice, now: datetime) -> Settlemen
     account = customer_billing_account(customer=invoice.customer)
     rail = rail_get(account.rail)
     settlement = Settlement.objects.create(
-        invoice=invoice, rail=account.rail, state=S.PENDING, sandbox=rail.is_sandbox(), created_at=now,
+        invoice=invoice,
+        rail=account.rail,
+        state=S.PENDING,
+        sandbox=rail.is_sandbox(),
+        created_at=now,
         next_action_at=now,
     )
-    _event(settlement, at=now, from_state="", to_state=S.PENDING, actor="billing",
-           note=f"Opened on {account.rail}{' (sandbox: nothing will be sent)' if settlement.sandbox else ''}.")
+    _event(
+        settlement,
+        at=now,
+        from_state="",
+        to_state=S.PENDING,
+        actor="billing",
+        note=f"Opened on {account.rail}{' (sandbox: nothing will be sent)' if settlement.sandbox else ''}.",
+    )
     Invoice.objects.filter(pk=invoice.pk).update(settlement_state=S.PENDING)
     transaction.on_commit(lambda: _enqueue(settlement.pk))
     return settlement
@@ -89,7 +114,9 @@ def _enqueue(settlement_id: int) -> None:
 
 def _backoff(attempts: int) -> timedelta:
     base = settings.RAILS_RETRY_BASE_SECONDS
-    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), settings.RAILS_RETRY_MAX_SECONDS))
+    return timedelta(
+        seconds=min(base * 2 ** max(attempts - 1, 0), settings.RAILS_RETRY_MAX_SECONDS)
+    )
 
 
 @dataclass(frozen=True)
@@ -113,8 +140,14 @@ def _claim(settlement_id: int, now: datetime) -> _Claim | None:
             action = "submit"
         elif s.state == S.SUBMITTING:
             # A worker died mid-attempt: the same attempt again, with the same keys.
-            _event(s, at=now, from_state=s.state, to_state=s.state, actor="worker",
-                   note=f"Attempt {s.attempts} resumed after an interruption (same idempotency keys).")
+            _event(
+                s,
+                at=now,
+                from_state=s.state,
+                to_state=s.state,
+                actor="worker",
+                note=f"Attempt {s.attempts} resumed after an interruption (same idempotency keys).",
+            )
             action = "submit"
         elif s.state in (S.SUBMITTED, S.COLLECTING):
             action = "check"
@@ -129,9 +162,19 @@ def _claim(settlement_id: int, now: datetime) -> _Claim | None:
 def _record_exchanges(s: Settlement, result: RailResult, attempt: int, now: datetime) -> None:
     SettlementExchange.objects.bulk_create(
         SettlementExchange(
-            settlement=s, attempt=attempt, step=e.step, idempotency_key=e.idempotency_key, method=e.method,
-            url=e.url, request_headers=redact(e.request_headers), request_body=e.request_body,
-            status_code=e.status_code, response_body=e.response_body[:100_000], error=e.error, sent=e.sent, at=now,
+            settlement=s,
+            attempt=attempt,
+            step=e.step,
+            idempotency_key=e.idempotency_key,
+            method=e.method,
+            url=e.url,
+            request_headers=redact(e.request_headers),
+            request_body=e.request_body,
+            status_code=e.status_code,
+            response_body=e.response_body[:100_000],
+            error=e.error,
+            sent=e.sent,
+            at=now,
         )
         for e in result.exchanges
     )
@@ -141,7 +184,8 @@ def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") ->
     """Bring the invoice's payment state in line with the settlement's."""
     invoice = s.invoice
     target = {
-        S.PAID: InvoiceStatus.PAID, S.RETURNED: InvoiceStatus.PAYMENT_FAILED,
+        S.PAID: InvoiceStatus.PAID,
+        S.RETURNED: InvoiceStatus.PAYMENT_FAILED,
         S.UNCOLLECTIBLE: InvoiceStatus.UNCOLLECTIBLE,
     }.get(s.state)
     if s.state == S.FAILED and (s.next_action_at is None):
@@ -154,8 +198,9 @@ def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") ->
     Invoice.objects.filter(pk=invoice.pk).update(settlement_state=s.state)
 
 
-def settlement_apply_result(*, settlement_id: int, result: RailResult, attempt: int, now: datetime,
-                            actor: str = "worker") -> Settlement:
+def settlement_apply_result(
+    *, settlement_id: int, result: RailResult, attempt: int, now: datetime, actor: str = "worker"
+) -> Settlement:
     """Record a rail's answer: exchanges, external ids, the new state, the invoice's state."""
     with transaction.atomic():
         s = Settlement.objects.select_for_update().select_related("invoice").get(pk=settlement_id)
@@ -171,20 +216,37 @@ def settlement_apply_result(*, settlement_id: int, result: RailResult, attempt: 
             if exhausted:
                 s.next_action_at = None
             else:
-                delay = timedelta(seconds=result.retry_after_seconds) if result.retry_after_seconds else _backoff(s.attempts)
+                delay = (
+                    timedelta(seconds=result.retry_after_seconds)
+                    if result.retry_after_seconds
+                    else _backoff(s.attempts)
+                )
                 s.next_action_at = now + delay
         elif outcome == "pending":  # nothing new; ask again later
-            s.next_action_at = result.next_check_at or now + timedelta(seconds=settings.RAILS_POLL_SECONDS)
+            s.next_action_at = result.next_check_at or now + timedelta(
+                seconds=settings.RAILS_POLL_SECONDS
+            )
             if s.state == S.SUBMITTING:
                 _move(s, S.SUBMITTED, now=now, actor=actor, note=result.note)
         else:
-            target = {"submitted": S.SUBMITTED, "collecting": S.COLLECTING, "paid": S.PAID, "voided": S.VOIDED,
-                      "uncollectible": S.UNCOLLECTIBLE, "refunded": S.REFUNDED, "returned": S.RETURNED}[outcome]
+            target = {
+                "submitted": S.SUBMITTED,
+                "collecting": S.COLLECTING,
+                "paid": S.PAID,
+                "voided": S.VOIDED,
+                "uncollectible": S.UNCOLLECTIBLE,
+                "refunded": S.REFUNDED,
+                "returned": S.RETURNED,
+            }[outcome]
             if RANK[target] >= RANK[s.state] and can_move(s.state, target):
                 _move(s, target, now=now, actor=actor, note=result.note)
             s.last_error = ""
             polling = target in (S.SUBMITTED, S.COLLECTING)
-            s.next_action_at = (result.next_check_at or now + timedelta(seconds=settings.RAILS_POLL_SECONDS)) if polling else None
+            s.next_action_at = (
+                (result.next_check_at or now + timedelta(seconds=settings.RAILS_POLL_SECONDS))
+                if polling
+                else None
+            )
         s.save()
         _invoice_follow(s, now, actor, result.error or result.note)
     return s
@@ -198,13 +260,20 @@ def settlement_drive(*, settlement_id: int, now: datetime) -> str:
     s = Settlement.objects.select_related("invoice__customer").get(pk=claim.settlement_id)
     rail = rail_get(claim.rail)
     step = Step(
-        settlement_id=s.pk, attempt=claim.attempt, name=claim.action,
+        settlement_id=s.pk,
+        attempt=claim.attempt,
+        name=claim.action,
         idempotency_key=idempotency_key(settlement=s, attempt=claim.attempt, step=claim.action),
-        now=now, external_ids=claim.external_ids,
+        now=now,
+        external_ids=claim.external_ids,
     )
     document = invoice_document(s.invoice, rail=s.rail)
     try:
-        result = rail.submit(invoice=document, step=step) if claim.action == "submit" else rail.check(invoice=document, step=step)
+        result = (
+            rail.submit(invoice=document, step=step)
+            if claim.action == "submit"
+            else rail.check(invoice=document, step=step)
+        )
     except Exception as exc:  # an adapter bug or a network error it did not catch: retry later
         logger.exception("Rail %s failed on settlement %s", claim.rail, s.pk)
         result = RailResult(outcome="failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
@@ -230,21 +299,52 @@ def settlements_drive_due(*, now: datetime, limit: int = 500) -> dict:
 # ------------------------------------------------------------------ reports from the rail
 
 
-def settlement_report(*, settlement: Settlement, outcome: str, now: datetime, actor: str, note: str = "",
-                      external_ids: dict | None = None) -> Settlement:
+def settlement_report(
+    *,
+    settlement: Settlement,
+    outcome: str,
+    now: datetime,
+    actor: str,
+    note: str = "",
+    external_ids: dict | None = None,
+) -> Settlement:
     """A payment result reported by the rail (a webhook, a return file): applied only if
     it moves the settlement forward, so replayed or out-of-order reports change nothing."""
-    result = RailResult(outcome=outcome, external_ids=external_ids or {}, note=note, error=note if outcome == "failed" else "",
-                        retryable=False)
+    result = RailResult(
+        outcome=outcome,
+        external_ids=external_ids or {},
+        note=note,
+        error=note if outcome == "failed" else "",
+        retryable=False,
+    )
     with transaction.atomic():
         s = Settlement.objects.select_for_update().get(pk=settlement.pk)
-        target = {"paid": S.PAID, "failed": S.FAILED, "voided": S.VOIDED, "uncollectible": S.UNCOLLECTIBLE,
-                  "refunded": S.REFUNDED, "returned": S.RETURNED, "collecting": S.COLLECTING}[outcome]
-        if s.state == target or not can_move(s.state, target) or (RANK[target] < RANK[s.state] and target != S.FAILED):
-            _event(s, at=now, from_state=s.state, to_state=s.state, actor=actor,
-                   note=f"Ignored report '{outcome}': the settlement is already {s.state}. {note}")
+        target = {
+            "paid": S.PAID,
+            "failed": S.FAILED,
+            "voided": S.VOIDED,
+            "uncollectible": S.UNCOLLECTIBLE,
+            "refunded": S.REFUNDED,
+            "returned": S.RETURNED,
+            "collecting": S.COLLECTING,
+        }[outcome]
+        if (
+            s.state == target
+            or not can_move(s.state, target)
+            or (RANK[target] < RANK[s.state] and target != S.FAILED)
+        ):
+            _event(
+                s,
+                at=now,
+                from_state=s.state,
+                to_state=s.state,
+                actor=actor,
+                note=f"Ignored report '{outcome}': the settlement is already {s.state}. {note}",
+            )
             return s
-        return settlement_apply_result(settlement_id=s.pk, result=result, attempt=s.attempts, now=now, actor=actor)
+        return settlement_apply_result(
+            settlement_id=s.pk, result=result, attempt=s.attempts, now=now, actor=actor
+        )
 
 
 # ------------------------------------------------------------------ operators
@@ -255,15 +355,21 @@ def settlement_retry(*, settlement: Settlement, now: datetime, actor: str) -> Se
     with transaction.atomic():
         s = Settlement.objects.select_for_update().get(pk=settlement.pk)
         if s.state != S.FAILED:
-            raise SettlementStateError(f"Only failed settlements can be retried; this one is {s.state}.")
+            raise SettlementStateError(
+                f"Only failed settlements can be retried; this one is {s.state}."
+            )
         s.next_action_at = now
         s.save(update_fields=["next_action_at", "updated_at"])
-        _event(s, at=now, from_state=s.state, to_state=s.state, actor=actor, note="Retry requested.")
+        _event(
+            s, at=now, from_state=s.state, to_state=s.state, actor=actor, note="Retry requested."
+        )
     transaction.on_commit(lambda: _enqueue(s.pk))
     return s
 
 
-def settlement_cancel(*, settlement: Settlement, now: datetime, actor: str, reason: str) -> Settlement:
+def settlement_cancel(
+    *, settlement: Settlement, now: datetime, actor: str, reason: str
+) -> Settlement:
     """Stop a pending or failed settlement (the invoice is settled some other way)."""
     if not reason.strip():
         raise ValidationError({"reason": "Say why the settlement is cancelled."})
@@ -276,22 +382,35 @@ def settlement_cancel(*, settlement: Settlement, now: datetime, actor: str, reas
     return s
 
 
-def settlement_mark_paid(*, settlement: Settlement, now: datetime, actor: str, note: str = "") -> Settlement:
+def settlement_mark_paid(
+    *, settlement: Settlement, now: datetime, actor: str, note: str = ""
+) -> Settlement:
     """An operator records a payment received outside any rail (the manual rail)."""
-    return settlement_report(settlement=settlement, outcome="paid", now=now, actor=actor, note=note or "Marked paid.")
+    return settlement_report(
+        settlement=settlement, outcome="paid", now=now, actor=actor, note=note or "Marked paid."
+    )
 
 
 # ------------------------------------------------------------------ billing hooks: void and credit
 
 
 def _step_call(settlement: Settlement, name: str, now: datetime, call) -> RailResult:
-    step = Step(settlement_id=settlement.pk, attempt=settlement.attempts, name=name,
-                idempotency_key=idempotency_key(settlement=settlement, attempt=settlement.attempts, step=name),
-                now=now, external_ids=dict(settlement.external_ids))
+    step = Step(
+        settlement_id=settlement.pk,
+        attempt=settlement.attempts,
+        name=name,
+        idempotency_key=idempotency_key(
+            settlement=settlement, attempt=settlement.attempts, step=name
+        ),
+        now=now,
+        external_ids=dict(settlement.external_ids),
+    )
     try:
         return call(step)
     except Exception as exc:
-        logger.exception("Rail %s failed on %s of settlement %s", settlement.rail, name, settlement.pk)
+        logger.exception(
+            "Rail %s failed on %s of settlement %s", settlement.rail, name, settlement.pk
+        )
         return RailResult(outcome="failed", error=f"{type(exc).__name__}: {exc}")
 
 
@@ -306,15 +425,26 @@ def settlement_on_void(*, invoice: Invoice, now: datetime) -> None:
 def _void_on_rail(settlement_id: int, now: datetime) -> None:
     s = Settlement.objects.select_related("invoice__customer").get(pk=settlement_id)
     rail = rail_get(s.rail)
-    result = _step_call(s, "void", now, lambda step: rail.void(invoice=invoice_document(s.invoice, rail=s.rail), step=step))
+    result = _step_call(
+        s,
+        "void",
+        now,
+        lambda step: rail.void(invoice=invoice_document(s.invoice, rail=s.rail), step=step),
+    )
     with transaction.atomic():
         s = Settlement.objects.select_for_update().get(pk=settlement_id)
         _record_exchanges(s, result, s.attempts, now)
         if result.outcome == "failed":
             # e.g. an exported ACH debit cannot be recalled: keep tracking it (a return may follow)
             s.last_error = f"Void on the rail failed: {result.error}"
-            _event(s, at=now, from_state=s.state, to_state=s.state, actor="billing",
-                   note=f"Invoice voided, but the rail refused to void: {result.error}")
+            _event(
+                s,
+                at=now,
+                from_state=s.state,
+                to_state=s.state,
+                actor="billing",
+                note=f"Invoice voided, but the rail refused to void: {result.error}",
+            )
         elif can_move(s.state, S.VOIDED):
             _move(s, S.VOIDED, now=now, actor="billing", note=result.note or "Invoice voided.")
             s.next_action_at = None
@@ -334,15 +464,25 @@ def _credit_on_rail(credit_note_id, now: datetime) -> None:
         return
     rail = rail_get(s.rail)
     result = _step_call(
-        s, f"credit-{note.number}", now,
+        s,
+        f"credit-{note.number}",
+        now,
         lambda step: rail.credit(
-            credit_note=credit_note_document(note), invoice=invoice_document(note.invoice, rail=s.rail), step=step
+            credit_note=credit_note_document(note),
+            invoice=invoice_document(note.invoice, rail=s.rail),
+            step=step,
         ),
     )
     with transaction.atomic():
         s = Settlement.objects.select_for_update().get(pk=s.pk)
         _record_exchanges(s, result, s.attempts, now)
         s.external_ids = {**s.external_ids, **result.external_ids}
-        _event(s, at=now, from_state=s.state, to_state=s.state, actor="billing",
-               note=f"Credit note {note.number}: {'failed: ' + result.error if result.outcome == 'failed' else 'sent'}.")
+        _event(
+            s,
+            at=now,
+            from_state=s.state,
+            to_state=s.state,
+            actor="billing",
+            note=f"Credit note {note.number}: {'failed: ' + result.error if result.outcome == 'failed' else 'sent'}.",
+        )
         s.save()

@@ -55,14 +55,27 @@ class DocumentSequence(models.Model):
 class Invoice(models.Model):
     # Columns that may change after issue: the payment state and its bookkeeping.
     MUTABLE_AFTER_ISSUE = frozenset(
-        {"status", "paid_at", "voided_at", "void_reason", "pdf", "pdf_rendered_at", "updated_at",
-         "settlement_state", "amount_paid"}
+        {
+            "status",
+            "paid_at",
+            "voided_at",
+            "void_reason",
+            "pdf",
+            "pdf_rendered_at",
+            "updated_at",
+            "settlement_state",
+            "amount_paid",
+        }
     )
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     number = models.CharField(max_length=40, unique=True, null=True, blank=True)
-    status = models.CharField(max_length=20, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT)
-    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="invoices")
+    status = models.CharField(
+        max_length=20, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="invoices"
+    )
     currency = models.CharField(max_length=3, validators=[validate_currency])
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
@@ -73,7 +86,9 @@ class Invoice(models.Model):
     amount_due = models.DecimalField(**MONEY, default=0)
     amount_paid = models.DecimalField(**MONEY, default=0)
     tax_exempt_reason = models.CharField(max_length=200, blank=True)
-    grace_until = models.DateTimeField(null=True, blank=True, help_text="Issued automatically after this.")
+    grace_until = models.DateTimeField(
+        null=True, blank=True, help_text="Issued automatically after this."
+    )
     issued_at = models.DateTimeField(null=True, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -99,17 +114,17 @@ class Invoice(models.Model):
                 name="invoice_one_per_account_currency_period",
             ),
             models.CheckConstraint(
-                condition=Q(status="draft") | Q(number__isnull=False), name="invoice_issued_has_number"
+                condition=Q(status="draft") | Q(number__isnull=False),
+                name="invoice_issued_has_number",
             ),
         ]
-        indexes = [models.Index(fields=["status", "grace_until"]), models.Index(fields=["customer", "period_start"])]
+        indexes = [
+            models.Index(fields=["status", "grace_until"]),
+            models.Index(fields=["customer", "period_start"]),
+        ]
 
     def __str__(self) -> str:
         return self.number or f"Draft {str(self.pk)[:8]}"
-
-    @property
-    def is_draft(self) -> bool:
-        return self.status == InvoiceStatus.DRAFT
 
     def save(self, *args, **kwargs):
         if self.pk and not self._state.adding:
@@ -125,8 +140,14 @@ class Invoice(models.Model):
 
     def delete(self, *args, **kwargs):
         if Invoice.objects.filter(pk=self.pk).exclude(status=InvoiceStatus.DRAFT).exists():
-            raise FrozenInvoiceError(f"Invoice {self.number} is issued; void it or credit it instead.")
+            raise FrozenInvoiceError(
+                f"Invoice {self.number} is issued; void it or credit it instead."
+            )
         return super().delete(*args, **kwargs)
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == InvoiceStatus.DRAFT
 
 
 class InvoiceLine(models.Model):
@@ -134,9 +155,14 @@ class InvoiceLine(models.Model):
     position = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=30, choices=LineKind.choices)
     description = models.CharField(max_length=500)
-    feature = models.ForeignKey("metering.Feature", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    feature = models.ForeignKey(
+        "metering.Feature", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     customer = models.ForeignKey(
-        "customers.Customer", on_delete=models.PROTECT, related_name="+", help_text="Whose usage this is."
+        "customers.Customer",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Whose usage this is.",
     )
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
@@ -147,26 +173,32 @@ class InvoiceLine(models.Model):
     group_quantity = models.DecimalField(**QUANTITY, null=True, blank=True)
     group_amount = models.DecimalField(**MONEY, null=True, blank=True)
     tier_breakdown = models.JSONField(default=list, blank=True)
-    rate_card = models.ForeignKey("billing.RateCard", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rate_card = models.ForeignKey(
+        "billing.RateCard", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     plan_version = models.ForeignKey(
         "billing.PlanVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     adjusts_invoice = models.ForeignKey(
-        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="adjustments",
+        Invoice,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="adjustments",
         help_text="For a prior-period adjustment: the issued invoice of the period it corrects.",
     )
-    manual = models.BooleanField(default=False, help_text="Added by an operator (kept when the draft is recomputed).")
-    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    manual = models.BooleanField(
+        default=False, help_text="Added by an operator (kept when the draft is recomputed)."
+    )
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["invoice", "position", "pk"]
 
     def __str__(self) -> str:
         return self.description
-
-    def _refuse_if_frozen(self) -> None:
-        if Invoice.objects.filter(pk=self.invoice_id).exclude(status=InvoiceStatus.DRAFT).exists():
-            raise FrozenInvoiceError("The invoice is issued; its lines cannot change.")
 
     def save(self, *args, **kwargs):
         self._refuse_if_frozen()
@@ -175,6 +207,10 @@ class InvoiceLine(models.Model):
     def delete(self, *args, **kwargs):
         self._refuse_if_frozen()
         return super().delete(*args, **kwargs)
+
+    def _refuse_if_frozen(self) -> None:
+        if Invoice.objects.filter(pk=self.invoice_id).exclude(status=InvoiceStatus.DRAFT).exists():
+            raise FrozenInvoiceError("The invoice is issued; its lines cannot change.")
 
 
 class InvoiceTax(models.Model):
@@ -216,7 +252,9 @@ class CreditNote(models.Model):
     reason = models.CharField(max_length=500)
     amount = models.DecimalField(**MONEY)
     issued_at = models.DateTimeField()
-    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     pdf = models.FileField(upload_to="credit-notes/%Y/%m/", blank=True)
     pdf_rendered_at = models.DateTimeField(null=True, blank=True)
 
@@ -229,7 +267,9 @@ class CreditNote(models.Model):
 
 class CreditNoteLine(models.Model):
     credit_note = models.ForeignKey(CreditNote, on_delete=models.CASCADE, related_name="lines")
-    invoice_line = models.ForeignKey(InvoiceLine, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    invoice_line = models.ForeignKey(
+        InvoiceLine, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     description = models.CharField(max_length=500)
     amount = models.DecimalField(**MONEY)
 

@@ -12,13 +12,21 @@ class ManualRail:
         return False
 
     def submit(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
-        return RailResult(outcome="submitted", note="Awaiting payment; an operator marks it paid.", next_check_at=None)
+        return RailResult(
+            outcome="submitted",
+            note="Awaiting payment; an operator marks it paid.",
+            next_check_at=None,
+        )
 
     def check(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
-        return RailResult(outcome="pending", next_check_at=step.now.replace(year=step.now.year + 10))
+        return RailResult(
+            outcome="pending", next_check_at=step.now.replace(year=step.now.year + 10)
+        )
 
     def void(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         return RailResult(outcome="voided")
 
-    def credit(self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step) -> RailResult:
+    def credit(
+        self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step
+    ) -> RailResult:
         return RailResult(outcome="submitted", note=f"Credit note {credit_note.number} recorded.")

@@ -11,10 +11,10 @@ account-wide limit and answers 429 past it) is kept with slots in the shared cac
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 
 import requests
 from django.conf import settings
@@ -40,13 +40,24 @@ class NetSuiteConfig:
 
     @property
     def configured(self) -> bool:
-        return all([self.account_id, self.consumer_key, self.consumer_secret, self.token_id, self.token_secret])
+        return all(
+            [
+                self.account_id,
+                self.consumer_key,
+                self.consumer_secret,
+                self.token_id,
+                self.token_secret,
+            ]
+        )
 
 
 def netsuite_config() -> NetSuiteConfig:
     account = getattr(settings, "NETSUITE_ACCOUNT_ID", "")
     host = account.lower().replace("_", "-")
-    base = getattr(settings, "NETSUITE_BASE_URL", "") or f"https://{host}.suitetalk.api.netsuite.com/services/rest"
+    base = (
+        getattr(settings, "NETSUITE_BASE_URL", "")
+        or f"https://{host}.suitetalk.api.netsuite.com/services/rest"
+    )
     return NetSuiteConfig(
         account_id=account,
         consumer_key=getattr(settings, "NETSUITE_CONSUMER_KEY", ""),
@@ -60,7 +71,9 @@ def netsuite_config() -> NetSuiteConfig:
 
 
 class _Retry(Exception):
-    def __init__(self, message: str, retry_after: int | None = None, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, retry_after: int | None = None, retryable: bool = True
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.retryable = retryable
@@ -91,7 +104,8 @@ def _error_text(body: str) -> str:
     except ValueError:
         return body[:500]
     details = "; ".join(
-        f"{d.get('o:errorCode', '')}: {d.get('detail', '')}".strip(": ") for d in doc.get("o:errorDetails", [])
+        f"{d.get('o:errorCode', '')}: {d.get('detail', '')}".strip(": ")
+        for d in doc.get("o:errorDetails", [])
     )
     return f"{doc.get('title', 'NetSuite error')} ({doc.get('status', '')}){': ' + details if details else ''}"
 
@@ -111,7 +125,9 @@ class NetSuiteRail:
     def clean_settings(self, rail_settings: dict) -> dict:
         entity = rail_settings.get("netsuite_entity_id")
         if entity is not None and not str(entity).strip().isdigit():
-            raise ValidationError("netsuite_entity_id: the customer's internal id in NetSuite (digits).")
+            raise ValidationError(
+                "netsuite_entity_id: the customer's internal id in NetSuite (digits)."
+            )
         terms = rail_settings.get("netsuite_terms_days")
         if terms is not None and (not isinstance(terms, int) or terms < 0):
             raise ValidationError("netsuite_terms_days: a whole number of days.")
@@ -119,36 +135,86 @@ class NetSuiteRail:
 
     # -------------------------------------------------------------- requests
 
-    def _call(self, exchanges: list, config: NetSuiteConfig, *, step: str, method: str, path: str,
-              body: dict | None, key: str) -> requests.Response | None:
+    def _call(
+        self,
+        exchanges: list,
+        config: NetSuiteConfig,
+        *,
+        step: str,
+        method: str,
+        path: str,
+        body: dict | None,
+        key: str,
+    ) -> requests.Response | None:
         url = f"{config.base_url}{path}"
         payload = json.dumps(body, sort_keys=True) if body is not None else ""
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "Prefer": "transient"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Prefer": "transient",
+        }
         if not config.configured:
-            exchanges.append(Exchange(step=step, method=method, url=url, request_headers=headers,
-                                      request_body=payload, idempotency_key=key, sent=False))
+            exchanges.append(
+                Exchange(
+                    step=step,
+                    method=method,
+                    url=url,
+                    request_headers=headers,
+                    request_body=payload,
+                    idempotency_key=key,
+                    sent=False,
+                )
+            )
             return None
         auth = OAuth1(
-            config.consumer_key, client_secret=config.consumer_secret, resource_owner_key=config.token_id,
-            resource_owner_secret=config.token_secret, signature_method=SIGNATURE_METHOD, realm=config.account_id,
+            config.consumer_key,
+            client_secret=config.consumer_secret,
+            resource_owner_key=config.token_id,
+            resource_owner_secret=config.token_secret,
+            signature_method=SIGNATURE_METHOD,
+            realm=config.account_id,
         )
         try:
             with _slot(config):
-                response = requests.request(method, url, data=payload or None, headers=headers, auth=auth,
-                                            timeout=config.timeout)
+                response = requests.request(
+                    method,
+                    url,
+                    data=payload or None,
+                    headers=headers,
+                    auth=auth,
+                    timeout=config.timeout,
+                )
         except requests.RequestException as exc:
-            exchanges.append(Exchange(step=step, method=method, url=url, request_headers=headers,
-                                      request_body=payload, error=str(exc), idempotency_key=key))
+            exchanges.append(
+                Exchange(
+                    step=step,
+                    method=method,
+                    url=url,
+                    request_headers=headers,
+                    request_body=payload,
+                    error=str(exc),
+                    idempotency_key=key,
+                )
+            )
             raise _Retry(f"NetSuite unreachable: {exc}") from exc
-        exchanges.append(Exchange(
-            step=step, method=method, url=url, request_headers={**headers, "Authorization": "OAuth ..."},
-            request_body=payload, status_code=response.status_code, response_body=response.text[:20000],
-            idempotency_key=key,
-        ))
+        exchanges.append(
+            Exchange(
+                step=step,
+                method=method,
+                url=url,
+                request_headers={**headers, "Authorization": "OAuth ..."},
+                request_body=payload,
+                status_code=response.status_code,
+                response_body=response.text[:20000],
+                idempotency_key=key,
+            )
+        )
         if response.status_code == 429:
             retry_after = response.headers.get("Retry-After")
-            raise _Retry("NetSuite concurrency limit exceeded (429).",
-                         retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None)
+            raise _Retry(
+                "NetSuite concurrency limit exceeded (429).",
+                retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
         if response.status_code >= 500:
             raise _Retry(f"NetSuite answered {response.status_code}: {_error_text(response.text)}")
         if response.status_code >= 400:
@@ -161,11 +227,20 @@ class NetSuiteRail:
         try:
             outcome, ids, note = steps(exchanges, config)
         except _Retry as exc:
-            return RailResult(outcome="failed", exchanges=tuple(exchanges), error=str(exc),
-                              retryable=exc.retryable, retry_after_seconds=exc.retry_after)
+            return RailResult(
+                outcome="failed",
+                exchanges=tuple(exchanges),
+                error=str(exc),
+                retryable=exc.retryable,
+                retry_after_seconds=exc.retry_after,
+            )
         if not config.configured:
-            return RailResult(outcome="submitted", exchanges=tuple(exchanges), sandbox=True,
-                              note="Sandbox: NetSuite credentials are not set; the requests were built, not sent.")
+            return RailResult(
+                outcome="submitted",
+                exchanges=tuple(exchanges),
+                sandbox=True,
+                note="Sandbox: NetSuite credentials are not set; the requests were built, not sent.",
+            )
         return RailResult(outcome=outcome, external_ids=ids, exchanges=tuple(exchanges), note=note)
 
     # -------------------------------------------------------------- the protocol
@@ -206,18 +281,34 @@ class NetSuiteRail:
         if entity_id:
             return {"id": str(entity_id)}
         party = invoice.customer
-        self._call(exchanges, config, step="customer", method="PUT",
-                   path=f"/record/v1/customer/eid:{party.key}", key=f"{step.idempotency_key}-customer",
-                   body={"externalId": party.key, "companyName": party.name, "email": party.email,
-                         "subsidiary": {"id": str(getattr(settings, "NETSUITE_SUBSIDIARY_ID", "1"))}})
+        self._call(
+            exchanges,
+            config,
+            step="customer",
+            method="PUT",
+            path=f"/record/v1/customer/eid:{party.key}",
+            key=f"{step.idempotency_key}-customer",
+            body={
+                "externalId": party.key,
+                "companyName": party.name,
+                "email": party.email,
+                "subsidiary": {"id": str(getattr(settings, "NETSUITE_SUBSIDIARY_ID", "1"))},
+            },
+        )
         return {"externalId": party.key}
 
     def submit(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         def steps(exchanges, config):
             customer_ref = self._customer_ref(exchanges, config, invoice, step)
-            response = self._call(exchanges, config, step="invoice", method="PUT",
-                                  path=f"/record/v1/invoice/eid:{invoice.id}",
-                                  body=self._invoice_body(invoice, customer_ref), key=f"{step.idempotency_key}-invoice")
+            response = self._call(
+                exchanges,
+                config,
+                step="invoice",
+                method="PUT",
+                path=f"/record/v1/invoice/eid:{invoice.id}",
+                body=self._invoice_body(invoice, customer_ref),
+                key=f"{step.idempotency_key}-invoice",
+            )
             location = response.headers.get("Location", "") if response is not None else ""
             ids = {"netsuite_invoice_eid": invoice.id}
             if location:
@@ -228,9 +319,15 @@ class NetSuiteRail:
 
     def check(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         def steps(exchanges, config):
-            response = self._call(exchanges, config, step="status", method="GET",
-                                  path=f"/record/v1/invoice/eid:{invoice.id}?fields=amountRemaining,status",
-                                  body=None, key="")
+            response = self._call(
+                exchanges,
+                config,
+                step="status",
+                method="GET",
+                path=f"/record/v1/invoice/eid:{invoice.id}?fields=amountRemaining,status",
+                body=None,
+                key="",
+            )
             if response is None:
                 return "pending", {}, ""
             doc = response.json()
@@ -241,32 +338,64 @@ class NetSuiteRail:
 
         result = self._run(steps)
         if result.outcome == "submitted" and result.sandbox:
-            return RailResult(outcome="pending", exchanges=result.exchanges, sandbox=True, note=result.note)
+            return RailResult(
+                outcome="pending", exchanges=result.exchanges, sandbox=True, note=result.note
+            )
         return result
 
     def void(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         def steps(exchanges, config):
-            self._call(exchanges, config, step="void", method="PATCH",
-                       path=f"/record/v1/invoice/eid:{invoice.id}", body={"status": {"id": "Voided"}},
-                       key=f"{step.idempotency_key}")
+            self._call(
+                exchanges,
+                config,
+                step="void",
+                method="PATCH",
+                path=f"/record/v1/invoice/eid:{invoice.id}",
+                body={"status": {"id": "Voided"}},
+                key=f"{step.idempotency_key}",
+            )
             return "voided", {}, "Voided in NetSuite."
 
         result = self._run(steps)
-        return RailResult(outcome="voided", exchanges=result.exchanges, sandbox=result.sandbox) if result.sandbox else result
+        return (
+            RailResult(outcome="voided", exchanges=result.exchanges, sandbox=result.sandbox)
+            if result.sandbox
+            else result
+        )
 
-    def credit(self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step) -> RailResult:
+    def credit(
+        self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step
+    ) -> RailResult:
         def steps(exchanges, config):
             customer_ref = self._customer_ref(exchanges, config, invoice, step)
             default_item = next((line.rail_item for line in invoice.lines if line.rail_item), None)
-            item = {"description": f"Credit note {credit_note.number}: {credit_note.reason}"[:4000],
-                    "amount": _minor_to_amount(credit_note.amount_minor, credit_note.currency)}
+            item = {
+                "description": f"Credit note {credit_note.number}: {credit_note.reason}"[:4000],
+                "amount": _minor_to_amount(credit_note.amount_minor, credit_note.currency),
+            }
             if default_item:
                 item["item"] = {"id": default_item}
-            self._call(exchanges, config, step="credit_memo", method="PUT",
-                       path=f"/record/v1/creditMemo/eid:{credit_note.id}", key=f"{step.idempotency_key}",
-                       body={"externalId": credit_note.id, "tranId": credit_note.number, "entity": customer_ref,
-                             "createdFrom": {"externalId": invoice.id}, "tranDate": credit_note.issued_at.date().isoformat(),
-                             "memo": credit_note.reason[:999], "item": {"items": [item]}})
-            return "submitted", {f"netsuite_credit_memo_{credit_note.number}": credit_note.id}, "Credit memo upserted."
+            self._call(
+                exchanges,
+                config,
+                step="credit_memo",
+                method="PUT",
+                path=f"/record/v1/creditMemo/eid:{credit_note.id}",
+                key=f"{step.idempotency_key}",
+                body={
+                    "externalId": credit_note.id,
+                    "tranId": credit_note.number,
+                    "entity": customer_ref,
+                    "createdFrom": {"externalId": invoice.id},
+                    "tranDate": credit_note.issued_at.date().isoformat(),
+                    "memo": credit_note.reason[:999],
+                    "item": {"items": [item]},
+                },
+            )
+            return (
+                "submitted",
+                {f"netsuite_credit_memo_{credit_note.number}": credit_note.id},
+                "Credit memo upserted.",
+            )
 
         return self._run(steps)

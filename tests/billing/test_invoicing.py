@@ -33,31 +33,58 @@ def account(db):
     acme = CustomerFactory(key="acme")
     meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
     calls = feature_create(key="api_calls", name="API calls", meter=meter)
-    version = plan_save(key="pro", name="Pro", spec=PlanVersionSpec(
-        currency="USD", cadence="monthly", minimum_commitment=Decimal(0), rate_cards=(
-            RateCardSpec(key="platform", name="Platform fee", price={"model": "flat", "amount": "49.00", "timing": "in_arrears"}),
-            RateCardSpec(key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}),
-        )))[1]
+    version = plan_save(
+        key="pro",
+        name="Pro",
+        spec=PlanVersionSpec(
+            currency="USD",
+            cadence="monthly",
+            minimum_commitment=Decimal(0),
+            rate_cards=(
+                RateCardSpec(
+                    key="platform",
+                    name="Platform fee",
+                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
+                ),
+                RateCardSpec(
+                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
+                ),
+            ),
+        ),
+    )[1]
     subscription_create(customer=acme, plan_version=version, start=OCT)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=OCT)
     return acme
 
 
 def calls(ingest, n, start, prefix="e"):
-    ingest(*[cloud_event(f"{prefix}-{start.isoformat()}-{i}", subject="acme-gw", time=(start + timedelta(minutes=i)).isoformat())
-             for i in range(n)])
+    ingest(
+        *[
+            cloud_event(
+                f"{prefix}-{start.isoformat()}-{i}",
+                subject="acme-gw",
+                time=(start + timedelta(minutes=i)).isoformat(),
+            )
+            for i in range(n)
+        ]
+    )
 
 
 @pytest.mark.django_db
 def test_sequences_are_gapless_and_per_prefix_and_year():
     assert [sequence_next(prefix="INV", year=2026) for _ in range(3)] == [
-        "INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
+        "INV-2026-000001",
+        "INV-2026-000002",
+        "INV-2026-000003",
+    ]
     assert sequence_next(prefix="INV", year=2027) == "INV-2027-000001"
     assert sequence_next(prefix="CN", year=2026) == "CN-2026-000001"
     with pytest.raises(RuntimeError), transaction.atomic():
         sequence_next(prefix="INV", year=2026)
         raise RuntimeError("the issuing transaction fails")
-    assert sequence_next(prefix="INV", year=2026) == "INV-2026-000004"  # the rolled-back number is reused
+    assert (
+        sequence_next(prefix="INV", year=2026) == "INV-2026-000004"
+    )  # the rolled-back number is reused
 
 
 @pytest.mark.django_db
@@ -66,7 +93,12 @@ def test_ended_periods_become_drafts_once(account):
     assert result.created == 1
     assert periods_close(now=NOV + timedelta(hours=2)).created == 0
     draft = Invoice.objects.get()
-    assert (draft.status, draft.number, draft.period_start, draft.period_end) == (InvoiceStatus.DRAFT, None, OCT, NOV)
+    assert (draft.status, draft.number, draft.period_start, draft.period_end) == (
+        InvoiceStatus.DRAFT,
+        None,
+        OCT,
+        NOV,
+    )
     assert draft.grace_until == NOV + timedelta(hours=24)
     assert draft.total == Decimal("49.00")
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -76,7 +108,9 @@ def test_ended_periods_become_drafts_once(account):
 @pytest.mark.django_db
 def test_issuing_numbers_freezes_and_sets_the_due_date(account):
     draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
-    invoice_line_add(invoice=draft, description="Onboarding workshop", amount=Decimal("500"), now=NOV)
+    invoice_line_add(
+        invoice=draft, description="Onboarding workshop", amount=Decimal("500"), now=NOV
+    )
     issued = invoice_issue(invoice=draft, now=NOV + timedelta(days=1))
     issued.refresh_from_db()
     assert issued.number == f"INV-{NOV.year}-000001"
@@ -104,8 +138,14 @@ def test_an_issued_invoice_refuses_every_change(account):
     with pytest.raises(FrozenInvoiceError):
         line.delete()
     with pytest.raises(FrozenInvoiceError):
-        InvoiceLine(invoice=invoice, kind=LineKind.MANUAL, description="x", customer=account,
-                    amount=1, unrounded_amount=1).save()
+        InvoiceLine(
+            invoice=invoice,
+            kind=LineKind.MANUAL,
+            description="x",
+            customer=account,
+            amount=1,
+            unrounded_amount=1,
+        ).save()
     with pytest.raises(FrozenInvoiceError):
         invoice.delete()
     # and below the models, the database itself
@@ -115,7 +155,9 @@ def test_an_issued_invoice_refuses_every_change(account):
         lambda: Invoice.objects.filter(pk=invoice.pk).update(status="draft"),
         lambda: InvoiceLine.objects.filter(invoice=invoice).update(amount=0),
         lambda: InvoiceLine.objects.filter(invoice=invoice).delete(),
-        lambda: connection.cursor().execute("DELETE FROM billing_invoice WHERE id = %s", [invoice.pk]),
+        lambda: connection.cursor().execute(
+            "DELETE FROM billing_invoice WHERE id = %s", [invoice.pk]
+        ),
     ):
         with pytest.raises(IntegrityError, match="invoice_frozen"), transaction.atomic():
             statement()
@@ -155,11 +197,17 @@ def test_late_usage_lands_on_the_next_invoice_and_the_issued_one_stays(account, 
     periods_close(now=DEC)
     november = Invoice.objects.get(period_start=NOV)
     adjustments = november.lines.filter(kind=LineKind.PRIOR_PERIOD_ADJUSTMENT)
-    assert [(a.quantity, a.amount, a.adjusts_invoice_id) for a in adjustments] == [(4, Decimal("0.04"), october.pk)]
-    assert "2026-10-01" in adjustments[0].description and october.number in adjustments[0].description
+    assert [(a.quantity, a.amount, a.adjusts_invoice_id) for a in adjustments] == [
+        (4, Decimal("0.04"), october.pk)
+    ]
+    assert (
+        "2026-10-01" in adjustments[0].description and october.number in adjustments[0].description
+    )
     assert november.total == Decimal("49.00") + Decimal("0.03") + Decimal("0.04")
     october.refresh_from_db()
-    assert october.total == Decimal("49.10") and october.lines.get(kind=LineKind.USAGE).quantity == 10
+    assert (
+        october.total == Decimal("49.10") and october.lines.get(kind=LineKind.USAGE).quantity == 10
+    )
 
     # issued with the adjustment, the late usage is billed exactly once
     invoice_issue(invoice=november, now=DEC + timedelta(days=1))

@@ -123,9 +123,9 @@ def test_a_worker_that_dies_after_the_rails_answer_charges_nothing_twice():
     from rails.services import _claim
 
     claim = _claim(settlement.pk, NOW)
-    from rails.registry import rail_get
-    from rails.documents import invoice_document
     from rails.base import Step
+    from rails.documents import invoice_document
+    from rails.registry import rail_get
 
     rail_get("pigeon").submit(
         invoice=invoice_document(invoice),
