@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.errors import problem_response
+from metering.api.body import PayloadTooLarge, body_read, invalid_items
 from metering.gateways.kong import kong_logs_parse, kong_logs_to_events, kong_options
 from metering.ingest import MalformedBody
 from metering.services import events_ingest
@@ -101,13 +102,7 @@ class KongHttpLogReceiver(APIView):
             )
         except ValueError as exc:
             return problem_response(status_code=status.HTTP_400_BAD_REQUEST, detail=str(exc))
-        limit = settings.METERING_MAX_BODY_BYTES
-        declared = request.META.get("CONTENT_LENGTH")
-        if declared and declared.isdigit() and int(declared) > limit:
-            return _too_large(f"The body has {declared} bytes; the limit is {limit}.")
-        body = request._request.read(limit + 1)
-        if len(body) > limit:
-            return _too_large(f"The body is larger than the limit of {limit} bytes.")
+        body = body_read(request)
         try:
             logs = kong_logs_parse(body)
         except MalformedBody as exc:
@@ -117,14 +112,13 @@ class KongHttpLogReceiver(APIView):
             return _too_large(f"The batch has {len(logs)} logs; the limit is {max_logs}.")
         parsed = kong_logs_to_events(logs, options=options)
         if parsed.errors:
-            return problem_response(
-                status_code=status.HTTP_400_BAD_REQUEST,
+            return invalid_items(
+                parsed.errors,
                 detail=f"{len(parsed.errors)} log(s) cannot be metered; nothing was stored.",
-                errors=[{"index": e.index, "reason": e.reason} for e in parsed.errors],
             )
         events_ingest(events=parsed.events, received_at=received_at)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def _too_large(detail: str) -> Response:
-    return problem_response(status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=detail)
+    return problem_response(status_code=PayloadTooLarge.status_code, detail=detail)

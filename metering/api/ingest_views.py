@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.errors import problem_response
+from metering.api.body import PayloadTooLarge, body_read, invalid_items
 from metering.ingest import BatchTooLarge, MalformedBody, events_parse
 from metering.services import events_ingest
 
@@ -68,13 +69,7 @@ class EventIngest(APIView):
                 status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                 detail=f"Unsupported content type {content_type or '(none)'!r}; use one of: {', '.join(CONTENT_TYPES)}.",
             )
-        limit = settings.METERING_MAX_BODY_BYTES
-        declared = request.META.get("CONTENT_LENGTH")
-        if declared and declared.isdigit() and int(declared) > limit:
-            return _too_large(f"The body has {declared} bytes; the limit is {limit}.")
-        body = request._request.read(limit + 1)
-        if len(body) > limit:
-            return _too_large(f"The body is larger than the limit of {limit} bytes.")
+        body = body_read(request)
         try:
             parsed = events_parse(
                 body,
@@ -86,14 +81,12 @@ class EventIngest(APIView):
         except MalformedBody as exc:
             return problem_response(status_code=status.HTTP_400_BAD_REQUEST, detail=str(exc))
         if parsed.errors:
-            return problem_response(
-                status_code=status.HTTP_400_BAD_REQUEST,
-                detail=f"{len(parsed.errors)} invalid event(s); nothing was stored.",
-                errors=[{"index": e.index, "reason": e.reason} for e in parsed.errors],
+            return invalid_items(
+                parsed.errors, detail=f"{len(parsed.errors)} invalid event(s); nothing was stored."
             )
         events_ingest(events=parsed.events, received_at=received_at)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def _too_large(detail: str) -> Response:
-    return problem_response(status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=detail)
+    return problem_response(status_code=PayloadTooLarge.status_code, detail=detail)
