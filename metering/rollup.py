@@ -34,15 +34,16 @@ WITH agg AS (
 SELECT %(meter)s::bigint AS meter_id, m.customer_id, s.subject, s.hour, s.dims,
        count(*) AS event_count, count(s.v) AS value_count, coalesce(sum(s.v), 0) AS value_sum,
        min(s.v) AS value_min, max(s.v) AS value_max,
-       max(s.time) FILTER (WHERE s.v IS NOT NULL) AS latest_time,
-       (array_agg(s.v ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_value,
-       (array_agg(s.id ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_event_id,
+       {latest},
        min(s.time) AS first_time, max(s.time) AS last_time
 FROM (
+    -- OFFSET 0 keeps the planner from inlining the value and dimension expressions into
+    -- every aggregate: each event's JSON is read once, and the sort carries no JSON.
     SELECT e.id, e.subject, e.time, date_trunc('hour', e.time, 'UTC') AS hour,
            {dims} AS dims, {value} AS v
     FROM metering_event e
     WHERE e.type = %(type)s AND {where}
+    OFFSET 0
 ) s
 LEFT JOIN customers_consumermapping m
        ON m.consumer_key = s.subject AND m.valid_from <= s.time
@@ -80,6 +81,12 @@ _NEWER = (
     "(EXCLUDED.latest_time, EXCLUDED.latest_event_id) > (b.latest_time, b.latest_event_id)))"
 )
 
+# Only a LATEST meter needs the latest value of each bucket; ordered aggregates are costly.
+_LATEST = """max(s.time) FILTER (WHERE s.v IS NOT NULL) AS latest_time,
+       (array_agg(s.v ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_value,
+       (array_agg(s.id ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_event_id"""
+_NO_LATEST = "NULL::timestamptz AS latest_time, NULL::numeric AS latest_value, NULL::bigint AS latest_event_id"
+
 _UNIQUE_INSERT = """
 INSERT INTO metering_uniquevalue (meter_id, customer_id, subject, hour, dims, value)
 SELECT DISTINCT %(meter)s, m.customer_id, s.subject, s.hour, s.dims, s.u
@@ -87,6 +94,7 @@ FROM (
     SELECT e.subject, e.time, date_trunc('hour', e.time, 'UTC') AS hour, {dims} AS dims, {unique} AS u
     FROM metering_event e
     WHERE e.type = %(type)s AND {where}
+    OFFSET 0
 ) s
 LEFT JOIN customers_consumermapping m
        ON m.consumer_key = s.subject AND m.valid_from <= s.time
@@ -100,12 +108,15 @@ def _aggregate(cursor, meter: Meter, where: str, where_params: dict) -> tuple[in
     """Fold the meter's events matching ``where`` into its buckets; (events, buckets)."""
     params: dict = {}
     dims = sql.dims_expr(meter, params)
-    value = sql.value_expr(meter, params)
-    unique = (
-        sql.unique_expr(meter, params) if meter.aggregation == Aggregation.UNIQUE_COUNT else None
-    )
+    is_unique = meter.aggregation == Aggregation.UNIQUE_COUNT
+    # a unique count's values are text kept in UniqueValue, never numbers in the buckets
+    value = "NULL::numeric" if is_unique else sql.value_expr(meter, params)
+    unique = sql.unique_expr(meter, params) if is_unique else None
+    latest = _LATEST if meter.aggregation == Aggregation.LATEST else _NO_LATEST
     params.update({"meter": meter.pk, "type": meter.event_type, **where_params})
-    cursor.execute(_BUCKET_UPSERT.format(dims=dims, value=value, where=where, newer=_NEWER), params)
+    cursor.execute(
+        _BUCKET_UPSERT.format(dims=dims, value=value, where=where, newer=_NEWER, latest=latest), params
+    )
     events, buckets = cursor.fetchone()
     if unique is not None:
         cursor.execute(_UNIQUE_INSERT.format(dims=dims, unique=unique, where=where), params)

@@ -94,7 +94,7 @@ def test_late_events_update_their_old_buckets(ingest):
 @pytest.mark.django_db(transaction=True)
 def test_min_max_latest_and_avg_stay_exact_across_runs(ingest):
     meter = tokens_meter(
-        key="latency", event_type="request", aggregation="AVG", value_property="$.ms", group_by={}
+        key="latency", event_type="request", aggregation="LATEST", value_property="$.ms", group_by={}
     )
     ingest(
         cloud_event(1, time="2026-11-01T10:10:00Z", ms=40),

@@ -1,0 +1,483 @@
+#!/usr/bin/env python
+"""Benchmark of the usage rollup: full and incremental, against a raw GROUP BY.
+
+    .venv/bin/python bench/rollup.py [--events 5000000] [--subjects 100] [--explain] [--timeout 1800]
+
+1. Works in its own database (``billing_bench`` on the server of ``--database-url`` /
+   ``DATABASE_URL`` / the embedded server), migrated with ``manage.py migrate``; empties
+   its customers, mappings, meters, buckets and events first.
+2. Creates customers and consumer mappings (most subjects mapped for the whole month,
+   some moved to another customer mid-month, some never mapped) and three meters:
+   ``llm_tokens`` (SUM $.tokens by model and direction), ``api_requests`` (COUNT by
+   route and status) and ``llm_users`` (UNIQUE_COUNT $.user).
+3. Loads ``--events`` events with ``INSERT … SELECT … generate_series`` (60% LLM token
+   events, 40% API request events, times over 30 days, subjects skewed so a few are
+   busy), then ``VACUUM ANALYZE`` (all untimed).
+4. Baseline: per meter, one plain ``SELECT … GROUP BY`` over the same events with the
+   same mapping join, computing what the meter's buckets hold for it per (customer,
+   subject, UTC hour, dimensions): ``count(*)`` and ``sum(tokens)`` for llm_tokens,
+   ``count(*)`` for api_requests, ``count(*)`` and ``count(DISTINCT user)`` for llm_users.
+   Results are summed up on the server and discarded: no writes. PostgreSQL may run
+   these plain SELECTs with parallel workers (the rollup's INSERT … SELECT cannot).
+5. Full rollup: ``metering.rollup.meter_rollup`` per meter, from an empty state. Checks
+   that its buckets hold exactly the baseline's totals.
+6. Incremental: loads 1% more events (same distribution, in two more transactions),
+   waits until the commit horizon has passed them, then times ``meter_rollup`` per meter
+   again and checks that every stored event was rolled up exactly once.
+7. Prints the figures, ``ratio full rollup/GROUP BY`` (target <= 1.5) and
+   ``ratio incremental/full`` (target <= 0.05). ``--explain`` then repeats the full
+   rollup inside a transaction that is rolled back, printing EXPLAIN (ANALYZE, BUFFERS)
+   of each statement it runs that reads the events.
+
+Every statement is bounded by ``--timeout`` (statement_timeout). See docs/performance.md
+for what the figures mean and the figures on record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    add_database_arguments,
+    bench_database_url,
+    bench_lock,
+    checkpoint,
+    figure,
+    migrate,
+    rate,
+    safe_url,
+    server_summary,
+)
+
+TARGET_FULL_RATIO = 1.5
+TARGET_INCREMENTAL_RATIO = 0.05
+MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
+USERS_PER_SUBJECT = 50
+
+# One statement generates a chunk of events. random() is seeded per chunk (setseed) so a
+# run is repeatable. Subjects are skewed (power 2): the low numbers are the busy ones.
+_LOAD = """
+INSERT INTO metering_event (source, event_id, type, subject, time, data)
+SELECT CASE WHEN llm THEN 'llm-proxy-eu' ELSE 'kong-eu-west-1' END,
+       'bench-' || g,
+       CASE WHEN llm THEN 'llm' ELSE 'request' END,
+       subject,
+       %(start)s::timestamptz + r0 * interval '30 days',
+       CASE WHEN llm THEN jsonb_build_object(
+           'model', (ARRAY['gpt-4o', 'gpt-4o', 'gpt-4o-mini', 'gpt-4o-mini', 'gpt-4o-mini',
+                           'claude-sonnet-4', 'claude-sonnet-4', 'claude-haiku-4', 'llama-3.1-70b',
+                           'gpt-4o-mini'])[1 + floor(r1 * 10)::int],
+           'direction', CASE WHEN r2 < 0.5 THEN 'input' ELSE 'output' END,
+           'tokens', 1 + floor(exp(4 + 4 * r3))::int,
+           'user', subject || ':u' || floor(r4 * %(users)s)::int,
+           'request_id', 'req_' || to_hex(g * 2654435761),
+           'latency_ms', 200 + floor(r3 * 3000)::int,
+           'stream', r4 < 0.7)
+       ELSE jsonb_build_object(
+           'route', (ARRAY['/v1/flights', '/v1/flights', '/v1/flights', '/v1/flights/{id}',
+                           '/v1/flights/{id}', '/v1/hotels', '/v1/hotels', '/v1/bookings',
+                           '/v1/search', '/v1/bookings/{id}'])[1 + floor(r1 * 10)::int],
+           'method', CASE WHEN r1 < 0.8 THEN 'GET' ELSE 'POST' END,
+           'status', CASE WHEN r2 < 0.9 THEN 200 WHEN r2 < 0.94 THEN 201 WHEN r2 < 0.97 THEN 400
+                          WHEN r2 < 0.985 THEN 404 WHEN r2 < 0.995 THEN 429 ELSE 500 END,
+           'duration_ms', round((5 + 300 * r3 * r3)::numeric, 3),
+           'user', subject || ':u' || floor(r4 * %(users)s)::int,
+           'bytes_out', floor(200 + 20000 * r4 * r3)::int,
+           'region', 'eu-west-1')
+       END
+FROM (
+    SELECT g, random() < 0.6 AS llm,
+           'consumer-' || lpad(floor(power(random(), 2) * %(subjects)s)::int::text, 4, '0') AS subject,
+           random() AS r0, random() AS r1, random() AS r2, random() AS r3, random() AS r4
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS g
+) s
+"""
+
+# The baseline: what each meter's buckets hold for it, computed by one GROUP BY over the
+# same events with the same mapping join, aggregated on the server and discarded.
+_MAPPING_JOIN = """
+LEFT JOIN customers_consumermapping m
+       ON m.consumer_key = e.subject AND m.valid_from <= e.time
+      AND (m.valid_to IS NULL OR e.time < m.valid_to)
+"""
+BASELINES = {
+    "llm_tokens": f"""
+        SELECT count(*), coalesce(sum(n), 0), coalesce(sum(tokens), 0) FROM (
+            SELECT m.customer_id, e.subject, date_trunc('hour', e.time, 'UTC'),
+                   e.data ->> 'model', e.data ->> 'direction',
+                   count(*) AS n, sum((e.data ->> 'tokens')::numeric) AS tokens
+            FROM metering_event e {_MAPPING_JOIN}
+            WHERE e.type = 'llm'
+            GROUP BY 1, 2, 3, 4, 5
+        ) g""",
+    "api_requests": f"""
+        SELECT count(*), coalesce(sum(n), 0), 0 FROM (
+            SELECT m.customer_id, e.subject, date_trunc('hour', e.time, 'UTC'),
+                   e.data ->> 'route', e.data ->> 'status', count(*) AS n
+            FROM metering_event e {_MAPPING_JOIN}
+            WHERE e.type = 'request'
+            GROUP BY 1, 2, 3, 4, 5
+        ) g""",
+    "llm_users": f"""
+        SELECT count(*), coalesce(sum(n), 0), coalesce(sum(users), 0) FROM (
+            SELECT m.customer_id, e.subject, date_trunc('hour', e.time, 'UTC'),
+                   count(*) AS n, count(DISTINCT e.data ->> 'user') AS users
+            FROM metering_event e {_MAPPING_JOIN}
+            WHERE e.type = 'llm'
+            GROUP BY 1, 2, 3
+        ) g""",
+}
+
+
+def django_setup(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def reset(conn) -> None:
+    conn.execute(
+        "TRUNCATE metering_event, metering_eventkey, metering_usagebucket, metering_uniquevalue, "
+        "metering_rollupstate, metering_feature, metering_meter, customers_consumermappingchange, "
+        "customers_consumermapping, customers_customer CASCADE"
+    )
+
+
+def catalog_create(*, subjects: int) -> list:
+    """Customers, consumer mappings and the three meters, through the services."""
+    from customers.services import consumer_mapping_create, customer_create
+    from metering.services import mapping_changes_apply, meter_create
+
+    customers = [
+        customer_create(key=f"bench-{i:03d}", name=f"Bench customer {i}")
+        for i in range(max(1, subjects // 3))
+    ]
+    long_ago = MONTH_START - timedelta(days=365)
+    for n in range(subjects):
+        key = f"consumer-{n:04d}"
+        owner = customers[n % len(customers)]
+        if n % 10 == 9:
+            continue  # never mapped: unattributed usage
+        if n % 10 == 4:  # moved to another customer mid-month
+            middle = MONTH_START + timedelta(days=14, hours=n % 24)
+            consumer_mapping_create(
+                consumer_key=key, customer=owner, valid_from=long_ago, valid_to=middle
+            )
+            owner = customers[(n + 1) % len(customers)]
+            consumer_mapping_create(consumer_key=key, customer=owner, valid_from=middle)
+        else:
+            consumer_mapping_create(consumer_key=key, customer=owner, valid_from=long_ago)
+    # The mapping outbox is drained before there is any usage, so the rollup times below
+    # are the meters' own work.
+    while mapping_changes_apply(limit=1000)[0]:
+        pass
+    return [
+        meter_create(
+            key="llm_tokens",
+            event_type="llm",
+            aggregation="SUM",
+            value_property="$.tokens",
+            group_by={"model": "$.model", "direction": "$.direction"},
+        ),
+        meter_create(
+            key="api_requests",
+            event_type="request",
+            aggregation="COUNT",
+            group_by={"route": "$.route", "status": "$.status"},
+        ),
+        meter_create(
+            key="llm_users", event_type="llm", aggregation="UNIQUE_COUNT", value_property="$.user"
+        ),
+    ]
+
+
+def events_load(
+    url: str, *, first: int, count: int, subjects: int, loaders: int = 2
+) -> tuple[float, int]:
+    """Insert ``count`` events numbered from ``first`` on, in ``loaders`` parallel
+    connections; returns the seconds taken and the highest loading transaction id."""
+    bounds = [first + count * i // loaders for i in range(loaders + 1)]
+    errors: list[BaseException] = []
+    xids: list[int] = []
+
+    def load(lo: int, hi: int) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+                conn.execute("SELECT setseed(%s)", [(lo % 1_000_003) / 1_000_003])
+                conn.execute(
+                    _LOAD,
+                    {
+                        "start": MONTH_START,
+                        "lo": lo,
+                        "hi": hi,
+                        "subjects": subjects,
+                        "users": USERS_PER_SUBJECT,
+                    },
+                )
+                xids.append(conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=load, args=(bounds[i], bounds[i + 1]))
+        for i in range(loaders)
+        if bounds[i + 1] > bounds[i]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started, max(xids)
+
+
+def horizon_wait(conn, xid: int, timeout: float = 120) -> float:
+    """Wait until every transaction up to ``xid`` has finished, server-wide: the rollup
+    only takes events below ``pg_snapshot_xmin`` (see metering/rollup.py), so a transaction
+    left open anywhere on the server (another database too) holds its horizon back.
+    Returns the seconds waited; raises naming the oldest open transaction on timeout."""
+    started = time.perf_counter()
+    while True:
+        horizon = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        if horizon.fetchone()[0] > xid:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            oldest = conn.execute(
+                "SELECT pid, datname, state, xact_start, left(query, 80) FROM pg_stat_activity "
+                "WHERE backend_xid IS NOT NULL ORDER BY age(backend_xid) DESC LIMIT 1"
+            ).fetchone()
+            raise SystemExit(
+                f"the rollup horizon stayed below the loaded events for {timeout:.0f} s: an older "
+                f"transaction is still open on the server: {oldest}"
+            )
+        time.sleep(0.05)
+
+
+def baseline_run(conn) -> tuple[dict[str, float], dict[str, tuple]]:
+    seconds, totals = {}, {}
+    for key, statement in BASELINES.items():
+        started = time.perf_counter()
+        totals[key] = tuple(conn.execute(statement).fetchone())
+        seconds[key] = time.perf_counter() - started
+    return seconds, totals
+
+
+def rollup_run(meters) -> tuple[dict[str, float], dict[str, int]]:
+    from metering.rollup import meter_rollup
+
+    seconds, events = {}, {}
+    for meter in meters:
+        started = time.perf_counter()
+        result = meter_rollup(meter=meter, now=NOW)
+        seconds[meter.key] = time.perf_counter() - started
+        events[meter.key] = result.events
+    return seconds, events
+
+
+def rollup_totals(conn, meters) -> dict[str, tuple]:
+    """The buckets' totals in the shape of the baseline's, to check they agree."""
+    ids = {m.key: m.pk for m in meters}
+    totals = {}
+    for key in ("llm_tokens", "api_requests"):
+        groups, events, value = conn.execute(
+            "SELECT count(*), coalesce(sum(event_count), 0), coalesce(sum(value_sum), 0) "
+            "FROM metering_usagebucket WHERE meter_id = %s",
+            [ids[key]],
+        ).fetchone()
+        totals[key] = (groups, events, value if key == "llm_tokens" else 0)
+    buckets, events = conn.execute(
+        "SELECT count(*), coalesce(sum(event_count), 0) FROM metering_usagebucket "
+        "WHERE meter_id = %s",
+        [ids["llm_users"]],
+    ).fetchone()
+    values = conn.execute(
+        "SELECT count(*) FROM metering_uniquevalue WHERE meter_id = %s", [ids["llm_users"]]
+    ).fetchone()[0]
+    totals["llm_users"] = (buckets, events, values)
+    return totals
+
+
+def rollup_sizes(conn) -> str:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM metering_usagebucket), "
+        "(SELECT count(*) FROM metering_uniquevalue), "
+        "pg_size_pretty(pg_total_relation_size('metering_usagebucket') "
+        "+ pg_total_relation_size('metering_uniquevalue'))"
+    ).fetchone()
+    return f"{row[0]:,} usage buckets, {row[1]:,} unique values ({row[2]} with indexes)"
+
+
+def explain_full_rollup(meters) -> None:
+    """Repeat the full rollup in a transaction that is rolled back, printing EXPLAIN
+    (ANALYZE, BUFFERS) of each statement before running it (under a savepoint)."""
+    from django.db import connection, transaction
+
+    from metering.rollup import meter_rollup
+
+    def explain(execute, sql, params, many, context):
+        heavy = "metering_event" in sql and not many
+        if heavy:
+            cursor = context["cursor"].cursor  # the driver's cursor: no wrappers
+            cursor.execute("SAVEPOINT bench_explain")
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, VERBOSE) " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("ROLLBACK TO SAVEPOINT bench_explain")
+            print(f"\n-- EXPLAIN ANALYZE of:\n{sql.strip()}\n{plan}\n", flush=True)
+        return execute(sql, params, many, context)
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "TRUNCATE metering_usagebucket, metering_uniquevalue, metering_rollupstate"
+            )
+        with connection.execute_wrapper(explain):
+            for meter in meters:
+                meter_rollup(meter=meter, now=NOW)
+        transaction.set_rollback(True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--subjects", type=int, default=100, help="gateway consumers")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="after the figures, EXPLAIN ANALYZE the full rollup's statements",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds any one SQL statement may take (statement_timeout) before the run fails",
+    )
+    add_database_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.events < 100 or args.subjects < 1:
+        parser.error("--events must be at least 100 and --subjects positive")
+    # Every connection this process opens (Django's, the loaders', the control one) gets it.
+    os.environ["PGOPTIONS"] = (
+        os.environ.get("PGOPTIONS", "") + f" -c statement_timeout={int(args.timeout * 1000)}"
+    ).strip()
+
+    url = bench_database_url(database_url=args.database_url, database=args.database)
+    migrated = migrate(url)
+    django_setup(url)
+    control = psycopg.connect(url, autocommit=True)
+    bench_lock(control, args.database)
+    increment = args.events // 100
+    print(
+        f"== bench/rollup: {args.events:,} events (+{increment:,} for the incremental run), "
+        f"{args.subjects} subjects, 3 meters ==",
+        flush=True,
+    )
+    figure("database", f"{safe_url(url)} (migrated in {migrated:.1f} s)")
+    figure("server", server_summary(control))
+
+    reset(control)
+    meters = catalog_create(subjects=args.subjects)
+    loaded, xid = events_load(url, first=0, count=args.events, subjects=args.subjects)
+    waited = horizon_wait(control, xid)
+    started = time.perf_counter()
+    control.execute("VACUUM ANALYZE metering_event")
+    control.execute("VACUUM ANALYZE customers_consumermapping")
+    size = control.execute(
+        "SELECT pg_size_pretty(sum(pg_total_relation_size(inhrelid))) FROM pg_inherits "
+        "WHERE inhparent = 'metering_event'::regclass"
+    ).fetchone()[0]
+    figure(
+        "loaded (untimed)",
+        f"{args.events:,} events in {loaded:.1f} s ({rate(args.events, loaded)}/s), "
+        f"VACUUM ANALYZE {time.perf_counter() - started:.1f} s, {size} with indexes",
+    )
+
+    checkpoint(control)
+    base_seconds, base_totals = baseline_run(control)
+    base_total = sum(base_seconds.values())
+    figure(
+        "raw GROUP BY",
+        f"{base_total:.2f} s ("
+        + ", ".join(f"{k} {v:.2f} s" for k, v in base_seconds.items())
+        + f"; {rate(args.events, base_total)} events/s)",
+    )
+
+    checkpoint(control)
+    full_seconds, full_events = rollup_run(meters)
+    full_total = sum(full_seconds.values())
+    figure(
+        "full rollup",
+        f"{full_total:.2f} s ("
+        + ", ".join(f"{k} {v:.2f} s" for k, v in full_seconds.items())
+        + f"; {rate(args.events, full_total)} events/s)",
+    )
+    figure("rollup output", rollup_sizes(control))
+    totals = rollup_totals(control, meters)
+    if totals != base_totals:
+        raise SystemExit(f"the rollup's totals {totals} differ from the GROUP BY's {base_totals}")
+    figure("check", "bucket counts, event counts, token sum and unique values equal the GROUP BY's")
+
+    added, xid = events_load(url, first=args.events, count=increment, subjects=args.subjects)
+    waited += horizon_wait(control, xid)
+    checkpoint(control)
+    inc_seconds, inc_events = rollup_run(meters)
+    inc_total = sum(inc_seconds.values())
+    expected = {
+        "llm_tokens": "llm",
+        "api_requests": "request",
+        "llm_users": "llm",
+    }
+    rolled = {k: full_events[k] + inc_events[k] for k in full_events}
+    counts = dict(
+        control.execute("SELECT type, count(*) FROM metering_event GROUP BY type").fetchall()
+    )
+    if any(rolled[k] != counts.get(t, 0) for k, t in expected.items()):
+        raise SystemExit(f"rolled up {rolled}, but the event table holds {counts}")
+    figure(
+        "incremental rollup",
+        f"{inc_total:.3f} s for {increment:,} new events loaded in {added:.1f} s ("
+        + ", ".join(f"{k} {v:.3f} s" for k, v in inc_seconds.items())
+        + ")",
+    )
+    full_ratio = full_total / base_total
+    inc_ratio = inc_total / full_total
+    figure(
+        "ratio full rollup/GROUP BY",
+        f"{full_ratio:.2f} (target <= {TARGET_FULL_RATIO}: "
+        f"{'met' if full_ratio <= TARGET_FULL_RATIO else 'MISSED'})",
+    )
+    figure(
+        "ratio incremental/full",
+        f"{inc_ratio:.3f} = {inc_ratio:.1%} (target <= {TARGET_INCREMENTAL_RATIO:.0%}: "
+        f"{'met' if inc_ratio <= TARGET_INCREMENTAL_RATIO else 'MISSED'})",
+    )
+    if waited > 0.5:
+        figure(
+            "note",
+            f"waited {waited:.1f} s (untimed) for other transactions on the server to finish "
+            "before the rollup could see the loaded events",
+        )
+    if args.explain:
+        explain_full_rollup(meters)
+    control.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
