@@ -186,6 +186,11 @@ def catalog_create(*, subjects: int) -> list:
     # are the meters' own work.
     while mapping_changes_apply(limit=1000)[0]:
         pass
+    # The events below land in October 2026 (and the incremental batch after it): their
+    # monthly partitions must exist, as ingestion would have made them.
+    from metering.partitions import month_start, next_month, partitions_ensure
+
+    partitions_ensure({month_start(MONTH_START), next_month(month_start(MONTH_START))})
     return [
         meter_create(
             key="llm_tokens",

@@ -32,6 +32,7 @@ from billing.models import (
     LineKind,
     Subscription,
 )
+from billing.notifications import notify_invoice_status
 from billing.periods import Period, period_containing
 from billing.rating import RatedLine, rate_period, taxes_for, total_with_taxes
 from core.money import quantize, zero
@@ -463,6 +464,7 @@ def invoice_mark(
             fields += ["paid_at", "amount_paid"]
         locked.save(update_fields=fields)
         _event(locked, at=now, from_status=before, to_status=status, actor=actor, note=note)
+        notify_invoice_status(invoice=locked, status=status, now=now)
     return locked
 
 

@@ -22,6 +22,7 @@ from django.db.models import Q
 
 from billing.invoicing import InvoiceStateError, invoice_mark
 from billing.models import CreditNote, Invoice, InvoiceStatus
+from billing.notifications import notify_settlement_failed
 from customers.selectors import customer_billing_account
 from rails.base import RailResult, Step, redact
 from rails.documents import credit_note_document, invoice_document
@@ -215,6 +216,7 @@ def settlement_apply_result(
                 _move(s, S.FAILED, now=now, actor=actor, note=result.error)
             if exhausted:
                 s.next_action_at = None
+                notify_settlement_failed(settlement=s, now=now)
             else:
                 delay = (
                     timedelta(seconds=result.retry_after_seconds)

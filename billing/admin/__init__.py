@@ -21,3 +21,4 @@ __all__ = [
 ]
 
 import billing.admin_invoices  # noqa: E402,F401  invoices and credit notes
+import billing.admin_notify  # noqa: E402,F401  credits, notification rules, webhook deliveries

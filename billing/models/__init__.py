@@ -1,3 +1,5 @@
+from billing.models.credits import CreditGrant, CreditLedgerEntry  # noqa: F401
+from billing.models.notifications import NotificationCursor, NotificationEvent, NotificationRule, WebhookAttempt, WebhookDelivery  # noqa: F401
 from billing.models.access import CustomerAccess
 from billing.models.catalog import (
     BillingProfile,

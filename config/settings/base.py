@@ -129,6 +129,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+CELERY_IMPORTS = ["billing.notify_tasks"]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "usage-rollup": {"task": "metering.usage_rollup", "schedule": timedelta(minutes=1)},
     "event-partitions-ahead": {
@@ -137,6 +138,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     "billing-run": {"task": "billing.run", "schedule": timedelta(minutes=5)},
     "settlements-drive": {"task": "rails.settlements_drive_due", "schedule": timedelta(minutes=1)},
+    "webhook-deliveries": {"task": "billing.webhook_deliveries_send_due", "schedule": timedelta(minutes=1)},
+    "thresholds-check": {"task": "billing.thresholds_check", "schedule": timedelta(minutes=1)},
+    "credits-expire": {"task": "billing.credits_expire", "schedule": timedelta(hours=1)},
     # 13:00 UTC is 8-9 am in New York, before a bank's usual morning cutoff; a re-run exports nothing twice.
     "ach-export": {"task": "rails.ach_export", "schedule": crontab(hour=13, minute=0)},
 }
@@ -213,12 +217,28 @@ BILLING_CREDIT_NOTE_PREFIX = os.environ.get("BILLING_CREDIT_NOTE_PREFIX", "CN")
 BILLING_LATE_USAGE_LOOKBACK_DAYS = int(os.environ.get("BILLING_LATE_USAGE_LOOKBACK_DAYS", "180"))
 # Called inside the issuing transaction with (invoice=, now=): the settlement outbox
 # (rails) and credits register here, so billing never imports them.
-BILLING_INVOICE_ISSUING_HOOKS: list[str] = []
-BILLING_INVOICE_ISSUED_HOOKS: list[str] = ["rails.services.settlement_open_for_invoice"]
+BILLING_INVOICE_ISSUING_HOOKS: list[str] = ["billing.credits.credits_apply_on_issue"]
+BILLING_INVOICE_ISSUED_HOOKS: list[str] = [
+    "rails.services.settlement_open_for_invoice",
+    "billing.notifications.notify_invoice_issued",
+]
 BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.services.settlement_on_void"]
 BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.services.settlement_on_credit_note"]
 # Called at the end of every billing run with (now=): drive settlements and the like.
-BILLING_RUN_HOOKS: list[str] = ["rails.services.settlements_drive_due"]
+BILLING_RUN_HOOKS: list[str] = [
+    "rails.services.settlements_drive_due",
+    "billing.notifications.thresholds_check",
+    "billing.notifications.deliveries_send_due",
+    "billing.credits.credit_expire_due",
+]
+
+# Webhook notifications (Standard Webhooks): retried with exponential backoff, capped per
+# delay, until delivered or given up after WEBHOOK_MAX_ATTEMPTS (12 attempts at 30 s base
+# keep trying for about a day).
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "12"))
+WEBHOOK_RETRY_BASE_SECONDS = int(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "30"))
+WEBHOOK_RETRY_MAX_SECONDS = int(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", str(6 * 3600)))
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 
 # Invoice documents: the company printed on every invoice and credit note.
 BILLING_SELLER = {

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.core.files.storage import default_storage
 
+from billing.credits import credit_grant
 from billing.documents import (
     credit_note_pdf_store,
     format_money,
@@ -126,8 +127,10 @@ def consolidated_invoice() -> Invoice:
         period_start=OCT,
         period_end=NOV,
         memo="Purchase order PO-4500012345",
-        credits_applied=Decimal("100.00"),
     )
+    # prepaid credit, applied when the invoice is issued
+    credit_grant(account=globex, currency="USD", amount=Decimal("100.00"), kind="paid", expires_at=None,
+                 reason="Prepaid", user=None, now=OCT)
     line(
         draft,
         globex,
