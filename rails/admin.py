@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 import rails.admin_ach  # noqa: F401  ACH files, export and return upload
+from rails.customer_page import customer_overview_urls_register
 from rails.models import InboundWebhook, RailItemMapping, Settlement, SettlementEvent, SettlementExchange
 from rails.services import settlement_cancel, settlement_mark_paid, settlement_retry
 
@@ -85,7 +86,11 @@ class SettlementAdmin(admin.ModelAdmin):
     def last_error_short(self, obj: Settlement) -> str:
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Retry the selected failed settlements now")
+    # Roles (audit.roles): operators retry; cancelling and marking paid need change_settlement.
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("rails.retry_settlement")
+
+    @admin.action(description="Retry the selected failed settlements now", permissions=["retry"])
     def retry_now(self, request, queryset):
         now = timezone.now()
         for settlement in queryset:
@@ -95,7 +100,8 @@ class SettlementAdmin(admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, f"{settlement.invoice.number}: {' '.join(exc.messages)}", messages.WARNING)
 
-    @admin.action(description="Mark the selected settlements paid (payment received outside the rail)")
+    @admin.action(description="Mark the selected settlements paid (payment received outside the rail)",
+                  permissions=["change"])
     def mark_paid(self, request, queryset):
         now = timezone.now()
         for settlement in queryset:
@@ -110,14 +116,14 @@ class SettlementAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _operator_check(self, request) -> None:
-        if not request.user.has_perm("rails.change_settlement"):
+    def _operator_check(self, request, permission: str = "rails.change_settlement") -> None:
+        if not request.user.has_perm(permission):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
 
     def retry_view(self, request, pk: int):
-        self._operator_check(request)
+        self._operator_check(request, "rails.retry_settlement")
         settlement = Settlement.objects.get(pk=pk)
         if request.method == "POST":
             try:
@@ -165,3 +171,6 @@ class InboundWebhookAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+customer_overview_urls_register(admin.site)  # /admin/customers/customer/<id>/overview/

@@ -91,8 +91,19 @@ class InvoiceAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request) -> bool:
         return request.user.has_perm("billing.change_invoice")
 
-    def _operate(self, request) -> None:
-        if not self.has_operate_permission(request):
+    # Roles (audit.roles): operators recompute drafts and add lines (change_invoice);
+    # issuing, voiding and crediting take these permissions of their own.
+    def has_issue_permission(self, request) -> bool:
+        return request.user.has_perm("billing.issue_invoice")
+
+    def has_void_permission(self, request) -> bool:
+        return request.user.has_perm("billing.void_invoice")
+
+    def has_credit_permission(self, request) -> bool:
+        return request.user.has_perm("billing.create_creditnote")
+
+    def _operate(self, request, allowed=None) -> None:
+        if not (allowed or self.has_operate_permission)(request):
             raise PermissionDenied
 
     def _view(self, request) -> None:
@@ -185,10 +196,14 @@ class InvoiceAdmin(admin.ModelAdmin):
         obj = self.get_object(request, object_id)
         extra = {
             "can_operate": self.has_operate_permission(request),
+            "can_issue": self.has_issue_permission(request),
             "is_draft": obj is not None and obj.is_draft,
-            "can_void": obj is not None and obj.status in UNPAID_ISSUED,
+            "can_void": obj is not None
+            and obj.status in UNPAID_ISSUED
+            and self.has_void_permission(request),
             "can_credit": obj is not None
-            and obj.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID),
+            and obj.status not in (InvoiceStatus.DRAFT, InvoiceStatus.VOID)
+            and self.has_credit_permission(request),
         }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
@@ -214,7 +229,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         return redirect(reverse("admin:billing_invoice_change", args=[invoice.pk]))
 
     def issue_view(self, request, pk):
-        self._operate(request)
+        self._operate(request, self.has_issue_permission)
         invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
         if request.method == "POST":
             self._issue(request, invoice)
@@ -304,7 +319,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         )
 
     def void_view(self, request, pk):
-        self._operate(request)
+        self._operate(request, self.has_void_permission)
         invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
         form = VoidForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -332,7 +347,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         )
 
     def credit_note_view(self, request, pk):
-        self._operate(request)
+        self._operate(request, self.has_credit_permission)
         invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
         form = CreditNoteForm(request.POST or None, invoice=invoice)
         if request.method == "POST" and form.is_valid():
@@ -439,7 +454,7 @@ class InvoiceAdmin(admin.ModelAdmin):
             submit=title,
         )
 
-    @admin.action(description="Issue the selected drafts now…", permissions=["operate"])
+    @admin.action(description="Issue the selected drafts now…", permissions=["issue"])
     def issue_selected(self, request, queryset):
         if request.POST.get("post") != "yes":
             return self._confirm(
@@ -465,7 +480,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         for invoice in queryset:
             self._recompute(request, invoice)
 
-    @admin.action(description="Void the selected invoices…", permissions=["operate"])
+    @admin.action(description="Void the selected invoices…", permissions=["void"])
     def void_selected(self, request, queryset):
         form = VoidForm(request.POST if request.POST.get("post") == "yes" else None)
         if not form.is_valid():

@@ -40,12 +40,14 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "djmoney",
+    "simple_history",
     "core",
     "customers",
     "metering",
     "billing",
     "rails",
     "demo",
+    "audit",  # last: its post_migrate syncs the roles once every app's permissions exist
 ]
 
 MIDDLEWARE = [
@@ -55,6 +57,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",  # who made each audited change
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

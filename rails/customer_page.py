@@ -1,0 +1,486 @@
+"""The customer overview: everything about one customer on one admin page.
+
+``/admin/customers/customer/<id>/overview/`` (``admin:customers_customer_overview``): its
+place in the company tree and billing accounts, its consumer keys on a timeline, the
+subscription and plan version, usage per feature this period, the upcoming invoice,
+invoices with their settlements, credit balance and entitlements.
+
+It lives in rails because it reads every app (customers ← metering ← billing ← rails)
+and the customers app may import none of them; the customer page links here by URL name.
+Each section asks for the view permission of what it shows.
+"""
+
+from __future__ import annotations
+
+import json
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from billing.api.upcoming import NoSubscription, upcoming_invoice
+from billing.entitlements import entitlement_value, entitlements_of
+from billing.models import Invoice, InvoiceLine, Subscription
+from billing.periods import Period
+from billing.rating import account_period
+from customers.models import ConsumerMapping, Customer
+from customers.selectors import (
+    billed_customer_ids,
+    billing_account_ids,
+    customer_ancestors,
+    customer_descendants,
+)
+from metering.admin.charts import Bar, bar_chart_svg
+from metering.models import Aggregation, Feature
+from metering.selectors import usage_series
+from rails.dashboard import money_text
+
+MAX_CHARTS = 12
+MAX_CHART_CUSTOMERS = 25  # an account's chart adds up at most this many customers' usage
+MAX_INVOICES = 24
+ADDITIVE = {Aggregation.COUNT, Aggregation.SUM}
+
+
+def _url(name: str, *args, query: str = "") -> str | None:
+    try:
+        return reverse(name, args=args) + (f"?{query}" if query else "")
+    except NoReverseMatch:  # no admin page for it (an app not installed, a model without admin)
+        return None
+
+
+# ----------------------------------------------------------------------------- tree
+
+
+def tree_rows(*, customer: Customer) -> list[dict]:
+    """The customer's ancestors, itself and its descendants, with depth, the billing
+    account each is billed on, and whether it is a billing account itself."""
+    ancestors = customer_ancestors(customer=customer)
+    rows = [(a, depth) for depth, a in enumerate(ancestors)]
+    rows += [(c, len(ancestors) + depth) for c, depth in customer_descendants(customer=customer)]
+    accounts = billing_account_ids(customer_ids=[c.pk for c, _ in rows])
+    keys = {c.pk: c.key for c, _ in rows}
+    missing = set(accounts.values()) - keys.keys()
+    keys |= dict(Customer.objects.filter(pk__in=missing).values_list("pk", "key"))
+    return [
+        {
+            "customer": c,
+            "depth": depth,
+            "indent": depth * 1.5,
+            "current": c.pk == customer.pk,
+            "in_subtree": depth >= len(ancestors),
+            "is_account": accounts.get(c.pk) == c.pk,
+            "billed_on": keys.get(accounts.get(c.pk), c.key),
+            "url": reverse("admin:customers_customer_overview", args=[c.pk]),
+        }
+        for c, depth in rows
+    ]
+
+
+# ------------------------------------------------------------------ consumer keys timeline
+
+TL_WIDTH, TL_LABEL, TL_ROW, TL_TOP = 960, 200, 26, 24
+TL_LOOKBACK, TL_MARGIN = timedelta(days=365), timedelta(days=30)
+
+
+def consumer_timeline(*, customer_ids: list[int], current_id: int, now: datetime) -> dict:
+    """The consumer keys ever mapped to these customers, each with every mapping it has had
+    (to these customers or others), drawn as bars on one time axis."""
+    keys = sorted(
+        set(
+            ConsumerMapping.objects.filter(customer_id__in=customer_ids).values_list(
+                "consumer_key", flat=True
+            )
+        )
+    )
+    mappings = list(
+        ConsumerMapping.objects.filter(consumer_key__in=keys)
+        .select_related("customer")
+        .order_by("consumer_key", "valid_from")
+    )
+    return {
+        "keys": keys,
+        "mappings": mappings,
+        "svg": _timeline_svg(mappings, keys, customer_ids, current_id, now),
+    }
+
+
+def _timeline_svg(mappings, keys, customer_ids, current_id, now) -> SafeString | None:
+    if not mappings:
+        return None
+    # The axis starts a month before the first change of the last year (or the first
+    # mapping, if later): a key mapped since 2000 does not squeeze this year's moves.
+    first = min(m.valid_from for m in mappings)
+    changes = [
+        t for m in mappings for t in (m.valid_from, m.valid_to) if t and t >= now - TL_LOOKBACK
+    ]
+    start = max(first, min(changes, default=first) - TL_MARGIN)
+    end = max([now, *(m.valid_to for m in mappings if m.valid_to)])
+    span = (end - start).total_seconds() or 1.0
+    end_pad = 24  # px after the axis end: an open mapping's arrow
+    plot_w = TL_WIDTH - TL_LABEL - end_pad
+
+    def x(t: datetime) -> str:
+        return f"{TL_LABEL + plot_w * (t - start).total_seconds() / span:.1f}"
+
+    height = TL_TOP + TL_ROW * len(keys) + 8
+    parts = []
+    for i, key in enumerate(keys):
+        y = TL_TOP + i * TL_ROW
+        parts.append(format_html('<text class="key" x="4" y="{}">{}</text>', y + 16, key))
+        parts.append(
+            format_html(
+                '<line class="row" x1="{}" x2="{}" y1="{}" y2="{}"/>',
+                TL_LABEL,
+                TL_WIDTH,
+                y + TL_ROW,
+                y + TL_ROW,
+            )
+        )
+        for m in (m for m in mappings if m.consumer_key == key):
+            if m.valid_to is not None and m.valid_to <= start:
+                continue  # ended before the axis starts (still in the table)
+            cls = (
+                "this"
+                if m.customer_id == current_id
+                else "tree"
+                if m.customer_id in customer_ids
+                else "other"
+            )
+            until = m.valid_to or end
+            until_text = f"{m.valid_to:%Y-%m-%d %H:%M}" if m.valid_to else "open-ended"
+            since = max(m.valid_from, start)
+            width = max(float(x(until)) - float(x(since)), 2.0)
+            parts.append(
+                format_html(
+                    '<rect class="seg {}" x="{}" y="{}" width="{}" height="16" rx="3">'
+                    "<title>{} → {}: {} – {} (UTC)</title></rect>"
+                    '<text class="seglabel" x="{}" y="{}">{}{}</text>',
+                    cls,
+                    x(since),
+                    y + 4,
+                    f"{width:.1f}",
+                    key,
+                    m.customer.key,
+                    f"{m.valid_from:%Y-%m-%d %H:%M}",
+                    until_text,
+                    f"{float(x(since)) + 4:.1f}",
+                    y + 16,
+                    ("… " if since > m.valid_from else "") + m.customer.key,
+                    " →" if m.valid_to is None else "",
+                )
+            )
+    for t, anchor in ((start, "start"), (end, "end")):
+        parts.append(
+            format_html(
+                '<text class="tick" x="{}" y="14" text-anchor="{}">{}</text>',
+                x(t),
+                anchor,
+                f"{t:%Y-%m-%d}",
+            )
+        )
+    parts.append(
+        format_html(
+            '<line class="now" x1="{}" x2="{}" y1="18" y2="{}"><title>now</title></line>',
+            x(now),
+            x(now),
+            height - 4,
+        )
+    )
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" class="timeline" viewBox="0 0 {w} {h}" width="{w}" '
+        'height="{h}" role="img" aria-label="Consumer key mappings over time"><style>{style}</style>{body}</svg>',
+        w=TL_WIDTH,
+        h=height,
+        style=_TL_STYLE,
+        body=format_html_join("", "{}", ((p,) for p in parts)),
+    )
+
+
+_TL_STYLE = (
+    "text{font:11px system-ui,-apple-system,sans-serif;fill:#333}.key{font-family:monospace}"
+    ".seglabel{fill:#fff;pointer-events:none}.row{stroke:#eee}.now{stroke:#ba2121;stroke-dasharray:3 3}"
+    ".seg.this{fill:#417690}.seg.tree{fill:#5b9aa0}.seg.other{fill:#aaa}"
+)
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+def usage_period_of(*, account: Customer, now: datetime) -> Period:
+    """The account's billing period holding ``now``; without a subscription, the
+    calendar month in the account's time zone."""
+    period = account_period(account=account, at=now)
+    if period is not None:
+        return period
+    zone = zoneinfo.ZoneInfo(account.timezone)
+    local = now.astimezone(zone)
+    first = datetime.combine(local.date().replace(day=1), time(0), tzinfo=zone)
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return Period(first.astimezone(UTC), following.astimezone(UTC))
+
+
+def usage_charts(
+    *, customer: Customer, account: Customer, features: list[Feature], period: Period, now: datetime
+) -> list[dict]:
+    """A daily chart per feature over the period so far: the customer's own usage, or, for
+    a billing account, the usage of every customer billed on it (COUNT and SUM meters,
+    whose daily values add up; other aggregations show the customer's own)."""
+    group = [customer]
+    if customer.pk == account.pk:
+        ids = billed_customer_ids(account=account)[:MAX_CHART_CUSTOMERS]
+        group = list(Customer.objects.filter(pk__in=ids))
+    end = min(now, period.end)
+    if end <= period.start:
+        return []
+    charts = []
+    for feature in features[:MAX_CHARTS]:
+        meter = feature.meter
+        members = group if meter.aggregation in ADDITIVE else [customer]
+        totals: dict[datetime, Decimal | None] = {}
+        for member in members:
+            for point in usage_series(
+                meter=meter,
+                feature=feature,
+                customer=member,
+                start=period.start,
+                end=end,
+                window="day",
+                timezone=customer.timezone,
+            ):
+                if point.value is not None:
+                    totals[point.window_start] = (totals.get(point.window_start) or 0) + point.value
+                else:
+                    totals.setdefault(point.window_start, None)
+        zone = zoneinfo.ZoneInfo(customer.timezone)
+        bars = [
+            Bar(
+                label=f"{w.astimezone(zone):%b} {w.astimezone(zone).day}",
+                title=f"{w.astimezone(zone):%a %Y-%m-%d} ({customer.timezone})",
+                value=v,
+            )
+            for w, v in sorted(totals.items())
+        ]
+        scope = (
+            customer.key
+            if len(members) == 1
+            else f"{customer.key} and {len(members) - 1} billed on it"
+        )
+        total = sum((v for v in totals.values() if v is not None), Decimal(0))
+        charts.append(
+            {
+                "feature": feature,
+                "scope": scope,
+                "total": total if meter.aggregation in ADDITIVE else None,
+                "svg": bar_chart_svg(bars=bars, y_label=f"{feature.key} per day, {scope}"),
+                "url": _url(
+                    "admin:metering_feature_usage", feature.pk, query=f"customer={customer.key}"
+                ),
+            }
+        )
+    return charts
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section the user may not see says so instead of hiding silently."""
+
+    allowed: bool
+    data: object = None
+
+
+def _features_for(
+    *, subscription, entitlements, customer: Customer, period: Period
+) -> list[Feature]:
+    ids: dict[int, None] = {}
+    if subscription is not None:
+        for card in subscription.plan_version.rate_cards.filter(feature__isnull=False):
+            ids[card.feature_id] = None
+    for feature, _spec in entitlements:
+        ids[feature.pk] = None
+    if not ids:  # no plan: whatever the customer used this period
+        ids = dict.fromkeys(
+            Feature.objects.filter(
+                meter__buckets__customer=customer, meter__buckets__hour__gte=period.start
+            )
+            .values_list("pk", flat=True)
+            .distinct()
+        )
+    by_id = Feature.objects.select_related("meter").in_bulk(list(ids))
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _credit_balances(account: Customer, now: datetime) -> list[str] | None:
+    try:
+        from billing.credits import credit_balances
+    except ImportError:  # credits not installed
+        return None
+    return [money_text(b, c) for c, b in credit_balances(account=account, at=now).items()]
+
+
+def _section(allowed: bool, compute) -> Section:
+    return Section(allowed, compute() if allowed else None)
+
+
+def customer_overview_context(*, request, customer: Customer, now: datetime) -> dict:
+    can = request.user.has_perm
+    account_id = billing_account_ids(customer_ids=[customer.pk])[customer.pk]
+    account = customer if account_id == customer.pk else Customer.objects.get(pk=account_id)
+    subscriptions = list(
+        Subscription.objects.filter(customer=account)
+        .select_related("plan_version__plan", "plan_version__customer")
+        .order_by("-start")[:10]
+    )
+    current = next(
+        (s for s in subscriptions if s.start <= now and (s.end is None or s.end > now)), None
+    )
+    entitlements = entitlements_of(account=account, at=now)
+    period = usage_period_of(account=account, now=now)
+    tree = tree_rows(customer=customer)
+    subtree_ids = [r["customer"].pk for r in tree if r["in_subtree"]]
+    can_invoices = can("billing.view_invoice")
+
+    def rate_cards():
+        cards = current.plan_version.rate_cards.select_related("feature") if current else []
+        return [{"card": c, "price": json.dumps(c.price, sort_keys=True)} for c in cards]
+
+    def usage():
+        features = _features_for(
+            subscription=current, entitlements=entitlements, customer=customer, period=period
+        )
+        return usage_charts(
+            customer=customer, account=account, features=features, period=period, now=now
+        )
+
+    return {
+        "customer": customer,
+        "account": account,
+        "now": now,
+        "period": period,
+        "tree": tree,
+        "timeline": _section(
+            can("customers.view_consumermapping"),
+            lambda: consumer_timeline(customer_ids=subtree_ids, current_id=customer.pk, now=now),
+        ),
+        "subscriptions": _section(
+            can("billing.view_subscription"),
+            lambda: {"current": current, "all": subscriptions, "rate_cards": rate_cards()},
+        ),
+        "entitlements": _section(
+            can("billing.view_plan") or can("billing.view_subscription"),
+            lambda: [
+                {
+                    "feature": f,
+                    "spec": spec,
+                    "value": entitlement_value(account=account, feature=f, at=now),
+                }
+                for f, spec in entitlements
+            ],
+        ),
+        "usage": _section(can("metering.view_feature"), usage),
+        "upcoming": _section(can_invoices, lambda: _upcoming(customer, now)),
+        "invoices": _section(can_invoices, lambda: _invoices(customer, can)),
+        "credits": _section(can_invoices, lambda: _credit_balances(account, now)),
+        "links": {
+            "change": reverse("admin:customers_customer_change", args=[customer.pk]),
+            "history": _url("admin:audit_history", "customers", "customer", customer.pk),
+            "upcoming": _url("admin:billing_upcoming_invoice", customer.key),
+            "invoices": _url("admin:billing_invoice_changelist", query=f"customer={account.pk}"),
+            "mappings": _url(
+                "admin:customers_consumermapping_changelist", query=f"q={customer.key}"
+            ),
+            "subscribe": _url("admin:billing_subscription_add"),
+        },
+    }
+
+
+def _upcoming(customer: Customer, now: datetime) -> dict:
+    try:
+        upcoming = upcoming_invoice(customer=customer, now=now)
+    except NoSubscription as exc:
+        return {"problem": str(exc)}
+    lines = sorted(upcoming.rated.lines, key=lambda line: line.amount, reverse=True)
+    currency = upcoming.rated.currency
+    return {
+        "upcoming": upcoming,
+        "total": money_text(upcoming.rated.total, currency),
+        "subtotal": money_text(upcoming.rated.subtotal, currency),
+        "top_lines": [
+            {"line": line, "amount": money_text(line.amount, currency)} for line in lines[:8]
+        ],
+        "more": max(len(lines) - 8, 0),
+    }
+
+
+def _invoices(customer: Customer, can) -> list[dict]:
+    """The invoices of the customer, or (for a subsidiary) with its lines on them."""
+    invoices = (
+        Invoice.objects.filter(
+            Q(customer=customer)
+            | Q(pk__in=InvoiceLine.objects.filter(customer=customer).values("invoice_id"))
+        )
+        .select_related("customer", "settlement")
+        .order_by("-created_at")[:MAX_INVOICES]
+    )
+    rows = []
+    for invoice in invoices:
+        settlement = getattr(invoice, "settlement", None)
+        rows.append(
+            {
+                "invoice": invoice,
+                "url": reverse("admin:billing_invoice_change", args=[invoice.pk]),
+                "total": money_text(invoice.total, invoice.currency),
+                "amount_due": money_text(invoice.amount_due, invoice.currency),
+                "settlement": settlement,
+                "settlement_url": _url("admin:rails_settlement_change", settlement.pk)
+                if settlement is not None and can("rails.view_settlement")
+                else None,
+            }
+        )
+    return rows
+
+
+def customer_overview_view(request, pk: int):
+    if not request.user.has_perm("customers.view_customer"):
+        raise PermissionDenied
+    customer = get_object_or_404(Customer.objects.select_related("parent"), pk=pk)
+    context = {
+        **admin.site.each_context(request),
+        "title": f"{customer.name} ({customer.key})",
+        "opts": Customer._meta,
+        "original": customer,
+        **customer_overview_context(request=request, customer=customer, now=timezone.now()),
+    }
+    return TemplateResponse(request, "admin/rails/customer_overview.html", context)
+
+
+def customer_overview_urls_register(site: admin.AdminSite) -> None:
+    """Add the overview to the site's URLs, ahead of the customer admin's own (once)."""
+    if getattr(site, "_customer_overview_urls", False):
+        return
+    site_urls = site.get_urls
+
+    def get_urls():
+        return [
+            path(
+                "customers/customer/<int:pk>/overview/",
+                site.admin_view(customer_overview_view),
+                name="customers_customer_overview",
+            ),
+            *site_urls(),
+        ]
+
+    site.get_urls = get_urls
+    site._customer_overview_urls = True

@@ -1,0 +1,233 @@
+"""``{% operator_dashboard %}``: the operator's dashboard on the admin home
+(``templates/admin/index.html``), from the reads in ``rails.dashboard``.
+
+Each part shows only to a user who may view what it counts, and every number links to
+the rows behind it: a changelist filtered to exactly those rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django import template
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from billing.models import InvoiceStatus
+from metering.admin.charts import Bar, bar_chart_svg
+from rails import dashboard as d
+from rails.models import SettlementState
+
+register = template.Library()
+
+
+def _url(name: str, params: dict | None = None, args=()) -> str | None:
+    try:
+        url = reverse(name, args=args)
+    except NoReverseMatch:  # that model has no admin page here
+        return None
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()
+
+
+def invoices_url(**params) -> str | None:
+    return _url("admin:billing_invoice_changelist", params)
+
+
+def billed_url(*, period, rail: str | None = None, currency: str | None = None) -> str | None:
+    params = {
+        "status__in": ",".join(d.BILLED_STATUSES),
+        "issued_at__gte": _iso(period.start),
+        "issued_at__lt": _iso(period.end),
+    }
+    if rail:
+        params["customer__rail__exact"] = rail
+    if currency:
+        params["currency"] = currency
+    return invoices_url(**params)
+
+
+def drafts_url(*, rail: str | None = None, currency: str | None = None) -> str | None:
+    params = {"status__exact": InvoiceStatus.DRAFT}
+    if rail:
+        params["customer__rail__exact"] = rail
+    if currency:
+        params["currency"] = currency
+    return invoices_url(**params)
+
+
+def _revenue(now: datetime, refresh: bool) -> dict:
+    month = d.month_of(now=now)
+    estimate = d.cached(
+        "current_period", lambda: d.current_period_estimate(now=now), refresh=refresh
+    )
+    rows = d.revenue_rows(
+        billed=d.billed_revenue(period=month),
+        drafts=d.draft_revenue(),
+        current=estimate.by_rail_currency,
+    )
+    by_currency: dict[str, dict[str, Decimal]] = {}
+    for row in rows:
+        sums = by_currency.setdefault(row.currency, {"billed": Decimal(0), "unbilled": Decimal(0)})
+        sums["billed"] += row.billed.amount
+        sums["unbilled"] += row.unbilled
+    return {
+        "month": month,
+        "estimate": estimate,
+        "rows": [
+            {
+                "rail": row.rail,
+                "currency": row.currency,
+                "billed": d.money_text(row.billed.amount, row.currency),
+                "billed_count": row.billed.count,
+                "billed_url": billed_url(period=month, rail=row.rail, currency=row.currency),
+                "drafts": d.money_text(row.drafts.amount, row.currency),
+                "drafts_count": row.drafts.count,
+                "drafts_url": drafts_url(rail=row.rail, currency=row.currency),
+                "current": d.money_text(row.current.amount, row.currency),
+                "current_count": row.current.count,
+                "unbilled": d.money_text(row.unbilled, row.currency),
+            }
+            for row in rows
+        ],
+        "totals": [
+            {
+                "currency": c,
+                "billed": d.money_text(s["billed"], c),
+                "unbilled": d.money_text(s["unbilled"], c),
+            }
+            for c, s in sorted(by_currency.items())
+        ],
+        "billed_url": billed_url(period=month),
+        "subscriptions_url": _url("admin:billing_subscription_changelist", {"status": "active"}),
+    }
+
+
+def _usage(now: datetime, refresh: bool) -> dict:
+    trends = d.cached("usage_trends", lambda: d.usage_trends(now=now), refresh=refresh)
+    charts = []
+    for trend in trends.meters:
+        bars = [
+            Bar(label=f"{day:%b} {day.day}", title=f"{day:%a %Y-%m-%d} (UTC)", value=Decimal(n))
+            for day, n in trend.days
+        ]
+        charts.append(
+            {
+                "key": trend.meter_key,
+                "total": f"{trend.total:,}",
+                "svg": bar_chart_svg(bars=bars, y_label=f"{trend.meter_key}: events per day (UTC)"),
+                "url": _url("admin:metering_meter_change", args=[trend.meter_id]),
+            }
+        )
+    return {
+        "trends": trends,
+        "charts": charts,
+        "meters_url": _url("admin:metering_meter_changelist"),
+    }
+
+
+def _attention(user, now: datetime, refresh: bool) -> list[dict]:
+    can = user.has_perm
+    unattributed = (
+        d.cached("unattributed", lambda: d.unattributed_summary(now=now), refresh=refresh)
+        if can("metering.view_event")
+        else None
+    )
+    found = d.attention(now=now, unattributed=unattributed)
+    items = []
+    if can("billing.view_invoice"):
+        next_at = (
+            f"; the next is issued at {timezone.localtime(found.next_issue_at):%Y-%m-%d %H:%M}"
+            if found.next_issue_at
+            else ""
+        )
+        items.append(
+            {
+                "key": "drafts-in-grace",
+                "label": "Drafts in their grace period",
+                "count": found.drafts_in_grace,
+                "detail": f"Review them before they are issued automatically{next_at}.",
+                "url": invoices_url(status__exact=InvoiceStatus.DRAFT, grace_until__gt=_iso(now)),
+                "alarm": False,
+            }
+        )
+        if found.drafts_past_grace:
+            items.append(
+                {
+                    "key": "drafts-past-grace",
+                    "label": "Drafts past their grace period",
+                    "count": found.drafts_past_grace,
+                    "detail": "Not issued although their grace ended: the billing run refused or has not run.",
+                    "url": invoices_url(
+                        status__exact=InvoiceStatus.DRAFT, grace_until__lte=_iso(now)
+                    ),
+                    "alarm": True,
+                }
+            )
+    if can("rails.view_settlement"):
+        items.append(
+            {
+                "key": "failed-settlements",
+                "label": "Failed settlements",
+                "count": found.failed_settlements,
+                "detail": f"{found.failed_settlements_without_retry} with no retry scheduled."
+                if found.failed_settlements
+                else "Every settlement is on its way.",
+                "url": _url(
+                    "admin:rails_settlement_changelist", {"state__exact": SettlementState.FAILED}
+                ),
+                "alarm": bool(found.failed_settlements),
+            }
+        )
+    if unattributed is not None:
+        items.append(
+            {
+                "key": "unattributed",
+                "label": "Unattributed usage (30 days)",
+                "count": unattributed.events,
+                "detail": f"{unattributed.events:,} event{'s' if unattributed.events != 1 else ''} from "
+                f"{unattributed.subjects} subject{'s' if unattributed.subjects != 1 else ''} no consumer "
+                f"mapping covers (as of {timezone.localtime(unattributed.as_of):%H:%M}).",
+                "url": _url("admin:metering_unattributed_usage", {"since": "30"}),
+                "alarm": bool(unattributed.events),
+            }
+        )
+    if found.webhook_failures is not None and can("billing.view_webhookdelivery"):
+        items.append(
+            {
+                "key": "webhook-failures",
+                "label": "Webhook deliveries failing",
+                "count": found.webhook_failures,
+                "detail": f"{found.webhooks_given_up} given up."
+                if found.webhook_failures
+                else "All delivered or pending.",
+                "url": _url(
+                    "admin:billing_webhookdelivery_changelist", {"state__in": "failed,given_up"}
+                ),
+                "alarm": bool(found.webhook_failures),
+            }
+        )
+    return items
+
+
+@register.inclusion_tag("admin/rails/dashboard/dashboard.html", takes_context=True)
+def operator_dashboard(context) -> dict:
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_active or not user.is_staff:
+        return {"show": False}
+    now = timezone.now()
+    refresh = request.GET.get("refresh") == "1"
+    out: dict = {"show": True, "now": now, "refresh_url": f"{request.path}?refresh=1"}
+    if user.has_perm("billing.view_invoice"):
+        out["revenue"] = _revenue(now, refresh)
+    if user.has_perm("metering.view_meter"):
+        out["usage"] = _usage(now, refresh)
+    out["attention"] = _attention(user, now, refresh)
+    out["recent_changes_url"] = _url("admin:audit_recent")
+    return out
