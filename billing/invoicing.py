@@ -321,7 +321,10 @@ def invoice_draft_for(*, account: Customer, period: Period, now: datetime) -> tu
             period_start=period.start,
             period_end=period.end,
         ), False
-    return invoice_rate(invoice=invoice, now=now), True
+    try:
+        return invoice_rate(invoice=invoice, now=now), True
+    except InvoiceStateError:  # another run issued it meanwhile: closed all the same
+        return Invoice.objects.get(pk=invoice.pk), True
 
 
 def periods_close(*, now: datetime) -> CloseResult:
@@ -355,7 +358,10 @@ def drafts_refresh(*, now: datetime) -> int:
         if usage_changed_since(
             customer_ids=ids, start=start, end=invoice.period_end, xid=invoice.rated_xmin
         ):
-            invoice_rate(invoice=invoice, now=now)
+            try:
+                invoice_rate(invoice=invoice, now=now)
+            except InvoiceStateError:  # issued meanwhile by another run or an operator
+                continue
             refreshed += 1
     return refreshed
 
