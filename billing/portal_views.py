@@ -64,7 +64,7 @@ def _private(response: HttpResponse) -> HttpResponse:
     """A customer's document: never cached by proxies, never indexed, and the token in
     the URL never leaks to another site through the Referer header."""
     response["Cache-Control"] = "private, no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 

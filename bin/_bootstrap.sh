@@ -54,7 +54,9 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # WeasyPrint renders PDFs through Pango.
-if ! ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so.0' || ! ldconfig -p | grep -q 'libpangoft2-1.0.so.0'; then
+# (the library list is read whole first: grep -q closing the pipe early would fail it under pipefail)
+libraries="$(ldconfig -p 2>/dev/null || true)"
+if ! grep -q 'libpango-1.0.so.0' <<<"$libraries" || ! grep -q 'libpangoft2-1.0.so.0' <<<"$libraries"; then
   echo "==> Installing Pango for WeasyPrint with apt" >&2
   apt_install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 fi

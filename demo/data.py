@@ -3,6 +3,7 @@ usage events of an API and AI business, generated inside PostgreSQL for speed.""
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,6 @@ import yaml
 from django.conf import settings
 from django.db import connection, transaction
 
-from billing.periods import period_at
 from metering.partitions import month_start, partitions_ensure
 
 CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"
@@ -22,16 +22,23 @@ _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T.*)?$")
 
 # consumer key -> (share of traffic, share of LLM calls among its events)
 SUBJECTS = {
-    "globex-hq-gw": (0.24, 0.35),
+    "globex-hq-gw": (0.22, 0.35),
     "globex-eu-gw": (0.16, 0.25),
     "shared-gw": (0.10, 0.50),
     "globex-apac-gw": (0.08, 0.20),
     "initech-prod": (0.20, 0.30),
     "initech-staging": (0.04, 0.10),
-    "hooli-app-1": (0.15, 0.60),
+    "hooli-app-1": (0.125, 0.60),
+    "vandelay-api": (0.02, 0.40),
+    "kramerica-app": (0.01, 0.50),
+    "pendant-web": (0.008, 0.30),
+    "bluth-dev": (0.0015, 0.0),
     "pp-laptop": (0.0012, 0.0),
-    "unknown-gw-7f3a": (0.0288, 0.0),  # a gateway consumer nobody mapped yet
+    "unknown-gw-7f3a": (0.0243, 0.0),  # a gateway consumer nobody mapped yet
 }
+# The Free account that goes over its hard limit (1,000 API calls a month) this month.
+OVER_LIMIT_SUBJECT = "prestige-app"
+OVER_LIMIT_EVENTS = 2_000  # about 1,400 successful calls: 7 in 10 requests answer 200 or 201
 
 
 def months_shift(first_month: date) -> int:
@@ -42,14 +49,20 @@ def months_shift(first_month: date) -> int:
     )
 
 
+def months_add(day: date, months: int) -> date:
+    """``day`` moved by ``months`` (either way), clamped to the month's last day, as
+    billing periods clamp (Jan 31 + 1 month is Feb 28)."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
 def _shift(value: str, months: int) -> str:
     match = _DATE.match(value)
     if not match:
         return value
     year, month, day, rest = int(match[1]), int(match[2]), int(match[3]), match[4] or ""
-    anchor = datetime(year, month, day, tzinfo=UTC)
-    shifted = period_at(anchor=anchor, cadence="monthly", timezone="UTC", index=months).start
-    return f"{shifted:%Y-%m-%d}{rest}"
+    return f"{months_add(date(year, month, day), months):%Y-%m-%d}{rest}"
 
 
 def _walk(node, months: int):
@@ -64,56 +77,142 @@ def _walk(node, months: int):
     return node
 
 
+def demo_first_month(now: datetime) -> date:
+    """The demo's first month: two months before the one holding ``now``."""
+    return months_add(month_start(now), -2)
+
+
 def demo_catalog(*, now: datetime) -> dict:
     """The example catalog with every date moved so it starts two months before ``now``."""
-    this_month = month_start(now)
-    first = date(this_month.year - (this_month.month <= 2), (this_month.month - 3) % 12 + 1, 1)
     document = yaml.safe_load(CATALOG.read_text())
-    return _walk(document, months_shift(first))
+    return _walk(document, months_shift(demo_first_month(now)))
 
 
+def _instant(day: date, hour: int = 0) -> str:
+    return f"{day:%Y-%m-%d}T{hour:02d}:00:00Z"
+
+
+def demo_self_service(*, now: datetime) -> list[dict]:
+    """Small self-service accounts on Stripe, in the configuration file's shape.
+
+    Two of them are anchored a few hours before ``now``, so their second period has just
+    ended: its draft waits in its grace period for an operator to review (or for the
+    billing clock to issue it a day later). ``prestige`` is on the Free plan and goes
+    over its hard limit this month.
+    """
+    first = demo_first_month(now)
+    recent = (now - timedelta(hours=3)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    recent_anchor = datetime.combine(
+        months_add(recent.date(), -2), recent.timetz().replace(tzinfo=None), tzinfo=UTC
+    )
+
+    def account(key, name, email, country, consumer, plan, start, **extra):
+        return {
+            "key": key,
+            "name": name,
+            "email": email,
+            "currency": "USD",
+            "timezone": "UTC",
+            "rail": "stripe",
+            "rail_settings": {"stripe_customer_id": f"cus_demo{key.replace('-', '')[:10]}"},
+            "country": country,
+            "consumers": [{"key": consumer}],
+            "subscriptions": [{"plan": plan, "start": start}],
+            **extra,
+        }
+
+    return [
+        account(
+            "vandelay", "Vandelay Industries", "billing@vandelay.example", "US",
+            "vandelay-api", "pro", _instant(first), city="New York", region="NY",
+        ),
+        account(
+            "pendant", "Pendant Publishing", "accounts@pendant.example", "US",
+            "pendant-web", "pro", f"{recent_anchor:%Y-%m-%dT%H:%M:%SZ}",
+        ),
+        account(
+            "kramerica", "Kramerica Industries", "kramer@kramerica.example", "US",
+            "kramerica-app", "pro",
+            f"{recent_anchor - timedelta(hours=5):%Y-%m-%dT%H:%M:%SZ}",
+        ),
+        account(
+            "bluth", "Bluth Company Labs", "dev@bluth.example", "US",
+            "bluth-dev", "free", _instant(first),
+        ),
+        account(
+            "prestige", "Prestige Worldwide", "hello@prestige.example", "GB",
+            "prestige-app", "free", _instant(first),
+        ),
+    ]  # fmt: skip
+
+
+# Traffic grows over the months (the day is drawn from a rising density) and peaks around
+# midday UTC each day; a range shorter than three days is filled evenly. The events go in
+# in time order (the time indexes fill in sequence, far faster than in random order) and
+# their deduplication keys with them, in one statement.
 _EVENTS_SQL = """
 WITH params AS (
-    SELECT %(start)s::timestamptz AS t0, extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) AS span
+    SELECT %(start)s::timestamptz AS t0, %(end)s::timestamptz AS t1,
+           extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) AS span
 ), series AS (
-    SELECT g AS n, random() AS r1, random() AS r2, random() AS r3, random() AS r4
+    SELECT g AS n, random() AS r1, random() AS r2, random() AS r3, random() AS r4,
+           random() AS r5, random() AS r6
     FROM generate_series(1, %(count)s) AS g
 ), shaped AS (
-    SELECT n, r1, r2, r3, r4,
-           (SELECT t0 FROM params) + make_interval(secs => (SELECT span FROM params) * r1) AS time,
+    SELECT n, r2, r3, r4,
+           CASE WHEN p.span < 3 * 86400 THEN p.t0 + make_interval(secs => p.span * r1)
+                ELSE p.t0 + make_interval(days => floor(sqrt(r1) * ceil(p.span / 86400))::int,
+                                          secs => 86400 * (r5 + r6) / 2)
+           END AS time,
            (r2 < %(llm_share)s) AS is_llm
-    FROM series
+    FROM series CROSS JOIN params AS p
+), stored AS (
+    INSERT INTO metering_event (source, event_id, type, subject, time, data)
+    SELECT 'demo-gateway', %(prefix)s || n, CASE WHEN is_llm THEN 'llm' ELSE 'request' END, %(subject)s, time,
+           CASE WHEN is_llm THEN jsonb_build_object(
+                    'tokens', CASE WHEN r3 < 0.5 THEN 200 + floor(r4 * 3800)::int ELSE 50 + floor(r4 * 1450)::int END,
+                    'direction', CASE WHEN r3 < 0.5 THEN 'input' ELSE 'output' END,
+                    'model', (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'llama-3-70b'])[1 + floor(r4 * 4)::int %% 4])
+                ELSE jsonb_build_object(
+                    'route', (ARRAY['/flights', '/hotels', '/cars', '/flights', '/search'])[1 + floor(r3 * 5)::int %% 5],
+                    'method', CASE WHEN r4 < 0.8 THEN 'GET' ELSE 'POST' END,
+                    'status', (ARRAY['200', '200', '200', '200', '200', '200', '201', '404', '429', '500'])[1 + floor(r4 * 10)::int %% 10],
+                    'latency_ms', 20 + floor(r3 * 400)::int)
+           END
+    FROM shaped
+    WHERE time < (SELECT t1 FROM params)
+    ORDER BY time
+    RETURNING source, event_id, time
 )
-INSERT INTO metering_event (source, event_id, type, subject, time, data)
-SELECT 'demo-gateway', %(prefix)s || n, CASE WHEN is_llm THEN 'llm' ELSE 'request' END, %(subject)s, time,
-       CASE WHEN is_llm THEN jsonb_build_object(
-                'tokens', CASE WHEN r3 < 0.5 THEN 200 + floor(r4 * 3800)::int ELSE 50 + floor(r4 * 1450)::int END,
-                'direction', CASE WHEN r3 < 0.5 THEN 'input' ELSE 'output' END,
-                'model', (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'llama-3-70b'])[1 + floor(r4 * 4)::int % 4])
-            ELSE jsonb_build_object(
-                'route', (ARRAY['/flights', '/hotels', '/cars', '/flights', '/search'])[1 + floor(r3 * 5)::int % 5],
-                'method', CASE WHEN r4 < 0.8 THEN 'GET' ELSE 'POST' END,
-                'status', (ARRAY['200', '200', '200', '200', '200', '200', '201', '404', '429', '500'])[1 + floor(r4 * 10)::int % 10],
-                'latency_ms', 20 + floor(r3 * 400)::int)
-       END
-FROM shaped
+INSERT INTO metering_eventkey (source, event_id, time)
+SELECT source, event_id, time FROM stored
 """
 
 
-@transaction.atomic
-def demo_events(*, start: datetime, end: datetime, total: int) -> int:
-    """Generate ``total`` events between ``start`` and ``end`` (and their dedup keys)."""
+def _months_between(start: datetime, end: datetime) -> set[date]:
     months = set()
-    cursor_month = month_start(start)
-    while datetime(cursor_month.year, cursor_month.month, 1, tzinfo=UTC) < end:
-        months.add(cursor_month)
-        cursor_month = month_start(
-            datetime(cursor_month.year, cursor_month.month, 28, tzinfo=UTC) + timedelta(days=5)
-        )
-    partitions_ensure(months)
+    month = month_start(start)
+    while datetime(month.year, month.month, 1, tzinfo=UTC) < end:
+        months.add(month)
+        month = months_add(month, 1)
+    return months
+
+
+@transaction.atomic
+def demo_events(
+    *,
+    start: datetime,
+    end: datetime,
+    total: int,
+    subjects: dict[str, tuple[float, float]] | None = None,
+) -> int:
+    """Generate about ``total`` events between ``start`` and ``end``, shared among
+    ``subjects`` (default ``SUBJECTS``), with their deduplication keys. Event ids name
+    the subject and the start, so a second call for another range adds new events."""
+    partitions_ensure(_months_between(start, end))
     made = 0
     with connection.cursor() as cursor:
-        for subject, (share, llm_share) in SUBJECTS.items():
+        for subject, (share, llm_share) in (subjects or SUBJECTS).items():
             count = max(int(total * share), 1)
             cursor.execute(
                 _EVENTS_SQL,
@@ -123,12 +222,10 @@ def demo_events(*, start: datetime, end: datetime, total: int) -> int:
                     "count": count,
                     "subject": subject,
                     "llm_share": llm_share,
-                    "prefix": f"demo-{subject}-",
+                    "prefix": f"demo-{subject}-{start:%Y%m%d%H%M}-",
                 },
             )
             made += cursor.rowcount
-        cursor.execute(
-            "INSERT INTO metering_eventkey (source, event_id, time) "
-            "SELECT source, event_id, time FROM metering_event WHERE source = 'demo-gateway' ON CONFLICT DO NOTHING"
-        )
+        # Fresh statistics, so the rollup that follows plans for a million rows, not none.
+        cursor.execute("ANALYZE metering_event")
     return made
