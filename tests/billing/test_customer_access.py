@@ -85,7 +85,7 @@ def test_a_signed_link_opens_the_hosted_invoice_and_its_pdf(client, acme):
     html = page.content.decode()
     assert invoice.number in html and "Acme Rockets" in html and "Onboarding workshop" in html
     assert "Download PDF" in html
-    assert page["Cache-Control"] == "private, no-store" and page["Referrer-Policy"] == "no-referrer"
+    assert page["Cache-Control"] == "private, no-store" and page["Referrer-Policy"] == "same-origin"
 
     pdf_url = re.search(r'href="([^"]+/pdf)"', html).group(1)
     pdf = client.get(pdf_url)
