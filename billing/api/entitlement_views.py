@@ -12,7 +12,13 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.entitlements import entitlement_value, entitlements_of
+from billing.entitlements import (
+    EntitlementNotFound,
+    entitlement_value,
+    entitlement_value_for_key,
+    entitlements_of,
+    grant_void,
+)
 from billing.models import EntitlementOverride, Grant
 from core.api.renderers import ExactNumberJSONRenderer
 from customers.models import Customer
@@ -27,18 +33,17 @@ def _instant(raw: str | None, field: str = "time"):
         return timezone.now()
     at = parse_datetime(raw.replace(" ", "+"))
     if at is None or timezone.is_naive(at):
-        raise ValidationError({field: ["Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z."]})
+        raise ValidationError(
+            {field: ["Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z."]}
+        )
     return at
 
 
 def _value_body(customer_key: str, feature_key: str, at) -> dict:
-    customer = Customer.objects.filter(key=customer_key).first()
-    if customer is None:
-        raise NotFound(f"No customer {customer_key!r}.")
-    feature = Feature.objects.select_related("meter").filter(key=feature_key).first()
-    if feature is None:
-        raise NotFound(f"No feature {feature_key!r}.")
-    value = entitlement_value(account=customer_billing_account(customer=customer), feature=feature, at=at)
+    try:
+        value = entitlement_value_for_key(customer_key=customer_key, feature_key=feature_key, at=at)
+    except EntitlementNotFound as exc:
+        raise NotFound(str(exc)) from exc
     if value is None:
         # no entitlement: OpenMeter answers no access rather than an error
         return {"hasAccess": False, "balance": 0, "usage": 0, "overage": 0}
@@ -54,11 +59,16 @@ class EntitlementValueView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("time", OpenApiTypes.DATETIME, description="Default: now.")],
-        responses=inline_serializer("EntitlementValue", {
-            "hasAccess": serializers.BooleanField(), "balance": serializers.DecimalField(30, 6),
-            "usage": serializers.DecimalField(30, 6), "overage": serializers.DecimalField(30, 6),
-            "config": serializers.JSONField(required=False),
-        }),
+        responses=inline_serializer(
+            "EntitlementValue",
+            {
+                "hasAccess": serializers.BooleanField(),
+                "balance": serializers.DecimalField(30, 6),
+                "usage": serializers.DecimalField(30, 6),
+                "overage": serializers.DecimalField(30, 6),
+                "config": serializers.JSONField(required=False),
+            },
+        ),
     )
     def get(self, request, key: str, feature: str):
         return Response(_value_body(key, feature, _instant(request.query_params.get("time"))))
@@ -74,7 +84,9 @@ class EntitlementBulkCheckView(APIView):
     def post(self, request):
         checks = request.data.get("checks") if isinstance(request.data, dict) else None
         if not isinstance(checks, list) or not checks:
-            raise ValidationError({"checks": ["Give a non-empty list of {customer, feature, time?}."]})
+            raise ValidationError(
+                {"checks": ["Give a non-empty list of {customer, feature, time?}."]}
+            )
         if len(checks) > MAX_BULK_CHECKS:
             raise ValidationError({"checks": [f"At most {MAX_BULK_CHECKS} checks per call."]})
         results = []
@@ -102,12 +114,23 @@ class CustomerEntitlementsView(APIView):
         data = []
         for feature, spec in entitlements_of(account=account, at=at):
             value = entitlement_value(account=account, feature=feature, at=at)
-            data.append({
-                "feature": feature.key, "type": spec.type, "source": spec.source, "limit": spec.limit,
-                "period": spec.period, "hard": spec.hard, "thresholds": list(spec.thresholds),
-                **(value.as_openmeter() if value else {}),
-                **({"periodStart": value.period.start, "periodEnd": value.period.end} if value and value.period else {}),
-            })
+            data.append(
+                {
+                    "feature": feature.key,
+                    "type": spec.type,
+                    "source": spec.source,
+                    "limit": spec.limit,
+                    "period": spec.period,
+                    "hard": spec.hard,
+                    "thresholds": list(spec.thresholds),
+                    **(value.as_openmeter() if value else {}),
+                    **(
+                        {"periodStart": value.period.start, "periodEnd": value.period.end}
+                        if value and value.period
+                        else {}
+                    ),
+                }
+            )
         return Response({"customer": key, "billingAccount": account.key, "entitlements": data})
 
 
@@ -116,7 +139,17 @@ class OverrideSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EntitlementOverride
-        fields = ["feature", "type", "limit", "period", "hard", "enabled", "config", "thresholds", "reason"]
+        fields = [
+            "feature",
+            "type",
+            "limit",
+            "period",
+            "hard",
+            "enabled",
+            "config",
+            "thresholds",
+            "reason",
+        ]
 
 
 class CustomerOverrideView(APIView):
@@ -128,10 +161,16 @@ class CustomerOverrideView(APIView):
         serializer = OverrideSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if data.get("type", "metered") == "metered" and data.get("limit") is not None and data["limit"] < 0:
+        if (
+            data.get("type", "metered") == "metered"
+            and data.get("limit") is not None
+            and data["limit"] < 0
+        ):
             raise ValidationError({"limit": ["A limit cannot be negative."]})
         override, _ = EntitlementOverride.objects.update_or_create(
-            customer=customer, feature=data["feature"], defaults={k: v for k, v in data.items() if k != "feature"}
+            customer=customer,
+            feature=data["feature"],
+            defaults={k: v for k, v in data.items() if k != "feature"},
         )
         return Response(OverrideSerializer(override).data)
 
@@ -141,8 +180,18 @@ class GrantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Grant
-        fields = ["id", "feature", "amount", "priority", "effective_at", "expires_at", "rollover", "reason",
-                  "created_at", "voided_at"]
+        fields = [
+            "id",
+            "feature",
+            "amount",
+            "priority",
+            "effective_at",
+            "expires_at",
+            "rollover",
+            "reason",
+            "created_at",
+            "voided_at",
+        ]
         read_only_fields = ["id", "created_at", "voided_at"]
 
     def validate(self, attrs):
@@ -159,7 +208,9 @@ class CustomerGrantsView(APIView):
     @extend_schema(responses=GrantSerializer(many=True))
     def get(self, request, key: str):
         account = customer_billing_account(customer=get_object_or_404(Customer, key=key))
-        grants = Grant.objects.filter(customer=account).select_related("feature").order_by("-created_at")
+        grants = (
+            Grant.objects.filter(customer=account).select_related("feature").order_by("-created_at")
+        )
         return Response(GrantSerializer(grants, many=True).data)
 
     @extend_schema(request=GrantSerializer, responses=GrantSerializer)
@@ -174,8 +225,5 @@ class CustomerGrantsView(APIView):
 class GrantVoidView(APIView):
     @extend_schema(request=None, responses=GrantSerializer)
     def post(self, request, pk: int):
-        grant = get_object_or_404(Grant, pk=pk)
-        if grant.voided_at is None:
-            grant.voided_at = timezone.now()
-            grant.save(update_fields=["voided_at"])
+        grant = grant_void(grant=get_object_or_404(Grant, pk=pk), now=timezone.now())
         return Response(GrantSerializer(grant).data)
