@@ -244,9 +244,10 @@ def horizon_wait(conn, timeout: float = 300) -> float:
     (the rollup and the rating horizon only move past the oldest open transaction)."""
     xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
     started = time.perf_counter()
-    while conn.execute(
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-    ).fetchone()[0] <= xid:
+    while (
+        conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
+        <= xid
+    ):
         if time.perf_counter() - started > timeout:
             raise SystemExit(
                 f"an open transaction on the server held the horizon for {timeout:.0f} s"
@@ -546,9 +547,7 @@ def report(size: int, made: dict, result: dict, written: str) -> None:
     statements = {
         "drafts": at_end["statements"]["close"],
         "issue": after["statements"]["issue"],
-        "rest": result["statements"]
-        - at_end["statements"]["close"]
-        - after["statements"]["issue"],
+        "rest": result["statements"] - at_end["statements"]["close"] - after["statements"]["issue"],
     }
     figure(
         f"SQL statements {size:,}",

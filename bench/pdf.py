@@ -20,9 +20,17 @@
    ``--workers`` PDFs are stored (so, about, the first render of each worker process,
    which loads WeasyPrint and the fonts, is left out, as the warm-up render is in the
    one-process figure) to the last.
-5. Prints PDFs/s for both, and ``ratio workers/(cores × one process)``: how close the
+5. Prints PDFs/s for both, and ``ratio workers/(cores × 1 process)``: how close the
    workers come to the physical limit of every core rendering at the one-process rate
-   (the database, Redis and the bench's own polling share those cores).
+   (the database, Redis and the bench's own polling share those cores). On a machine
+   shared with other work, wall-clock rates measure the share of the cores each phase
+   got (a phase with more processes gets more of them), so the benchmark also reads CPU
+   time from ``/proc``: the CPU per PDF in one process and in the workers (the pool
+   processes and their parent), and ``other`` (every other process on the machine,
+   including, in the workers' phase, their PostgreSQL backends: Celery closes a task's
+   database connection when it ends, so those are gone before they can be read).
+   ``ratio by CPU`` is one process's CPU per PDF over the workers': the cost of going
+   through Celery, undisturbed by other load.
 """
 
 from __future__ import annotations
@@ -45,10 +53,14 @@ import psycopg  # noqa: E402
 from bench.common import (  # noqa: E402
     MachineCpu,
     add_database_arguments,
+    backend_cpu_seconds,
     bench_database_url,
     bench_lock,
+    children_of,
+    cpu_delta,
     figure,
     migrate,
+    process_cpu_seconds,
     safe_url,
     server_summary,
 )
@@ -56,8 +68,8 @@ from bench.common import (  # noqa: E402
 
 def invoices_make(conn, *, count: int) -> list[str]:
     """``count`` issued invoices (untimed); their ids."""
-    from billing.invoicing import invoices_issue_due, periods_close
     from bench.billing_run import AFTER_GRACE, setup
+    from billing.invoicing import invoices_issue_due, periods_close
 
     setup(conn, accounts=count, per_account=20)
     periods_close(now=AFTER_GRACE)
@@ -81,20 +93,33 @@ def pdfs_stored(conn) -> int:
     return conn.execute("SELECT count(*) FROM billing_invoice WHERE pdf <> ''").fetchone()[0]
 
 
-def one_process(ids: list[str]) -> tuple[float, int]:
-    """Render and store every invoice's PDF here, one after the other; (seconds, bytes)."""
+def one_process(conn, ids: list[str]) -> dict:
+    """Render and store every invoice's PDF here, one after the other."""
     from django.utils import timezone
 
     from billing.documents import invoice_pdf_bytes, invoice_pdf_store
     from billing.models import Invoice
 
     invoice_pdf_bytes(invoice=Invoice.objects.get(pk=ids[0]))  # warm-up: fonts, imports
-    started = time.perf_counter()
+    machine, backends = MachineCpu.read(), backend_cpu_seconds(conn)
+    cpu, started = time.process_time(), time.perf_counter()
     size = 0
     for pk in ids:
         stored = invoice_pdf_store(invoice=Invoice(pk=pk), now=timezone.now())
         size += stored.pdf.size
-    return time.perf_counter() - started, size
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "bytes": size,
+        "cpu": time.process_time() - cpu,
+        "db_cpu": cpu_delta(backends, backend_cpu_seconds(conn)),
+        "machine": MachineCpu.read() - machine,
+    }
+
+
+def worker_cpu_seconds(worker: subprocess.Popen) -> float:
+    """CPU seconds so far of the worker and its pool processes."""
+    return sum(process_cpu_seconds(p) for p in [worker.pid, *children_of(worker.pid)])
 
 
 def worker_start(*, url: str, redis_url: str, media: Path, queue: str, concurrency: int, log: Path):
@@ -156,21 +181,34 @@ def worker_stop(worker: subprocess.Popen) -> None:
 
 
 def with_workers(
-    conn, ids: list[str], *, queue: str, workers: int, log: Path, timeout: float
-) -> tuple[float, int, float, MachineCpu]:
-    """Send one render task per invoice; (steady seconds, PDFs in them, all seconds, CPU)."""
+    conn,
+    ids: list[str],
+    *,
+    worker: subprocess.Popen,
+    queue: str,
+    workers: int,
+    log: Path,
+    timeout: float,
+) -> dict:
+    """Send one render task per invoice and wait until every PDF is stored; the steady
+    part is timed (and its CPU read) from when the first ``workers`` PDFs are stored."""
     from config.celery import app
 
-    cpu = MachineCpu.read()
     started = time.perf_counter()
     for pk in ids:
         app.send_task("billing.invoice_pdf_render", kwargs={"invoice_id": pk}, queue=queue)
-    steady_from, steady_done = None, 0
+    steady = None
     while True:
         done = pdfs_stored(conn)
         now = time.perf_counter()
-        if steady_from is None and done >= workers:
-            steady_from, steady_done = now, done
+        if steady is None and done >= workers:
+            steady = {
+                "at": now,
+                "done": done,
+                "cpu": worker_cpu_seconds(worker),
+                "machine": MachineCpu.read(),
+                "own": time.process_time(),
+            }
         if done >= len(ids):
             break
         if now - started > timeout:
@@ -179,7 +217,22 @@ def with_workers(
                 + log.read_text()[-3000:]
             )
         time.sleep(0.02)
-    return now - steady_from, done - steady_done, now - started, MachineCpu.read() - cpu
+    return {
+        "seconds": now - steady["at"],
+        "pdfs": done - steady["done"],
+        "total": now - started,
+        "cpu": worker_cpu_seconds(worker) - steady["cpu"],
+        "own": time.process_time() - steady["own"],
+        "machine": MachineCpu.read() - steady["machine"],
+    }
+
+
+def cpu_line(machine: MachineCpu, parts: dict[str, float], cores: int) -> str:
+    """Where the machine's CPU went in a phase; ``other`` is everything not listed."""
+    other = max(0.0, machine.busy - sum(parts.values()))
+    idle = max(0.0, machine.total - machine.busy)
+    listed = ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items())
+    return f"{listed}, other {other:.1f}, idle {idle:.1f} (CPU s over {cores} cores)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,12 +282,21 @@ def main(argv: list[str] | None = None) -> int:
 
         redis.Redis.from_url(redis_url).delete(f"{queue}-setup")
 
-        seconds, size = one_process(ids)
-        single = len(ids) / seconds
+        single = one_process(control, ids)
+        single_rate = len(ids) / single["seconds"]
         figure(
             "one process PDFs/s",
-            f"{single:.2f} ({len(ids):,} PDFs in {seconds:.2f} s, "
-            f"{seconds / len(ids) * 1000:.0f} ms each, {size / len(ids) / 1024:.0f} KB each)",
+            f"{single_rate:.2f} ({len(ids):,} PDFs in {single['seconds']:.2f} s, "
+            f"{single['seconds'] / len(ids) * 1000:.0f} ms each, "
+            f"{single['bytes'] / len(ids) / 1024:.0f} KB each)",
+        )
+        figure(
+            "  one process CPU s",
+            cpu_line(
+                single["machine"],
+                {"this process": single["cpu"], "PostgreSQL": single["db_cpu"]},
+                cores,
+            ),
         )
         if pdfs_stored(control) != len(ids):
             raise SystemExit("not every invoice got its PDF in one process")
@@ -248,27 +310,48 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.workers,
             log=log,
         )
-        steady, done, total, cpu = with_workers(
-            control, ids, queue=queue, workers=args.workers, log=log, timeout=args.timeout
+        pool = with_workers(
+            control,
+            ids,
+            worker=worker,
+            queue=queue,
+            workers=args.workers,
+            log=log,
+            timeout=args.timeout,
         )
-        parallel = done / steady if steady > 0 else float("inf")
+        pool_rate = pool["pdfs"] / pool["seconds"] if pool["seconds"] > 0 else float("inf")
         figure(
             "workers PDFs/s",
-            f"{parallel:.2f} ({args.workers} worker processes; {done:,} PDFs in {steady:.2f} s "
-            f"after each process's first; all {len(ids):,} in {total:.2f} s)",
+            f"{pool_rate:.2f} ({args.workers} worker processes; {pool['pdfs']:,} PDFs in "
+            f"{pool['seconds']:.2f} s after the first {len(ids) - pool['pdfs']}; "
+            f"all {len(ids):,} in {pool['total']:.2f} s)",
         )
-        busy = cpu.busy / cpu.total if cpu.total else 0
-        figure("machine CPU while workers ran", f"{busy:.0%} busy over {cores} cores")
-        ratio = parallel / (cores * single)
         figure(
-            "ratio workers/(cores × one process)",
-            f"{ratio:.2f} ({parallel:.2f} against {cores} × {single:.2f})",
+            "  workers CPU s",
+            cpu_line(pool["machine"], {"workers": pool["cpu"], "bench": pool["own"]}, cores),
+        )
+        single_cpu = single["cpu"] / len(ids) * 1000
+        pool_cpu = pool["cpu"] / pool["pdfs"] * 1000
+        figure(
+            "CPU per PDF",
+            f"one process {single_cpu:.0f} ms (+ {single['db_cpu'] / len(ids) * 1000:.1f} ms "
+            f"PostgreSQL), worker processes {pool_cpu:.0f} ms",
+        )
+        ratio = pool_rate / (cores * single_rate)
+        figure(
+            "ratio workers/(cores × 1 process)",
+            f"{ratio:.2f} ({pool_rate:.2f} against {cores} × {single_rate:.2f} PDFs/s)",
         )
         if args.workers != cores:
             figure(
-                "ratio workers/(workers × one process)",
-                f"{parallel / (args.workers * single):.2f}",
+                "ratio workers/(workers × 1 process)",
+                f"{pool_rate / (args.workers * single_rate):.2f}",
             )
+        figure(
+            "ratio by CPU",
+            f"{single_cpu / pool_cpu:.2f} (CPU per PDF in one process over the workers'; "
+            "1.00: Celery costs nothing)",
+        )
     finally:
         if worker is not None:
             worker_stop(worker)

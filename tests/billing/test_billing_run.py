@@ -429,12 +429,12 @@ def test_a_run_killed_while_issuing_leaves_no_gap_and_no_duplicate_when_run_agai
 
 # ---------------------------------------------------------------- the races, one at a time
 #
-# Two runs at once (above) pass, but a run can still crash (and leave the rest of its work
-# to the next beat) when the other run issues a draft in the instant between this run
-# reading it and rating it. These tests replay each interleaving deterministically: the
-# other run is another thread, on its own database connection, issuing the invoice at
-# exactly that instant. ``invoice_rate`` refuses an invoice that is no longer a draft, and
-# both callers take that as "closed by the other run" instead of crashing.
+# Two runs at once (above) only meet these interleavings by chance: the other run issues
+# a draft in the instant between this run reading it and rating it (which used to crash
+# the run, leaving the rest of its work to the next beat). These tests replay each one
+# deterministically: the other run is another thread, on its own database connection,
+# issuing the invoice at exactly that instant. ``invoice_rate`` refuses an invoice that is
+# no longer a draft, and both callers take that as "closed by the other run".
 
 
 def in_another_connection(work) -> None:
@@ -458,7 +458,6 @@ def in_another_connection(work) -> None:
     thread.join(60)
     if errors:
         raise errors[0]
-
 
 
 @pytest.mark.django_db(transaction=True)
