@@ -28,7 +28,8 @@
    a Redis queue of the benchmark's own (``REDIS_URL``, else the embedded Redis), counted
    and dropped, as a worker would receive them.
 4. Checks the result: one issued invoice per account, numbered 1..N without a gap, one
-   settlement each, usage lines adding up to the buckets, 2N tasks enqueued.
+   settlement each, usage lines adding up to the buckets, a PDF task and a settlement
+   task enqueued for every invoice (ten invoices per task).
 5. Prints seconds, accounts/s, SQL statements per account, CPU (this process and the
    PostgreSQL backend), and peak RSS after each size: the second size has ten times the
    accounts, so a peak RSS that stays put shows memory flat in the number of accounts.
@@ -47,8 +48,10 @@ figures of that size are then inflated by the profiler).
 from __future__ import annotations
 
 import argparse
+import base64
 import cProfile
 import io
+import json
 import os
 import pstats
 import resource
@@ -409,14 +412,24 @@ def check(conn, *, accounts: int, queue: str, redis_url: str) -> str:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    enqueued = client.llen(queue)
+    messages = client.lrange(queue, 0, -1)
     client.delete(queue)
-    if enqueued != 2 * accounts:
-        raise SystemExit(f"expected {2 * accounts} tasks enqueued (PDF, settlement); {enqueued}")
+    covered = {"invoice": set(), "settlement": set()}
+    for message in messages:  # Celery's protocol 2: the body is [args, kwargs, embed]
+        _, kwargs, _ = json.loads(base64.b64decode(json.loads(message)["body"]))
+        for kind, ids in covered.items():
+            ids.update(kwargs.get(f"{kind}_ids", []))
+            if kwargs.get(f"{kind}_id") is not None:
+                ids.add(kwargs[f"{kind}_id"])
+    if len(covered["invoice"]) != accounts or len(covered["settlement"]) != accounts:
+        raise SystemExit(
+            f"expected a PDF and a settlement task for each of {accounts} invoices; "
+            f"{len(covered['invoice'])} and {len(covered['settlement'])} in {len(messages)} tasks"
+        )
     return (
         f"{invoices:,} invoices (total ${total:,.2f}), {lines:,} lines, {events:,} invoice "
         f"events, {settlements:,} settlements, {s_events:,} settlement events; "
-        f"{enqueued:,} tasks enqueued"
+        f"{len(messages):,} tasks enqueued (PDFs and settlements, for {accounts:,} invoices)"
     )
 
 

@@ -212,6 +212,30 @@ def credits_apply_on_issue(*, invoice: Invoice, now: datetime) -> Decimal:
     return applied
 
 
+def credits_apply_on_issue_many(*, invoices: list[Invoice], now: datetime) -> None:
+    """``credits_apply_on_issue`` for many invoices (a billing run's chunk): an invoice
+    whose account holds no grant in its currency (nor an earlier application) gets none
+    without a query of its own."""
+    holders = set(
+        CreditGrant.objects.filter(
+            account_id__in={i.customer_id for i in invoices}, voided_at__isnull=True
+        ).values_list("account_id", "currency")
+    )
+    applied = set(
+        CreditLedgerEntry.objects.filter(
+            invoice__in=[i.pk for i in invoices], kind=LedgerKind.APPLY
+        ).values_list("invoice_id", flat=True)
+    )
+    for invoice in invoices:
+        if (invoice.customer_id, invoice.currency) in holders or invoice.pk in applied:
+            credits_apply_on_issue(invoice=invoice, now=now)
+        else:
+            invoice.credits_applied = zero(invoice.currency)
+
+
+credits_apply_on_issue.many = credits_apply_on_issue_many
+
+
 def credit_expire_due(*, now: datetime) -> dict:
     """Write an ``expire`` entry (dated at the expiry) for the unused remainder of every
     grant that has expired by ``now``. Safe to repeat: one expiry per grant (a unique

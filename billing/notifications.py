@@ -93,30 +93,58 @@ def notify(
     is being inserted by a concurrent transaction that then commits). Sending is
     enqueued when the surrounding transaction commits.
     """
-    event = NotificationEvent(
-        type=type,
-        dedupe_key=dedupe_key[:300],
-        customer=customer,
-        created_at=now,
-        payload={"type": type, "timestamp": now.isoformat(), "data": payload},
+    (event,) = notify_many(
+        events=[(type, payload, dedupe_key, customer)], now=now, endpoints=endpoints
     )
+    return event
+
+
+def notify_many(
+    *,
+    events: list[tuple[str, dict, str, Customer | None]],
+    now: datetime,
+    endpoints: Iterable[int] = (),
+) -> list[NotificationEvent | None]:
+    """``notify`` for many (type, payload, dedupe key, customer) at once, in a few
+    statements; the result, in order, holds None for each event that already existed."""
+    rows = [
+        NotificationEvent(
+            type=type,
+            dedupe_key=dedupe_key[:300],
+            customer=customer,
+            created_at=now,
+            payload={"type": type, "timestamp": now.isoformat(), "data": payload},
+        )
+        for type, payload, dedupe_key, customer in events
+    ]
+    extra = list(endpoints)
     with transaction.atomic():
         # INSERT ... ON CONFLICT DO NOTHING: a concurrent insert of the same key waits
         # for the other transaction and then inserts nothing.
-        NotificationEvent.objects.bulk_create([event], ignore_conflicts=True)
-        if not NotificationEvent.objects.filter(pk=event.pk).exists():
-            return None
-        targets = WebhookEndpoint.objects.filter(enabled=True).filter(
-            Q(events__contains=[type]) | Q(pk__in=list(endpoints))
+        NotificationEvent.objects.bulk_create(rows, ignore_conflicts=True)
+        kept = set(
+            NotificationEvent.objects.filter(pk__in=[r.pk for r in rows]).values_list(
+                "pk", flat=True
+            )
         )
+        new = [r for r in rows if r.pk in kept]
+        targets = {
+            type: list(
+                WebhookEndpoint.objects.filter(enabled=True)
+                .filter(Q(events__contains=[type]) | Q(pk__in=extra))
+                .order_by("pk")
+            )
+            for type in sorted({r.type for r in new})
+        }
         deliveries = WebhookDelivery.objects.bulk_create(
             WebhookDelivery(event=event, endpoint=endpoint, created_at=now, next_attempt_at=now)
-            for endpoint in targets.order_by("pk")
+            for event in new
+            for endpoint in targets[event.type]
         )
         ids = [d.pk for d in deliveries]
         if ids:
             transaction.on_commit(lambda: _enqueue(ids), robust=True)
-    return event
+    return [r if r.pk in kept else None for r in rows]
 
 
 def _enqueue(delivery_ids: list[int]) -> None:
@@ -510,13 +538,26 @@ def invoice_data(invoice: Invoice) -> dict:
 
 def notify_invoice_issued(*, invoice: Invoice, now: datetime) -> NotificationEvent | None:
     """``BILLING_INVOICE_ISSUED_HOOKS``: ``invoice.issued``, in the issuing transaction."""
-    return notify(
-        type=EventType.INVOICE_ISSUED,
-        payload=invoice_data(invoice),
+    return notify_invoices_issued(invoices=[invoice], now=now)[0]
+
+
+def notify_invoices_issued(*, invoices: list[Invoice], now: datetime) -> list:
+    """``notify_invoice_issued`` for many invoices at once (a billing run's chunk)."""
+    return notify_many(
+        events=[
+            (
+                EventType.INVOICE_ISSUED,
+                invoice_data(invoice),
+                f"invoice.issued:{invoice.pk}",
+                invoice.customer,
+            )
+            for invoice in invoices
+        ],
         now=now,
-        dedupe_key=f"invoice.issued:{invoice.pk}",
-        customer=invoice.customer,
     )
+
+
+notify_invoice_issued.many = notify_invoices_issued
 
 
 def notify_invoice_status(

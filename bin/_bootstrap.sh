@@ -59,4 +59,9 @@ libraries="$(ldconfig -p 2>/dev/null || true)"
 if ! grep -q 'libpango-1.0.so.0' <<<"$libraries" || ! grep -q 'libpangoft2-1.0.so.0' <<<"$libraries"; then
   echo "==> Installing Pango for WeasyPrint with apt" >&2
   apt_install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+elif ! grep -q 'libharfbuzz-subset.so.0' <<<"$libraries"; then
+  # Optional: with HarfBuzz-Subset WeasyPrint subsets the fonts embedded in each PDF itself;
+  # without it, it falls back to fontTools (slower, and a warning on every render).
+  echo "==> Installing HarfBuzz-Subset for WeasyPrint with apt" >&2
+  apt_install libharfbuzz-subset0 || echo "    (not installed: PDFs render with fontTools instead)" >&2
 fi

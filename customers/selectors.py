@@ -51,15 +51,15 @@ WHERE parent_id IS NULL OR NOT bill_to_parent
 
 # Customers billed on an account: the account and every descendant reached only through
 # subsidiaries that are billed to their parent.
-_BILLED_TREE_SQL = """
-WITH RECURSIVE down(id, depth) AS (
-    SELECT id, 0 FROM customers_customer WHERE id = %s
+_BILLED_TREES_SQL = """
+WITH RECURSIVE down(root, id, depth) AS (
+    SELECT id, id, 0 FROM customers_customer WHERE id = ANY(%s)
     UNION ALL
-    SELECT c.id, down.depth + 1
+    SELECT down.root, c.id, down.depth + 1
     FROM customers_customer c JOIN down ON c.parent_id = down.id
     WHERE c.bill_to_parent AND down.depth < 1000
 )
-SELECT id FROM down ORDER BY depth, id
+SELECT root, id FROM down ORDER BY root, depth, id
 """
 
 
@@ -129,7 +129,21 @@ def customer_billing_account(*, customer: Customer) -> Customer:
 
 def billed_customer_ids(*, account: Customer) -> list[int]:
     """The account itself and every subsidiary (at any depth) billed on it."""
-    return _ids(_BILLED_TREE_SQL, account.pk)
+    return billed_customer_ids_many(account_ids=[account.pk])[account.pk]
+
+
+def billed_customer_ids_many(*, account_ids: Iterable[int]) -> dict[int, list[int]]:
+    """``billed_customer_ids`` of many accounts in one query: each account id (of an
+    existing customer) to itself and its subsidiaries billed on it, nearest first."""
+    ids = sorted(set(account_ids))
+    out: dict[int, list[int]] = {}
+    if not ids:
+        return out
+    with connection.cursor() as cursor:
+        cursor.execute(_BILLED_TREES_SQL, [ids])
+        for root, customer_id in cursor.fetchall():
+            out.setdefault(root, []).append(customer_id)
+    return out
 
 
 def consumer_mappings_overlapping(

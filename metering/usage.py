@@ -226,11 +226,19 @@ def feature_usage(
         meter=meter, filters=feature.filters or {}, customer_ids=customer_ids, start=start, end=end
     )
     distinct_total = partials.pop(-1).distinct if -1 in partials else None
-    by_customer = {cid: quantity_of(meter.aggregation, [p]) for cid, p in partials.items()}
-    if meter.aggregation == Aggregation.UNIQUE_COUNT:
+    return usage_of(meter.aggregation, partials, distinct_total=distinct_total)
+
+
+def usage_of(
+    aggregation: str, partials: dict[int, Partial], *, distinct_total: int | None = None
+) -> FeatureUsage:
+    """A group's usage from its customers' partial aggregates (``distinct_total``: the
+    unique count over the whole group, which the customers' own counts cannot give)."""
+    by_customer = {cid: quantity_of(aggregation, [p]) for cid, p in partials.items()}
+    if aggregation == Aggregation.UNIQUE_COUNT:
         by_customer = {cid: Decimal(p.distinct) for cid, p in partials.items()}
-    quantity = quantity_of(meter.aggregation, partials.values(), distinct_total=distinct_total)
-    return FeatureUsage(aggregation=meter.aggregation, quantity=quantity, by_customer=by_customer)
+    quantity = quantity_of(aggregation, partials.values(), distinct_total=distinct_total)
+    return FeatureUsage(aggregation=aggregation, quantity=quantity, by_customer=by_customer)
 
 
 def usage_changed_since(
@@ -238,21 +246,36 @@ def usage_changed_since(
 ) -> bool:
     """Whether rolled-up usage of these customers in ``[start, end)`` may have changed in a
     transaction at or above ``xid`` (conservative: whole UTC days around the range)."""
-    ids = list(customer_ids)
-    if not ids:
-        return False
+    return bool(usage_changed_since_many(checks=[(customer_ids, start, end, xid)]))
+
+
+_CHANGED = """
+SELECT DISTINCT v.i
+FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+     AS v(i, customer_id, xid, start, "end")
+WHERE EXISTS (
+    SELECT 1 FROM metering_usagetouch t
+    WHERE t.customer_id = v.customer_id AND t.xid >= v.xid
+      AND t.day >= (v.start AT TIME ZONE 'UTC')::date AND t.day <= (v."end" AT TIME ZONE 'UTC')::date
+)
+"""
+
+
+def usage_changed_since_many(
+    *, checks: list[tuple[Iterable[int], datetime, datetime, int]]
+) -> set[int]:
+    """``usage_changed_since`` for many (customer ids, start, end, xid) in one statement:
+    the positions in ``checks`` whose usage may have changed."""
+    rows = [
+        (i, customer_id, xid, start, end)
+        for i, (customer_ids, start, end, xid) in enumerate(checks)
+        for customer_id in customer_ids
+    ]
+    if not rows:
+        return set()
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT EXISTS (
-                SELECT 1 FROM metering_usagetouch
-                WHERE customer_id = ANY(%s) AND xid >= %s
-                  AND day >= (%s AT TIME ZONE 'UTC')::date AND day <= (%s AT TIME ZONE 'UTC')::date
-            )
-            """,
-            [ids, xid, start, end],
-        )
-        return cursor.fetchone()[0]
+        cursor.execute(_CHANGED, [list(column) for column in zip(*rows, strict=True)])
+        return {row[0] for row in cursor.fetchall()}
 
 
 def current_xmin() -> int:

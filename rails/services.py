@@ -23,7 +23,8 @@ from django.db.models import Q
 from billing.invoicing import InvoiceStateError, invoice_mark
 from billing.models import CreditNote, Invoice, InvoiceStatus
 from billing.notifications import notify_settlement_failed
-from customers.selectors import customer_billing_account
+from customers.models import Customer
+from customers.selectors import billing_account_ids
 from rails.base import RailResult, Step, redact
 from rails.documents import credit_note_document, invoice_document
 from rails.models import Settlement, SettlementEvent, SettlementExchange
@@ -81,33 +82,68 @@ def _move(
 def settlement_open_for_invoice(*, invoice: Invoice, now: datetime) -> Settlement:
     """Billing's issue hook: open the invoice's settlement in the issuing transaction,
     on the billing account's rail (a subsidiary billed to its parent uses the parent's)."""
-    account = customer_billing_account(customer=invoice.customer)
-    rail = rail_get(account.rail)
-    settlement = Settlement.objects.create(
-        invoice=invoice,
-        rail=account.rail,
-        state=S.PENDING,
-        sandbox=rail.is_sandbox(),
-        created_at=now,
-        next_action_at=now,
+    return settlement_open_for_invoices(invoices=[invoice], now=now)[0]
+
+
+def settlement_open_for_invoices(*, invoices: list[Invoice], now: datetime) -> list[Settlement]:
+    """``settlement_open_for_invoice`` for many invoices at once (a billing run's chunk)."""
+    account_of = billing_account_ids(customer_ids={i.customer_id for i in invoices})
+    rail_of = dict(
+        Customer.objects.filter(pk__in=set(account_of.values())).values_list("pk", "rail")
     )
-    _event(
-        settlement,
-        at=now,
-        from_state="",
-        to_state=S.PENDING,
-        actor="billing",
-        note=f"Opened on {account.rail}{' (sandbox: nothing will be sent)' if settlement.sandbox else ''}.",
+    sandbox = {rail: rail_get(rail).is_sandbox() for rail in set(rail_of.values())}
+    settlements = Settlement.objects.bulk_create(
+        Settlement(
+            invoice=invoice,
+            rail=rail_of[account_of[invoice.customer_id]],
+            state=S.PENDING,
+            sandbox=sandbox[rail_of[account_of[invoice.customer_id]]],
+            created_at=now,
+            next_action_at=now,
+        )
+        for invoice in invoices
     )
-    Invoice.objects.filter(pk=invoice.pk).update(settlement_state=S.PENDING)
-    transaction.on_commit(lambda: _enqueue(settlement.pk))
-    return settlement
+    SettlementEvent.objects.bulk_create(
+        SettlementEvent(
+            settlement=settlement,
+            at=now,
+            from_state="",
+            to_state=S.PENDING,
+            actor="billing",
+            note=f"Opened on {settlement.rail}"
+            f"{' (sandbox: nothing will be sent)' if settlement.sandbox else ''}.",
+        )
+        for settlement in settlements
+    )
+    Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(settlement_state=S.PENDING)
+    ids = [settlement.pk for settlement in settlements]
+    transaction.on_commit(lambda: _enqueue_many(ids))
+    return settlements
+
+
+settlement_open_for_invoice.many = settlement_open_for_invoices
+
+
+# Settlements per drive task when many open at once (a billing run's chunk).
+SETTLEMENTS_PER_TASK = 10
 
 
 def _enqueue(settlement_id: int) -> None:
-    from rails.tasks import settlement_drive_task
+    _enqueue_many([settlement_id])
 
-    settlement_drive_task.delay(settlement_id=settlement_id)
+
+def _enqueue_many(settlement_ids: list[int]) -> None:
+    from rails.tasks import settlement_drive_task, settlements_drive_task
+
+    if len(settlement_ids) == 1:
+        settlement_drive_task.delay(settlement_id=settlement_ids[0])
+        return
+    with settlements_drive_task.app.producer_or_acquire() as producer:
+        for i in range(0, len(settlement_ids), SETTLEMENTS_PER_TASK):
+            settlements_drive_task.apply_async(
+                kwargs={"settlement_ids": settlement_ids[i : i + SETTLEMENTS_PER_TASK]},
+                producer=producer,
+            )
 
 
 # ------------------------------------------------------------------ driving

@@ -430,11 +430,9 @@ def test_a_run_killed_while_issuing_leaves_no_gap_and_no_duplicate_when_run_agai
 # ---------------------------------------------------------------- the races, one at a time
 #
 # Two runs at once (above) only meet these interleavings by chance: the other run issues
-# a draft in the instant between this run reading it and rating it (which used to crash
-# the run, leaving the rest of its work to the next beat). These tests replay each one
-# deterministically: the other run is another thread, on its own database connection,
-# issuing the invoice at exactly that instant. ``invoice_rate`` refuses an invoice that is
-# no longer a draft, and both callers take that as "closed by the other run".
+# a draft in the instant between this run reading it and rating it, or makes the drafts
+# this one is about to make. These tests replay each one deterministically: the other run
+# is another thread, on its own database connection, acting at exactly that instant.
 
 
 def in_another_connection(work) -> None:
@@ -470,36 +468,39 @@ def test_a_draft_another_run_issues_while_this_one_refreshes_drafts_is_left_to_i
     invoicing.invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
     after_grace = NOV + GRACE + timedelta(hours=1)
 
-    def changed_and_meanwhile_issued(**kwargs) -> bool:
+    def changed_and_meanwhile_issued(*, checks) -> set[int]:
         # This run has read the draft; the other run issues it now. And usage did change
         # (a late event), which is when a refresh rates the draft again.
         draft = Invoice.objects.get(customer=account)
         in_another_connection(lambda: invoicing.invoice_issue(invoice=draft, now=after_grace))
-        return True
+        return set(range(len(checks)))
 
-    monkeypatch.setattr(invoicing, "usage_changed_since", changed_and_meanwhile_issued)
+    monkeypatch.setattr(invoicing, "usage_changed_since_many", changed_and_meanwhile_issued)
     assert invoicing.drafts_refresh(now=after_grace) == 0
     assert Invoice.objects.get(customer=account).status == InvoiceStatus.ISSUED
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_draft_another_run_issues_before_this_one_rated_it_counts_as_closed(plans, monkeypatch):
-    import threading
-
+def test_drafts_another_run_makes_while_this_one_rates_them_are_left_to_it(plans, monkeypatch):
+    # A draft is created already rated, in one transaction with its lines, so no other
+    # run can issue it half-made. The interleaving left: the other run makes the same
+    # drafts between this run finding them missing and inserting its own. This run's
+    # bulk insert then meets the unique constraint, and it goes one by one, finding them.
     from billing import invoicing
 
-    account = account_create(plans, key="acme", plan="starter")
-    after_grace = NOV + GRACE + timedelta(hours=1)
-    rate, this_run = invoicing.invoice_rate, threading.current_thread()
+    accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(3)]
+    load, calls = invoicing._Context.load, []
 
-    def issued_meanwhile_then_rate(*, invoice, now):
-        # This run has created the draft (committed); the other run, past the grace
-        # period, finds it due and issues it before this run rates it.
-        if threading.current_thread() is this_run and not Invoice.objects.exclude(number=None):
-            in_another_connection(lambda: invoicing.invoice_issue(invoice=invoice, now=now))
-        return rate(invoice=invoice, now=now)
+    def the_other_run_closes_first(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            in_another_connection(lambda: invoicing.periods_close(now=NOV + timedelta(hours=1)))
+        return load(*args, **kwargs)
 
-    monkeypatch.setattr(invoicing, "invoice_rate", issued_meanwhile_then_rate)
-    result = invoicing.periods_close(now=after_grace)
-    assert Invoice.objects.get(customer=account).status == InvoiceStatus.ISSUED
-    assert result.created + result.existing == 1
+    monkeypatch.setattr(invoicing._Context, "load", the_other_run_closes_first)
+    result = invoicing.periods_close(now=NOV + timedelta(hours=1))
+
+    assert (result.created, result.existing) == (0, 3)
+    assert Invoice.objects.filter(customer__in=accounts).count() == 3
+    assert InvoiceEvent.objects.filter(to_status=InvoiceStatus.DRAFT).count() == 3
+    assert all(invoice.lines.exists() for invoice in Invoice.objects.all())

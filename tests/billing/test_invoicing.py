@@ -13,8 +13,10 @@ from billing.invoicing import (
     invoice_issue,
     invoice_line_add,
     invoice_void,
+    invoice_rate,
     periods_close,
     sequence_next,
+    sequence_take,
 )
 from billing.models import FrozenInvoiceError, Invoice, InvoiceLine, InvoiceStatus, LineKind
 from billing.periods import Period
@@ -85,6 +87,42 @@ def test_sequences_are_gapless_and_per_prefix_and_year():
     assert (
         sequence_next(prefix="INV", year=2026) == "INV-2026-000004"
     )  # the rolled-back number is reused
+
+
+@pytest.mark.django_db
+def test_a_billing_run_takes_a_chunks_numbers_at_once_in_order_and_returns_them_on_rollback():
+    assert sequence_take(prefix="INV", year=2026, count=3) == [
+        "INV-2026-000001",
+        "INV-2026-000002",
+        "INV-2026-000003",
+    ]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        sequence_take(prefix="INV", year=2026, count=200)
+        raise RuntimeError("the chunk's transaction fails")
+    assert sequence_take(prefix="INV", year=2026, count=2) == ["INV-2026-000004", "INV-2026-000005"]
+    assert sequence_next(prefix="INV", year=2026) == "INV-2026-000006"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recomputing_a_draft_rewrites_its_lines_only_when_they_changed(account, ingest):
+    calls(ingest, 3, OCT + timedelta(days=3))
+    usage_rollup(now=NOV)
+    draft, _ = invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
+    before = list(draft.lines.values_list("pk", "quantity", "amount"))
+    assert [(q, a) for _, q, a in before] == [(1, Decimal("49.00")), (3, Decimal("0.03"))]
+
+    invoice_rate(invoice=draft, now=NOV + timedelta(hours=1))  # nothing changed
+    assert list(draft.lines.values_list("pk", "quantity", "amount")) == before
+    draft.refresh_from_db()
+    assert draft.rated_at == NOV + timedelta(hours=1)  # rated all the same
+
+    calls(ingest, 2, OCT + timedelta(days=4), prefix="late")
+    invoice_rate(invoice=draft, now=NOV + timedelta(hours=2))
+    after = list(draft.lines.values_list("pk", "quantity", "amount"))
+    assert [(q, a) for _, q, a in after] == [(1, Decimal("49.00")), (5, Decimal("0.05"))]
+    assert not {pk for pk, _, _ in after} & {pk for pk, _, _ in before}  # rewritten
+    draft.refresh_from_db()
+    assert draft.total == Decimal("49.05")
 
 
 @pytest.mark.django_db

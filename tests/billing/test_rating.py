@@ -235,3 +235,76 @@ def test_minimum_commitment_and_tax_round_once_on_the_sum(ingest, calls):
         and rated.tax_exempt_reason == "Reseller certificate 42"
         and rated.total == Decimal("250.00")
     )
+
+
+def test_a_billing_runs_shared_context_rates_every_account_as_rating_it_alone_does(
+    ingest, calls, django_assert_max_num_queries
+):
+    # A billing run reads usage for a chunk of accounts at once (one statement per
+    # feature and range); each account must come out exactly as when rated on its own:
+    # trees, a plan change inside the period, a unique count with and without
+    # subsidiaries (whose distinct count over the group is read per account).
+    from billing.rating import RatingContext
+
+    users = feature_create(
+        key="active_users",
+        name="Active users",
+        meter=meter_create(
+            key="users", event_type="request", aggregation="UNIQUE_COUNT", value_property="$.user"
+        ),
+    )
+    plan = plan_save(
+        key="mixed",
+        name="Mixed",
+        spec=spec(
+            RateCardSpec(key="calls", feature=calls, price={"model": "unit", "unit_price": "0.10"}),
+            RateCardSpec(key="users", feature=users, price={"model": "unit", "unit_price": "2.00"}),
+        ),
+    )[1]
+    accounts = []
+    for i in range(4):
+        account = CustomerFactory(key=f"acct-{i}")
+        ConsumerMappingFactory(consumer_key=f"gw-{i}", customer=account, valid_from=NOV)
+        if i % 2:  # a subsidiary billed on the account, with its own gateway key
+            sub = CustomerFactory(key=f"acct-{i}-eu", parent=account)
+            ConsumerMappingFactory(consumer_key=f"gw-{i}-eu", customer=sub, valid_from=NOV)
+        sub = subscription_create(customer=account, plan_version=plan, start=NOV)
+        if i == 2:
+            subscription_change_plan(
+                subscription=sub, plan_version=graduated_plan(calls), at=NOV + timedelta(days=9)
+            )
+        accounts.append(account)
+    events = []
+    for i in range(4):
+        for key in (f"gw-{i}", f"gw-{i}-eu"):
+            for n in range(3 + i):
+                events.append(
+                    cloud_event(
+                        f"{key}-{n}",
+                        subject=key,
+                        time=(NOV + timedelta(days=n * 3, minutes=n)).isoformat(),
+                        status="200",
+                        user=f"user-{n % 2}",  # the same two users in the account and its subsidiary
+                    )
+                )
+    ingest(*events)
+    usage_rollup(now=DEC)
+    ingest(cloud_event("late-0", subject="gw-1", time=(NOV + timedelta(days=2)).isoformat(),
+                       status="200", user="user-9"))  # not rolled up: counted all the same  # fmt: skip
+
+    alone = [rate_period(account=a, period=Period(NOV, DEC)) for a in accounts]
+    context = RatingContext.load([a.pk for a in accounts])
+    context.usage_prefetch((a, Period(NOV, DEC)) for a in accounts)
+    # only the unique counts of the two trees are read alone (two statements each)
+    with django_assert_max_num_queries(4):
+        shared = [
+            rate_period(account=a, period=Period(NOV, DEC), context=context) for a in accounts
+        ]
+
+    assert shared == alone
+    users_of = {
+        r.account_id: {line.group_quantity for line in r.lines if line.feature_id == users.pk}
+        for r in shared
+    }
+    assert users_of[accounts[0].pk] == {Decimal(2)}
+    assert users_of[accounts[1].pk] == {Decimal(3)}  # user-0, user-1 in both, and the late user-9
