@@ -35,15 +35,15 @@ generation like any other change.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.signals import post_delete, post_migrate, post_save
+
+from core.raw_redis import raw_redis
 
 logger = logging.getLogger(__name__)
 
@@ -76,30 +76,6 @@ def _database() -> str:
 
 def _generation_key(name: str = GENERATION_KEY) -> str:
     return f"{name}:{_database()}"
-
-
-_raw: dict[int, object] = {}  # pid -> redis client
-
-
-def raw_redis():
-    """A redis-py client kept for the hot path's reads of integers, or None when the
-    default cache is not Redis. Django's Redis cache builds a new client object for every
-    operation, which costs more CPU than the GET itself; integers are stored as plain
-    numbers by its serializer, so they read the same either way."""
-    conf = settings.CACHES["default"]
-    if conf["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
-        return None
-    pid = os.getpid()  # a forked worker opens its own connections
-    client = _raw.get(pid)
-    if client is None:
-        import redis
-
-        location = conf["LOCATION"]
-        url = location[0] if isinstance(location, list | tuple) else location.split(",")[0]
-        client = redis.Redis.from_url(url.strip())
-        _raw.clear()
-        _raw[pid] = client
-    return client
 
 
 def generation(name: str = GENERATION_KEY) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -18,6 +17,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.signals import post_delete, post_save
 
 from core.models import ApiKey, ApiKeyScope
+from core.raw_redis import raw_redis
 
 SECRET_PREFIX = "ubk"
 # Active keys are cached (Redis, and each process's memory) for at most this long, under
@@ -97,33 +97,9 @@ def _fields_tag() -> str:
     return hashlib.sha256(fields.encode()).hexdigest()[:8]
 
 
-_raw: dict[int, object] = {}  # pid -> redis client
-
-
-def _raw_redis():
-    """A redis-py client kept for reading the generation, or None when the default cache
-    is not Redis. Django's Redis cache builds a new client object for every operation,
-    which costs more CPU than the GET itself; integers are stored as plain numbers by its
-    serializer, so they read the same either way."""
-    conf = settings.CACHES["default"]
-    if conf["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
-        return None
-    pid = os.getpid()  # a forked worker opens its own connections
-    client = _raw.get(pid)
-    if client is None:
-        import redis
-
-        location = conf["LOCATION"]
-        url = location[0] if isinstance(location, list | tuple) else location.split(",")[0]
-        client = redis.Redis.from_url(url.strip())
-        _raw.clear()
-        _raw[pid] = client
-    return client
-
-
 def _api_keys_generation() -> int:
     key = f"{_cache_namespace()}:generation"
-    client = _raw_redis()
+    client = raw_redis()
     if client is not None:
         raw = client.get(cache.make_key(key))
         if raw is not None:

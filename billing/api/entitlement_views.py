@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import InterfaceError, OperationalError, connection
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -41,7 +42,21 @@ def _instant(raw: str | None, field: str = "time"):
 
 def _value_body(customer_key: str, feature_key: str, at) -> dict:
     try:
-        value = entitlement_value_for_key(customer_key=customer_key, feature_key=feature_key, at=at)
+        try:
+            value = entitlement_value_for_key(
+                customer_key=customer_key, feature_key=feature_key, at=at
+            )
+        except (OperationalError, InterfaceError):
+            # Connections persist without a health check per request (see
+            # DATABASES in the settings): after PostgreSQL restarted, the first use
+            # of an old one fails. A check only reads, so it is asked again once on
+            # a new connection rather than failing the gateway's request.
+            if connection.in_atomic_block or connection.is_usable():
+                raise
+            connection.close()
+            value = entitlement_value_for_key(
+                customer_key=customer_key, feature_key=feature_key, at=at
+            )
     except EntitlementNotFound as exc:
         raise NotFound(str(exc)) from exc
     if value is None:

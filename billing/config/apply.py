@@ -8,6 +8,7 @@ what it prints is exactly what an apply would do.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from billing.config.apply_customers import CustomerApplier
+from billing.config.apply_rules import NotificationRuleApplier
 from billing.config.report import (
     ApplyReport,
     ApplyRun,
@@ -45,8 +47,8 @@ def config_apply(*, document: Any, dry_run: bool) -> ApplyReport:
     """Make the database match ``document`` (a parsed configuration file).
 
     Creates and updates meters, features, plans (a plan with subscribers gets a new
-    version), webhook endpoints, customers, consumer mappings and subscriptions; deletes
-    nothing. One transaction: raises ``ConfigError`` listing every problem found, each
+    version), webhook endpoints, notification rules, customers, consumer mappings and
+    subscriptions; deletes nothing. One transaction: raises ``ConfigError`` listing every problem found, each
     named by its place in the file, and then nothing is changed. With ``dry_run`` the
     changes are made, reported and rolled back.
     """
@@ -57,11 +59,18 @@ def config_apply(*, document: Any, dry_run: bool) -> ApplyReport:
     with transaction.atomic():
         catalog = _CatalogApplier(run, doc)
         customers = CustomerApplier(run, doc["customers"])
+        rules = NotificationRuleApplier(run, doc["notification_rules"])
         catalog.check()
         customers.check(plan_keys=catalog.known("plans"))
+        rules.check(
+            features=catalog.known("features"),
+            endpoints=catalog.known("webhook_endpoints"),
+            customers=customers.known(),
+        )
         catalog.apply()
         customers.apply(plans=catalog.plans)
-        kept = [*catalog.kept(), *customers.kept()]
+        rules.apply()  # last: a rule names features, endpoints and customers
+        kept = [*catalog.kept(), *rules.kept(), *customers.kept()]
         if run.errors or dry_run:
             transaction.set_rollback(True)
     if run.errors:
@@ -295,13 +304,27 @@ class _CatalogApplier:
 
     def _webhook(self, path: str, item: dict) -> None:
         key = item["key"]
+        endpoint = WebhookEndpoint.objects.filter(key=key).first()
         fields = {
             "url": item["url"],
             "secret": item["secret"],
             "events": item.get("events", []),
             "enabled": item.get("enabled", True),
         }
-        endpoint = WebhookEndpoint.objects.filter(key=key).first()
+        if isinstance(item["secret"], dict):  # {env: NAME}, as an export writes it
+            name = item["secret"]["env"]
+            secret = os.environ.get(name, "")
+            if secret:
+                fields["secret"] = secret
+            elif endpoint is not None:
+                del fields["secret"]  # the stored secret stays: an export applies as is
+            else:
+                self.run.error(
+                    f"{path}.secret",
+                    f"the environment variable {name} is not set; a new endpoint needs "
+                    "its signing secret.",
+                )
+                return
         changed = (
             list(fields)
             if endpoint is None

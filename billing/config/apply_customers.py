@@ -107,6 +107,11 @@ class CustomerApplier:
 
     # -- checks before any write --------------------------------------------------
 
+    def known(self) -> set[str]:
+        """Keys of customers in the file (at any depth) or the database."""
+        in_file = {item["key"] for _, item, _ in walk(self.items, "customers")}
+        return in_file | set(Customer.objects.values_list("key", flat=True))
+
     def check(self, *, plan_keys: set[str]) -> None:
         first: dict[str, str] = {}
         spans: dict[str, list[tuple[datetime, datetime | None, str, str]]] = defaultdict(list)

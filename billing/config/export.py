@@ -1,12 +1,18 @@
 """The current configuration as a document in the file format ``config_apply`` reads.
 
 Applying an export changes nothing; applying it to an empty database recreates the same
-configuration (plans as their latest public version). Everything is ordered by key so
-two exports of the same configuration are identical; decimals are strings.
+configuration (plans as their latest public version; webhook signing secrets from the
+environment). Everything is ordered by key so two exports of the same configuration are
+identical; decimals are strings.
+
+Webhook signing secrets are never written: each endpoint's ``secret`` is a reference,
+``{env: WEBHOOK_SECRET_<KEY>}``, that ``config_apply`` reads from the environment (and
+that leaves a stored secret as it is when the variable is not set).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -17,6 +23,7 @@ from billing.catalog import price_dump, price_parse
 from billing.config.report import instant_text
 from billing.config.schema import CONSUMER_VALID_FROM_DEFAULT, SECTIONS, SHAPES
 from billing.models import Plan, PlanVersion, Subscription, WebhookEndpoint
+from billing.models.notifications import NotificationRule
 from billing.services import plan_latest_version
 from customers.models import ConsumerMapping, Customer
 from metering.models import Feature, Meter
@@ -97,13 +104,33 @@ def _plan(plan: Plan, version: PlanVersion) -> dict:
     }
 
 
+def webhook_secret_env(key: str) -> str:
+    """The environment variable an export names for an endpoint's signing secret:
+    ``ops`` → ``WEBHOOK_SECRET_OPS``, ``billing.eu-1`` → ``WEBHOOK_SECRET_BILLING_EU_1``."""
+    return "WEBHOOK_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+
+
 def _webhook(endpoint: WebhookEndpoint) -> dict:
     return {
         "key": endpoint.key,
         "url": endpoint.url,
-        "secret": endpoint.secret,
+        "secret": {"env": webhook_secret_env(endpoint.key)},
         "events": list(endpoint.events),
         **({} if endpoint.enabled else {"enabled": False}),
+    }
+
+
+def _rule(rule: NotificationRule) -> dict:
+    return {
+        "key": rule.key,
+        "kind": rule.kind,
+        **_present(
+            feature=rule.feature.key if rule.feature else None,
+            customer=rule.customer.key if rule.customer else None,
+        ),
+        "thresholds": [dict(t) for t in rule.thresholds],
+        **_present(endpoints=sorted(e.key for e in rule.endpoints.all())),
+        **({} if rule.enabled else {"enabled": False}),
     }
 
 
@@ -175,7 +202,8 @@ class _CustomerTree:
 
 def config_export() -> dict[str, list[dict]]:
     """The whole configuration: meters, features, plans (latest public version),
-    webhook endpoints, and customers as trees with their consumers and subscriptions."""
+    webhook endpoints (secrets as environment references), notification rules, and
+    customers as trees with their consumers and subscriptions."""
     plans = []
     for plan in Plan.objects.order_by("key"):
         version = plan_latest_version(plan=plan)
@@ -187,6 +215,12 @@ def config_export() -> dict[str, list[dict]]:
         "features": [_feature(f) for f in Feature.objects.select_related("meter").order_by("key")],
         "plans": plans,
         "webhook_endpoints": [_webhook(w) for w in WebhookEndpoint.objects.order_by("key")],
+        "notification_rules": [
+            _rule(r)
+            for r in NotificationRule.objects.select_related("feature", "customer")
+            .prefetch_related("endpoints")
+            .order_by("key")
+        ],
         "customers": [tree.customer(c) for c in tree.children[None]],
     }
     assert tuple(document) == SECTIONS

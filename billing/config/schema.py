@@ -29,10 +29,20 @@ from metering.models import Aggregation
 # before any usage, and fixed, so the same file always means the same mappings.
 CONSUMER_VALID_FROM_DEFAULT = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 
-SECTIONS = ("meters", "features", "plans", "webhook_endpoints", "customers")
+SECTIONS = (
+    "meters",
+    "features",
+    "plans",
+    "webhook_endpoints",
+    "notification_rules",
+    "customers",
+)
 ENTITLEMENT_TYPES = ("metered", "boolean", "static")
 ENTITLEMENT_PERIODS = ("daily", "weekly", "monthly", "yearly")
 ACH_SETTINGS = ("routing_number", "account_number", "account_type", "mandate_date")
+RULE_KINDS = ("entitlement_threshold", "spend_threshold")
+# A secret given as {env: NAME}: read from the environment when the file is applied.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Settings that are identifiers, not numbers: unquoted, YAML would drop leading zeros.
 TEXT_SETTINGS = (*ACH_SETTINGS, "netsuite_entity_id", "stripe_customer_id")
 
@@ -151,8 +161,17 @@ SHAPES: dict[str, dict[str, F]] = {
     "webhook_endpoint": {
         "key": F("key", True),
         "url": F("text", True),
-        "secret": F("text", True),
+        "secret": F("secret", True),
         "events": F("text_list"),
+        "enabled": F("bool"),
+    },
+    "notification_rule": {
+        "key": F("key", True),
+        "kind": F("text", True, choices=RULE_KINDS),
+        "feature": F("key"),
+        "customer": F("key"),
+        "thresholds": F("threshold_list", True),
+        "endpoints": F("key_list"),
         "enabled": F("bool"),
     },
     "customer": _CUSTOMER,
@@ -174,6 +193,7 @@ SECTION_SHAPES = {
     "features": "feature",
     "plans": "plan",
     "webhook_endpoints": "webhook_endpoint",
+    "notification_rules": "notification_rule",
     "customers": "customer",
 }
 
@@ -356,6 +376,35 @@ class _Checker:
         elif kind == "text_list":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problem = f"expected a list of text, got {_got(value)}."
+        elif kind == "key_list":
+            if not isinstance(value, list):
+                problem = f"expected a list of keys, got {_got(value)}."
+            else:
+                for i, item in enumerate(value):
+                    checked = self.field(item, f"{path}[{i}]", F("key"))
+                    if checked is _INVALID:
+                        return _INVALID
+        elif kind == "secret":
+            if isinstance(value, dict):
+                name = value.get("env")
+                if set(value) != {"env"} or not isinstance(name, str):
+                    problem = "give the secret as text, or {env: NAME} to read it from the environment."
+                elif not ENV_NAME.fullmatch(name):
+                    problem = f"{name!r} is not an environment variable name."
+            elif not isinstance(value, str):
+                problem = f"expected text or {{env: NAME}}, got {_got(value)}."
+        elif kind == "threshold_list":
+            # each item's name and value are the rule kind's to check (billing.config.apply)
+            if not isinstance(value, list) or not value:
+                problem = f"expected a non-empty list such as [{{percent: 80}}], got {_got(value)}."
+            else:
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict) or len(item) != 1:
+                        self.error(
+                            f"{path}[{i}]",
+                            f"expected one name and its value, e.g. {{percent: 80}}, got {_got(item)}.",
+                        )
+                        return _INVALID
         elif kind == "object":
             if not isinstance(value, dict):
                 problem = f"expected an object, got {_got(value)}."
@@ -420,6 +469,13 @@ def _customer_rule(checker: _Checker, item: dict, path: str, raw: dict) -> None:
             )
 
 
+def _notification_rule_rule(checker: _Checker, item: dict, path: str, raw: dict) -> None:
+    if item.get("kind") == "spend_threshold" and "feature" in item:
+        checker.error(
+            f"{path}.feature", "a spend threshold watches the whole invoice; leave the feature out."
+        )
+
+
 def _interval_rule(start: str, end: str) -> Callable[[_Checker, dict, str, dict], None]:
     def rule(checker: _Checker, item: dict, path: str, raw: dict) -> None:
         if item.get(start) and item.get(end) and item[end] <= item[start]:
@@ -431,6 +487,7 @@ def _interval_rule(start: str, end: str) -> Callable[[_Checker, dict, str, dict]
 # Checks across the keys of one object: (checker, checked item, path, item as written)
 _RULES: dict[str, Callable[[_Checker, dict, str, dict], None]] = {
     "entitlement": _entitlement_rule,
+    "notification_rule": _notification_rule_rule,
     "customer": _customer_rule,
     "subsidiary": _customer_rule,
     "consumer": _interval_rule("valid_from", "valid_to"),

@@ -54,12 +54,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, the session user and messages are Django's, skipped for requests under
+    # /api/ that carry a bearer API key (see core.middleware).
+    "core.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",  # as is: check --deploy looks for it
+    "core.middleware.BrowserAuthenticationMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",  # who made each audited change
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -83,8 +85,18 @@ TEMPLATES = [
 
 # PostgreSQL everywhere: DATABASE_URL when set, otherwise the embedded server under var/.
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded_postgres_url()
+# Persistent connections (60 s) without a health check per request: the check is a
+# `SELECT 1` round trip before every request's first query, on the gateways' hot path
+# (the entitlement check's only other statement is its usage). After PostgreSQL restarts, a worker's old connection fails once:
+# that request errors (the value check retries it once on a new connection), and Django
+# closes the broken connection when the request ends, so the next one reconnects.
+# DATABASE_HEALTH_CHECKS=true restores the check. See docs/performance.md.
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=60,
+        conn_health_checks=env_bool("DATABASE_HEALTH_CHECKS", default=False),
+    )
 }
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 # Two test runs at once on one server need different test database names.
@@ -165,6 +177,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["core.api.permissions.HasScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.api.negotiation.ContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.Pagination",

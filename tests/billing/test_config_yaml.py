@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from billing.config import config_export
 from billing.models import Plan, PlanVersion, RateCard, Subscription, WebhookEndpoint
+from billing.models.notifications import NotificationRule
 from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
 from metering.models import Feature, Meter
 from metering.services import meter_create
@@ -27,6 +28,7 @@ MODELS = (
     PlanVersion,
     RateCard,
     WebhookEndpoint,
+    NotificationRule,
     Customer,
     ConsumerMapping,
     Subscription,
@@ -86,7 +88,29 @@ def edited(*replacements: tuple[str, str]) -> str:
     return text
 
 
+OPS_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the example's
+RULES = """
+notification_rules:
+  - key: api-calls-usage
+    kind: entitlement_threshold
+    feature: api_calls
+    thresholds: [{percent: 80}, {percent: 100}, {usage: 1000000}]
+    endpoints: [ops]
+  - key: globex-spend
+    kind: spend_threshold
+    customer: globex
+    thresholds: [{amount: "10000.00"}]
+    endpoints: [ops]
+"""
+
+
+def with_rules(text: str | None = None, rules: str = RULES) -> str:
+    """The example (or ``text``) with notification rules added."""
+    return (EXAMPLE.read_text() if text is None else text) + rules
+
+
 def empty_the_database() -> None:
+    NotificationRule.objects.all().delete()
     Subscription.objects.all().delete()
     ConsumerMapping.objects.all().delete()
     ConsumerMappingChange.objects.all().delete()
@@ -157,16 +181,20 @@ def test_apply_export_apply_reports_no_changes(tmp_path):
     assert 'unit_price: "0.002"' in exported  # decimals travel as strings
 
 
-def test_an_export_applied_to_an_empty_database_recreates_the_configuration(tmp_path):
-    apply(tmp_path)
+def test_an_export_applied_to_an_empty_database_recreates_the_configuration(
+    tmp_path, monkeypatch
+):
+    apply(tmp_path, with_rules())
     exported = export_text(tmp_path)
     before = config_export()
     empty_the_database()
+    monkeypatch.setenv("WEBHOOK_SECRET_OPS", OPS_SECRET)  # where the secret lives
 
     apply(tmp_path, exported)
 
     assert config_export() == before
     assert export_text(tmp_path) == exported
+    assert WebhookEndpoint.objects.get(key="ops").secret == OPS_SECRET
 
 
 def test_a_dry_run_prints_the_changes_and_changes_nothing(tmp_path):
@@ -423,3 +451,154 @@ def test_settings_a_rail_normalises_are_compared_as_the_rail_stores_them(tmp_pat
     assert Customer.objects.get(key="initech").rail_settings["account_last4"] == "6789"
 
     assert apply(tmp_path) == ["No changes."]
+
+
+# -- notification rules and webhook endpoints ------------------------------------------
+
+
+def test_notification_rules_are_created_with_their_feature_customer_and_endpoints(tmp_path):
+    lines = apply(tmp_path, with_rules())
+
+    assert "+ notification rule api-calls-usage" in lines
+    assert "+ notification rule globex-spend" in lines
+    usage = NotificationRule.objects.get(key="api-calls-usage")
+    assert (usage.kind, usage.feature.key, usage.customer) == (
+        "entitlement_threshold",
+        "api_calls",
+        None,
+    )
+    assert usage.thresholds == [{"percent": 80}, {"percent": 100}, {"usage": 1000000}]
+    assert [e.key for e in usage.endpoints.all()] == ["ops"]
+    spend = NotificationRule.objects.get(key="globex-spend")
+    assert (spend.customer.key, spend.feature, spend.thresholds) == (
+        "globex",
+        None,
+        [{"amount": "10000.00"}],
+    )
+    assert apply(tmp_path, with_rules()) == ["No changes."]
+
+
+def test_a_changed_rule_is_reported_by_field_and_a_rule_not_in_the_file_is_kept(tmp_path):
+    apply(tmp_path, with_rules())
+    text = with_rules().replace("{percent: 100}, ", "").replace(
+        '    endpoints: [ops]\n"""', ""
+    )
+    text = text.replace(
+        "    kind: spend_threshold\n    customer: globex\n",
+        "    kind: spend_threshold\n    customer: globex\n    enabled: false\n",
+    )
+
+    lines = apply(tmp_path, text)
+
+    assert lines[:2] == [
+        "~ notification rule api-calls-usage: thresholds",
+        "~ notification rule globex-spend: enabled",
+    ]
+    assert NotificationRule.objects.get(key="globex-spend").enabled is False
+    assert apply(tmp_path, EXAMPLE.read_text()) == [
+        "kept (not in file): notification rules api-calls-usage, globex-spend",
+        "No changes.",
+    ]
+
+
+def test_apply_export_apply_with_rules_reports_no_changes_and_writes_no_secret(tmp_path):
+    apply(tmp_path, with_rules())
+
+    exported = export_text(tmp_path)
+
+    assert OPS_SECRET not in exported
+    assert "secret: {env: WEBHOOK_SECRET_OPS}" in exported
+    assert "notification_rules:\n  - key: api-calls-usage\n" in exported
+    assert apply(tmp_path, exported) == ["No changes."]
+    assert WebhookEndpoint.objects.get(key="ops").secret == OPS_SECRET  # kept as stored
+
+
+def test_a_secret_from_the_environment_replaces_the_stored_one(tmp_path, monkeypatch):
+    apply(tmp_path)
+    text = EXAMPLE.read_text().replace(
+        f"secret: {OPS_SECRET}", "secret: {env: OPS_HOOK_SECRET}"
+    )
+    monkeypatch.setenv("OPS_HOOK_SECRET", "whsec_rotated")
+
+    lines = apply(tmp_path, text)
+
+    assert lines[0] == "~ webhook endpoint ops: secret"
+    assert "whsec_rotated" not in "\n".join(lines)
+    assert WebhookEndpoint.objects.get(key="ops").secret == "whsec_rotated"
+
+
+def test_a_new_endpoint_whose_secret_variable_is_not_set_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBHOOK_SECRET_OPS", raising=False)
+    text = EXAMPLE.read_text().replace(
+        f"secret: {OPS_SECRET}", "secret: {env: WEBHOOK_SECRET_OPS}"
+    )
+
+    errors = apply_failing(tmp_path, text)
+
+    assert errors == [
+        "webhook_endpoints[0].secret: the environment variable WEBHOOK_SECRET_OPS is not "
+        "set; a new endpoint needs its signing secret."
+    ]
+    assert set(counts().values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        (
+            RULES.replace("feature: api_calls", "feature: api_callz"),
+            "notification_rules[0].feature: no feature 'api_callz' (did you mean 'api_calls'?)",
+        ),
+        (
+            RULES.replace("customer: globex", "customer: globx"),
+            "notification_rules[1].customer: no customer 'globx' (did you mean 'globex'?)",
+        ),
+        (
+            RULES.replace("endpoints: [ops]\n  - key: globex", "endpoints: [opz]\n  - key: globex"),
+            "notification_rules[0].endpoints[0]: no webhook endpoint 'opz' (did you mean 'ops'?)",
+        ),
+        (
+            RULES.replace('{amount: "10000.00"}', "{amount: 10000.00}"),
+            "notification_rules[1].thresholds[0].amount: a positive number (money as a string)",
+        ),
+        (
+            RULES.replace("{usage: 1000000}", "{amount: 5}"),
+            "notification_rules[0].thresholds[2]: one of percent, usage",
+        ),
+        (
+            RULES.replace("    customer: globex\n", "    feature: api_calls\n"),
+            "notification_rules[1].feature: a spend threshold watches the whole invoice",
+        ),
+        (
+            RULES.replace("customer: globex", "customer: globex-eu"),
+            "notification_rules[1].customer: globex-eu is billed on globex: a rule watches a "
+            "billing account; name globex.",
+        ),
+        (
+            RULES.replace("kind: spend_threshold", "kind: spend"),
+            "notification_rules[1].kind: must be one of entitlement_threshold, spend_threshold",
+        ),
+        (
+            RULES.replace("thresholds: [{percent: 80}, {percent: 100}, {usage: 1000000}]", "thresholds: [80]"),
+            "notification_rules[0].thresholds[0]: expected one name and its value",
+        ),
+        (
+            RULES + "  - key: api-calls-usage\n    kind: spend_threshold\n    thresholds: [{amount: \"1\"}]\n",
+            "notification_rules[2].key: 'api-calls-usage' appears twice (also notification_rules[0]).",
+        ),
+    ],
+)
+def test_a_rule_error_names_its_place_in_the_file_and_changes_nothing(tmp_path, rules, expected):
+    errors = apply_failing(tmp_path, with_rules(rules=rules))
+
+    assert any(line.startswith(expected) for line in errors), errors
+    assert set(counts().values()) == {0}
+
+
+def test_a_dry_run_shows_new_rules_and_makes_none(tmp_path):
+    apply(tmp_path)
+
+    lines = apply(tmp_path, with_rules(), "--dry-run")
+
+    assert lines[:2] == ["+ notification rule api-calls-usage", "+ notification rule globex-spend"]
+    assert not NotificationRule.objects.exists()

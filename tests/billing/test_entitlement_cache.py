@@ -331,3 +331,27 @@ def test_a_rollup_between_checks_changes_no_answer(api, world, ingest):
     usage_rollup(now=datetime(2026, 11, 21, tzinfo=UTC))
     assert check(api) == uncached() and check(api)["usage"] == 8
     assert check(api, at=(NOV + timedelta(days=40)).isoformat())["usage"] == 0
+
+
+def test_the_answer_is_the_same_bytes_as_ever(api, world):
+    metered = api.get("/api/v1/customers/acme/entitlements/api_calls/value", {"time": AT})
+    boolean = api.get("/api/v1/customers/acme/entitlements/sso/value", {"time": AT})
+
+    assert metered["Content-Type"] == "application/json"
+    assert metered.content == b'{"hasAccess":true,"balance":3,"usage":7,"overage":0}'
+    assert boolean.content == b'{"hasAccess":false}'
+
+
+def test_a_check_on_a_connection_the_server_closed_is_answered_on_a_new_one(api, world):
+    """Connections persist without a health check per request: after PostgreSQL
+    restarts (here: the server ends this connection), the check reconnects and answers."""
+    import psycopg
+
+    expected = check(api)
+    pid = connection.connection.info.backend_pid
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    assert check(api) == expected
+    assert connection.connection.info.backend_pid != pid

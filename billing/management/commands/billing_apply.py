@@ -9,7 +9,7 @@ from billing.config import ConfigError, config_apply, document_load
 class Command(BaseCommand):
     help = (
         "Make the database match a configuration file (meters, features, plans, webhook "
-        "endpoints, customers, consumers, subscriptions): create and update, never delete. "
+        "endpoints, notification rules, customers, consumers, subscriptions): create and update, never delete. "
         "One transaction: any error changes nothing. See docs/configuration.md."
     )
 

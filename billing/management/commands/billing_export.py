@@ -8,8 +8,10 @@ from billing.config import config_export, document_dump
 class Command(BaseCommand):
     help = (
         "Write the current configuration in the format billing_apply reads (standard "
-        "output by default). Includes webhook signing secrets and ACH account details: "
-        "keep the file as safe as the database."
+        "output by default). Webhook signing secrets are written as references to "
+        "environment variables (secret: {env: WEBHOOK_SECRET_<KEY>}), never in clear; "
+        "rail settings are written as stored (the ACH account number encrypted): keep the "
+        "file as safe as the database."
     )
 
     def add_arguments(self, parser):
