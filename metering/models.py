@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -109,13 +110,33 @@ class Event(models.Model):
 class UsageBucket(models.Model):
     """Usage of one meter by one subject (and the customer it mapped to) in one UTC hour,
     per combination of group-by values. Holds what every aggregation needs to stay exact
-    over any number of hours: count, sum, min, max, and the latest value with its time.
-    Distinct values for UNIQUE_COUNT live in ``UniqueValue``.
+    over any number of hours: count, sum, min, max, the latest value with its time, and
+    for UNIQUE_COUNT the bucket's distinct values (``unique_values``, sorted): a period's
+    unique count is the number of distinct values over its buckets, never a sum of
+    hourly counts.
+
+    Buckets are derived data, rebuilt from the events at will, and written only by the
+    rollup (``metering.rollup``) under the meter's watermark lock; their foreign keys are
+    therefore not database constraints (a constraint check per written bucket cost a third
+    of the rollup's writing, see docs/performance.md). Deleting a meter or customer through
+    the ORM still cascades or protects as declared. The identity constraint stays: it is
+    what makes a bucket unique.
     """
 
-    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="buckets")
+    meter = models.ForeignKey(
+        Meter,
+        on_delete=models.CASCADE,
+        related_name="buckets",
+        db_constraint=False,
+        db_index=False,  # the identity constraint leads with the meter
+    )
     customer = models.ForeignKey(
-        "customers.Customer", null=True, on_delete=models.PROTECT, related_name="usage_buckets"
+        "customers.Customer",
+        null=True,
+        on_delete=models.PROTECT,
+        related_name="usage_buckets",
+        db_constraint=False,
+        db_index=False,  # the identity constraint (meter, customer, hour, ...) serves reads
     )
     subject = models.CharField(max_length=255)
     hour = models.DateTimeField()
@@ -130,50 +151,28 @@ class UsageBucket(models.Model):
     latest_event_id = models.BigIntegerField(null=True)
     first_time = models.DateTimeField()
     last_time = models.DateTimeField()
+    unique_values = ArrayField(
+        models.TextField(),
+        null=True,
+        help_text="UNIQUE_COUNT only: the bucket's distinct values, sorted (NULL for other meters).",
+    )
 
     class Meta:
         constraints = [
+            # hour before subject: the same index answers (meter, customer, hour range)
             models.UniqueConstraint(
-                fields=["meter", "customer", "subject", "hour", "dims"],
+                fields=["meter", "customer", "hour", "subject", "dims"],
                 name="usage_bucket_identity",
                 nulls_distinct=False,
             )
         ]
         indexes = [
-            models.Index(fields=["meter", "customer", "hour"], name="usage_bucket_customer_hour"),
             models.Index(fields=["meter", "hour"], name="usage_bucket_meter_hour"),
             models.Index(fields=["subject", "hour"], name="usage_bucket_subject_hour"),
         ]
 
     def __str__(self) -> str:
         return f"{self.meter_id}/{self.subject} @ {self.hour.isoformat()}"
-
-
-class UniqueValue(models.Model):
-    """A distinct value seen by a UNIQUE_COUNT meter in one bucket; a period's unique
-    count is the number of distinct values over its buckets, never a sum of hourly counts."""
-
-    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="unique_values")
-    customer = models.ForeignKey(
-        "customers.Customer", null=True, on_delete=models.PROTECT, related_name="+"
-    )
-    subject = models.CharField(max_length=255)
-    hour = models.DateTimeField()
-    dims = models.JSONField(default=dict)
-    value = models.TextField()
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["meter", "customer", "subject", "hour", "dims", "value"],
-                name="unique_value_identity",
-                nulls_distinct=False,
-            )
-        ]
-        indexes = [models.Index(fields=["meter", "hour"], name="unique_value_meter_hour")]
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class RollupState(models.Model):

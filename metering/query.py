@@ -314,7 +314,9 @@ class _Statement:
             for name, values in self.query.filter_group_by.items()
         ]
 
-    def rolled_up(self, table: str, columns: str) -> str:
+    def rolled_up(self, columns: str, *, distinct_values: bool = False) -> str:
+        """The meter's buckets in range; with ``distinct_values``, one row per distinct
+        value each bucket keeps (UNIQUE_COUNT), as ``uv.value``."""
         where = [
             f"t.meter_id = {self.meter_id}",
             *self.bounds("t.hour"),
@@ -326,7 +328,13 @@ class _Statement:
             where.append(f"t.customer_id = ANY({self.customers}::bigint[])")
         return (
             f"SELECT {self.window('t.hour')}, t.subject, t.customer_id, t.dims, {columns} "
-            f"FROM {table} t WHERE {' AND '.join(where)}"
+            "FROM metering_usagebucket t"
+            + (
+                " CROSS JOIN LATERAL unnest(t.unique_values) AS uv(value)"
+                if distinct_values
+                else ""
+            )
+            + f" WHERE {' AND '.join(where)}"
         )
 
     def events(self, *, fresh_only: bool) -> str:
@@ -368,7 +376,6 @@ class _Statement:
             return [self.events(fresh_only=False)]
         parts = [
             self.rolled_up(
-                "metering_usagebucket",
                 "t.event_count, t.value_count, t.value_sum, t.value_min, t.value_max, "
                 "t.latest_time, t.latest_event_id, t.latest_value, t.first_time, t.last_time, "
                 "NULL::text",
@@ -377,10 +384,10 @@ class _Statement:
         if self.meter.aggregation == Aggregation.UNIQUE_COUNT:
             parts.append(
                 self.rolled_up(
-                    "metering_uniquevalue",
                     "0::bigint, 0::bigint, 0::numeric, NULL::numeric, NULL::numeric, "
                     "NULL::timestamptz, NULL::bigint, NULL::numeric, NULL::timestamptz, "
-                    "NULL::timestamptz, t.value",
+                    "NULL::timestamptz, uv.value",
+                    distinct_values=True,
                 )
             )
         parts.append(self.events(fresh_only=True))

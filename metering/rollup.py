@@ -3,8 +3,9 @@
 Each meter has a watermark: a transaction id below which every event is in its buckets.
 A run locks the meter's watermark row, takes ``pg_snapshot_xmin`` of its own snapshot as
 the new horizon (every transaction below it has finished, so no event with a lower id
-can still appear), aggregates the events stamped in ``[watermark, horizon)`` into the
-buckets with one upsert, and moves the watermark, all in one transaction. Re-running is
+can still appear), aggregates the events stamped in ``[watermark, horizon)`` into a
+temporary table with one GROUP BY, folds that into the buckets with one upsert (a plain
+INSERT on a meter's first run), and moves the watermark, all in one transaction. Re-running is
 harmless and two workers serialise on the row lock, so an event is counted exactly once;
 an ingest transaction that commits late is simply picked up by the next run.
 """
@@ -29,33 +30,47 @@ class RollupResult:
     watermark: int
 
 
-_BUCKET_UPSERT = """
-WITH agg AS (
-SELECT %(meter)s::bigint AS meter_id, m.customer_id, s.subject, s.hour, s.dims,
-       count(*) AS event_count, count(s.v) AS value_count, coalesce(sum(s.v), 0) AS value_sum,
-       min(s.v) AS value_min, max(s.v) AS value_max,
+# One GROUP BY over the events into a temporary table (no WAL, no index); the buckets
+# and the touched days are then written from it, so the events are read once per run, a
+# UNIQUE_COUNT meter's distinct values included.
+_AGGREGATE = """
+CREATE TEMPORARY TABLE metering_rollup_agg ON COMMIT DROP AS
+SELECT m.customer_id, s.subject, s.hour, {dims} AS dims,
+       count(*) AS event_count, {values},
        {latest},
-       min(s.time) AS first_time, max(s.time) AS last_time
+       min(s.time) AS first_time, max(s.time) AS last_time,
+       {unique_values} AS unique_values
 FROM (
-    -- OFFSET 0 keeps the planner from inlining the value and dimension expressions into
-    -- every aggregate: each event's JSON is read once, and the sort carries no JSON.
     SELECT e.id, e.subject, e.time, date_trunc('hour', e.time, 'UTC') AS hour,
-           {dims} AS dims, {value} AS v
+           {dim_columns}{value} AS v, {unique} AS u
     FROM metering_event e
     WHERE e.type = %(type)s AND {where}
-    OFFSET 0
+    {fence}
 ) s
 LEFT JOIN customers_consumermapping m
        ON m.consumer_key = s.subject AND m.valid_from <= s.time
       AND (m.valid_to IS NULL OR s.time < m.valid_to)
-GROUP BY m.customer_id, s.subject, s.hour, s.dims
-), upserted AS (
+GROUP BY m.customer_id, s.subject, s.hour{dim_groups}
+-- identity order: the buckets are written in it, each index page visited once
+ORDER BY m.customer_id, s.hour, s.subject
+"""
+
+_BUCKET_WRITE = """
 INSERT INTO metering_usagebucket AS b (
     meter_id, customer_id, subject, hour, dims, event_count, value_count, value_sum,
-    value_min, value_max, latest_time, latest_value, latest_event_id, first_time, last_time
+    value_min, value_max, latest_time, latest_value, latest_event_id, first_time, last_time,
+    unique_values
 )
-SELECT * FROM agg
-ON CONFLICT (meter_id, customer_id, subject, hour, dims) DO UPDATE SET
+SELECT %(meter)s, customer_id, subject, hour, dims, event_count, value_count, value_sum,
+       value_min, value_max, latest_time, latest_value, latest_event_id, first_time, last_time,
+       unique_values
+FROM metering_rollup_agg  -- read back in the order written: identity order
+{on_conflict}
+"""
+
+# Distinct values merge as sets; both sides are sorted and distinct already.
+_ON_CONFLICT = """
+ON CONFLICT (meter_id, customer_id, hour, subject, dims) DO UPDATE SET
     event_count = b.event_count + EXCLUDED.event_count,
     value_count = b.value_count + EXCLUDED.value_count,
     value_sum = b.value_sum + EXCLUDED.value_sum,
@@ -65,15 +80,19 @@ ON CONFLICT (meter_id, customer_id, subject, hour, dims) DO UPDATE SET
     latest_value = CASE WHEN {newer} THEN EXCLUDED.latest_value ELSE b.latest_value END,
     latest_event_id = CASE WHEN {newer} THEN EXCLUDED.latest_event_id ELSE b.latest_event_id END,
     first_time = LEAST(b.first_time, EXCLUDED.first_time),
-    last_time = GREATEST(b.last_time, EXCLUDED.last_time)
-RETURNING 1
-), touched AS (
+    last_time = GREATEST(b.last_time, EXCLUDED.last_time),
+    unique_values = CASE
+        WHEN b.unique_values IS NULL THEN EXCLUDED.unique_values
+        WHEN EXCLUDED.unique_values IS NULL THEN b.unique_values
+        ELSE ARRAY(SELECT DISTINCT v FROM unnest(b.unique_values || EXCLUDED.unique_values) AS v ORDER BY v)
+    END
+"""
+
+_TOUCH = """
 INSERT INTO metering_usagetouch (customer_id, day, xid)
 SELECT DISTINCT customer_id, (hour AT TIME ZONE 'UTC')::date, pg_current_xact_id()::text::bigint
-FROM agg WHERE customer_id IS NOT NULL
+FROM metering_rollup_agg WHERE customer_id IS NOT NULL
 ON CONFLICT (customer_id, day) DO UPDATE SET xid = EXCLUDED.xid
-)
-SELECT (SELECT coalesce(sum(event_count), 0) FROM agg)::bigint, (SELECT count(*) FROM upserted)
 """
 
 _NEWER = (
@@ -86,40 +105,82 @@ _LATEST = """max(s.time) FILTER (WHERE s.v IS NOT NULL) AS latest_time,
        (array_agg(s.v ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_value,
        (array_agg(s.id ORDER BY s.time DESC, s.id DESC) FILTER (WHERE s.v IS NOT NULL))[1] AS latest_event_id"""
 _NO_LATEST = "NULL::timestamptz AS latest_time, NULL::numeric AS latest_value, NULL::bigint AS latest_event_id"
-
-_UNIQUE_INSERT = """
-INSERT INTO metering_uniquevalue (meter_id, customer_id, subject, hour, dims, value)
-SELECT DISTINCT %(meter)s, m.customer_id, s.subject, s.hour, s.dims, s.u
-FROM (
-    SELECT e.subject, e.time, date_trunc('hour', e.time, 'UTC') AS hour, {dims} AS dims, {unique} AS u
-    FROM metering_event e
-    WHERE e.type = %(type)s AND {where}
-    OFFSET 0
-) s
-LEFT JOIN customers_consumermapping m
-       ON m.consumer_key = s.subject AND m.valid_from <= s.time
-      AND (m.valid_to IS NULL OR s.time < m.valid_to)
-WHERE s.u IS NOT NULL
-ON CONFLICT DO NOTHING
-"""
+_VALUES = """count(s.v) AS value_count, coalesce(sum(s.v), 0) AS value_sum,
+       min(s.v) AS value_min, max(s.v) AS value_max"""
+# COUNT and UNIQUE_COUNT have no numeric value: what the aggregates would give, as constants.
+_NO_VALUES = (
+    "0::bigint AS value_count, 0::numeric AS value_sum, "
+    "NULL::numeric AS value_min, NULL::numeric AS value_max"
+)
+_UNIQUE_VALUES = "array_agg(DISTINCT s.u ORDER BY s.u) FILTER (WHERE s.u IS NOT NULL)"
 
 
-def _aggregate(cursor, meter: Meter, where: str, where_params: dict) -> tuple[int, int]:
-    """Fold the meter's events matching ``where`` into its buckets; (events, buckets)."""
+def _aggregate(
+    cursor, meter: Meter, where: str, where_params: dict, *, first_run: bool = False
+) -> tuple[int, int]:
+    """Fold the meter's events matching ``where`` into its buckets; (events, buckets).
+
+    Runs inside the caller's transaction, which holds the meter's watermark lock: nothing
+    else writes the meter's buckets meanwhile. ``first_run`` (the watermark is still 0)
+    lets a meter without any bucket take a plain INSERT.
+    """
     params: dict = {}
-    dims = sql.dims_expr(meter, params)
+    # grouped by the dimensions' text values; the jsonb is built once per bucket
+    columns = sql.dims_columns(meter, params)
+    dims = "'{}'::jsonb"
+    if columns:
+        dims = (
+            "jsonb_build_object("
+            + ", ".join(f"{name}::text, s.d{i}" for i, (name, _) in enumerate(columns))
+            + ")"
+        )
+    dim_columns = "".join(f"{expr} AS d{i}, " for i, (_, expr) in enumerate(columns))
+    dim_groups = "".join(f", s.d{i}" for i in range(len(columns)))
     is_unique = meter.aggregation == Aggregation.UNIQUE_COUNT
-    # a unique count's values are text kept in UniqueValue, never numbers in the buckets
+    # a unique count's values are text kept in the bucket's unique_values, never numbers
     value = "NULL::numeric" if is_unique else sql.value_expr(meter, params)
-    unique = sql.unique_expr(meter, params) if is_unique else None
+    has_value = meter.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
+    unique = sql.unique_expr(meter, params) if is_unique else "NULL::text"
     latest = _LATEST if meter.aggregation == Aggregation.LATEST else _NO_LATEST
+    # The planner inlines the value's expression into each aggregate that names it. For
+    # LATEST, OFFSET 0 stops that: its ordered aggregates would otherwise sort every
+    # event's whole JSON. Elsewhere reading the value four times costs less than what the
+    # fence costs: it keeps the GROUP BY out of parallel workers (measured, see
+    # docs/performance.md).
+    fence = "OFFSET 0" if meter.aggregation == Aggregation.LATEST else ""
     params.update({"meter": meter.pk, "type": meter.event_type, **where_params})
     cursor.execute(
-        _BUCKET_UPSERT.format(dims=dims, value=value, where=where, newer=_NEWER, latest=latest), params
+        _AGGREGATE.format(
+            dims=dims,
+            dim_columns=dim_columns,
+            dim_groups=dim_groups,
+            values=_VALUES if has_value else _NO_VALUES,
+            value=value,
+            unique=unique,
+            where=where,
+            latest=latest,
+            fence=fence,
+            unique_values=_UNIQUE_VALUES if is_unique else "NULL::text[]",
+        ),
+        params,
     )
-    events, buckets = cursor.fetchone()
-    if unique is not None:
-        cursor.execute(_UNIQUE_INSERT.format(dims=dims, unique=unique, where=where), params)
+    cursor.execute("SELECT coalesce(sum(event_count), 0)::bigint FROM metering_rollup_agg")
+    events = cursor.fetchone()[0]
+    # A meter without buckets yet (a catch-up from scratch) takes a plain INSERT, which
+    # skips the speculative insertion of ON CONFLICT: no bucket can conflict while the
+    # watermark lock is held, and the identity constraint would refuse a duplicate
+    # rather than count it twice.
+    empty = False
+    if first_run:
+        cursor.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM metering_usagebucket WHERE meter_id = %s)", [meter.pk]
+        )
+        empty = cursor.fetchone()[0]
+    on_conflict = "" if empty else _ON_CONFLICT.format(newer=_NEWER)
+    cursor.execute(_BUCKET_WRITE.format(on_conflict=on_conflict), params)
+    buckets = cursor.rowcount
+    cursor.execute(_TOUCH)
+    cursor.execute("DROP TABLE metering_rollup_agg")
     return events, buckets
 
 
@@ -144,7 +205,11 @@ def meter_rollup(*, meter: Meter, now: datetime) -> RollupResult:
         if horizon <= watermark:
             return RollupResult(meter=meter.key, events=0, buckets=0, watermark=watermark)
         events, buckets = _aggregate(
-            cursor, meter, "e.xid >= %(lo)s AND e.xid < %(hi)s", {"lo": watermark, "hi": horizon}
+            cursor,
+            meter,
+            "e.xid >= %(lo)s AND e.xid < %(hi)s",
+            {"lo": watermark, "hi": horizon},
+            first_run=watermark == 0,
         )
         RollupState.objects.filter(meter=meter).update(
             watermark=horizon, last_run_at=now, events_rolled_up=F("events_rolled_up") + events
@@ -187,10 +252,6 @@ def subject_reattribute(
             FROM gone WHERE customer_id IS NOT NULL
             ON CONFLICT (customer_id, day) DO UPDATE SET xid = EXCLUDED.xid
             """,
-            bounds,
-        )
-        cursor.execute(
-            f"DELETE FROM metering_uniquevalue WHERE meter_id = %(meter)s AND subject = %(subject)s AND {hour_range}",
             bounds,
         )
         where = (

@@ -99,7 +99,7 @@ _SERIES_VALUES = {
         "(array_agg(b.latest_value ORDER BY b.latest_time DESC, b.latest_event_id DESC)"
         " FILTER (WHERE b.latest_time IS NOT NULL))[1]"
     ),
-    Aggregation.UNIQUE_COUNT: "count(DISTINCT b.value)",
+    Aggregation.UNIQUE_COUNT: "count(DISTINCT uv.value)",
 }
 _ADDITIVE = {Aggregation.COUNT, Aggregation.SUM, Aggregation.UNIQUE_COUNT}
 
@@ -131,11 +131,9 @@ def usage_series(
         raise ValidationError({"feature": f"{feature.key} is not a feature of meter {meter.key}."})
     starts = series_windows(start=start, end=end, window=window, zone=zone)
     aggregation = Aggregation(meter.aggregation)
-    table = (
-        "metering_uniquevalue"
-        if aggregation == Aggregation.UNIQUE_COUNT
-        else "metering_usagebucket"
-    )
+    table = "metering_usagebucket b"
+    if aggregation == Aggregation.UNIQUE_COUNT:  # one row per distinct value of each bucket
+        table += " CROSS JOIN LATERAL unnest(b.unique_values) AS uv(value)"
     where = ["b.meter_id = %(meter)s", "b.hour >= %(start)s", "b.hour < %(end)s"]
     params: dict[str, object] = {
         "meter": meter.pk,
@@ -150,7 +148,7 @@ def usage_series(
     where += _dimension_filters(feature.filters if feature else {}, params)
     text = (
         f"SELECT date_trunc(%(unit)s::text, b.hour, %(tz)s::text) AS w, {_SERIES_VALUES[aggregation]} "
-        f"FROM {table} b WHERE {' AND '.join(where)} GROUP BY 1"
+        f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1"
     )
     with connection.cursor() as cursor:
         cursor.execute(text, params)

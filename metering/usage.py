@@ -120,10 +120,10 @@ FROM parts GROUP BY customer_id
 _DISTINCT = """
 WITH wm AS (SELECT coalesce((SELECT watermark FROM metering_rollupstate WHERE meter_id = %(meter)s), 0) AS w),
 vals AS (
-    SELECT u.customer_id, u.value
-    FROM metering_uniquevalue u
-    WHERE u.meter_id = %(meter)s AND u.customer_id = ANY(%(customers)s)
-      AND u.hour >= %(inner_start)s AND u.hour < %(inner_end)s AND {bucket_filter}
+    SELECT b.customer_id, v.value
+    FROM metering_usagebucket b CROSS JOIN LATERAL unnest(b.unique_values) AS v(value)
+    WHERE b.meter_id = %(meter)s AND b.customer_id = ANY(%(customers)s)
+      AND b.hour >= %(inner_start)s AND b.hour < %(inner_end)s AND {bucket_filter}
     UNION
     SELECT r.customer_id, r.u FROM (
         SELECT m.customer_id, {unique} AS u, {dims} AS dims
@@ -203,7 +203,7 @@ def usage_partials(
                 _DISTINCT.format(
                     unique=unique,
                     dims=dims,
-                    bucket_filter=_filters_sql(filters, params, "u.dims"),
+                    bucket_filter=_filters_sql(filters, params, "b.dims"),
                     raw_filter=raw_filter,
                 ),
                 params,

@@ -151,7 +151,7 @@ def world(django_db_setup, django_db_blocker):
         finally:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "TRUNCATE metering_event, metering_eventkey, metering_uniquevalue, "
+                    "TRUNCATE metering_event, metering_eventkey, "
                     "metering_usagebucket, metering_rollupstate, metering_meter, "
                     "customers_consumermapping, customers_consumermappingchange, "
                     "customers_customer CASCADE"

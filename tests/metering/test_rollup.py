@@ -11,8 +11,9 @@ from django.db import connection, transaction
 from django.db.models import Sum
 
 from customers.services import consumer_key_move, consumer_mapping_create
-from metering.models import Meter, UniqueValue, UsageBucket
+from metering.models import Meter, UsageBucket
 from metering.services import meter_create, usage_rollup
+from metering.usage import usage_partials
 from tests.factories import CustomerFactory
 from tests.metering.conftest import cloud_event
 
@@ -40,6 +41,34 @@ def bucket_totals(meter: Meter) -> dict:
         ): (b.event_count, b.value_sum)
         for b in UsageBucket.objects.filter(meter=meter).select_related("customer")
     }
+
+
+def unique_values(meter: Meter) -> dict:
+    return {
+        (b.subject, b.hour.isoformat(), b.customer.key if b.customer else None): b.unique_values
+        for b in UsageBucket.objects.filter(meter=meter).select_related("customer")
+    }
+
+
+def month_unique_count(meter: Meter, customers=None) -> int:
+    """The exact distinct count over November, as billing reads it (whole hours from the
+    buckets); unattributed usage when no customers are given."""
+    if customers is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(DISTINCT v) FROM metering_usagebucket b, unnest(b.unique_values) v "
+                "WHERE b.meter_id = %s",
+                [meter.pk],
+            )
+            return cursor.fetchone()[0]
+    partials = usage_partials(
+        meter=meter,
+        filters={},
+        customer_ids=[c.pk for c in customers],
+        start=datetime(2026, 11, 1, tzinfo=UTC),
+        end=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    return partials[-1].distinct
 
 
 @pytest.mark.django_db(transaction=True)
@@ -133,9 +162,71 @@ def test_unique_counts_keep_distinct_values_not_hourly_sums(ingest):
         cloud_event(4, time="2026-11-01T11:00:00Z", user="u2"),
     )
     usage_rollup(now=NOW)
-    values = UniqueValue.objects.filter(meter=meter)
-    assert values.count() == 3  # u1 in two hours, u2 in one
-    assert values.values("value").distinct().count() == 2  # the month's exact unique count
+    assert unique_values(meter) == {
+        ("acme-gw", "2026-11-01T10:00:00+00:00", None): ["u1"],
+        ("acme-gw", "2026-11-01T11:00:00+00:00", None): ["u1", "u2"],
+    }
+    assert month_unique_count(meter) == 2  # the month's exact unique count, not 1 + 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unique_values_of_a_bucket_merge_across_incremental_runs(ingest):
+    meter = meter_create(
+        key="users", event_type="request", aggregation="UNIQUE_COUNT", value_property="$.user"
+    )
+    ingest(
+        cloud_event(1, time="2026-11-01T10:00:00Z", user="u2"),
+        cloud_event(2, time="2026-11-01T10:10:00Z", user="u1"),
+    )
+    usage_rollup(now=NOW)
+    ingest(
+        cloud_event(3, time="2026-11-01T10:20:00Z", user="u3"),
+        cloud_event(4, time="2026-11-01T10:30:00Z", user="u1"),  # already in the bucket
+        cloud_event(5, time="2026-11-01T12:00:00Z", user="u2"),  # a new bucket
+    )
+    usage_rollup(now=NOW)
+    ingest(cloud_event(6, time="2026-11-01T10:40:00Z"))  # no value: counted, adds none
+    usage_rollup(now=NOW)
+    assert unique_values(meter) == {
+        ("acme-gw", "2026-11-01T10:00:00+00:00", None): ["u1", "u2", "u3"],
+        ("acme-gw", "2026-11-01T12:00:00+00:00", None): ["u2"],
+    }
+    assert UsageBucket.objects.filter(meter=meter).aggregate(n=Sum("event_count"))["n"] == 6
+    assert month_unique_count(meter) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unique_values_follow_their_events_when_a_consumer_is_reattributed(ingest):
+    acme, globex = CustomerFactory(key="acme"), CustomerFactory(key="globex")
+    meter = meter_create(
+        key="users", event_type="request", aggregation="UNIQUE_COUNT", value_property="$.user"
+    )
+    ingest(
+        cloud_event(1, subject="shared", time="2026-11-01T10:10:00Z", user="u1"),
+        cloud_event(2, subject="shared", time="2026-11-01T10:40:00Z", user="u2"),
+        cloud_event(3, subject="shared", time="2026-11-01T10:50:00Z", user="u1"),
+        cloud_event(4, subject="shared", time="2026-11-02T09:00:00Z", user="u3"),
+    )
+    usage_rollup(now=NOW)
+    assert unique_values(meter) == {
+        ("shared", "2026-11-01T10:00:00+00:00", None): ["u1", "u2"],
+        ("shared", "2026-11-02T09:00:00+00:00", None): ["u3"],
+    }
+    consumer_mapping_create(
+        consumer_key="shared", customer=acme, valid_from=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    consumer_key_move(
+        consumer_key="shared", to_customer=globex, at=datetime(2026, 11, 1, 10, 30, tzinfo=UTC)
+    )
+    usage_rollup(now=NOW)
+    assert unique_values(meter) == {
+        ("shared", "2026-11-01T10:00:00+00:00", "acme"): ["u1"],
+        ("shared", "2026-11-01T10:00:00+00:00", "globex"): ["u1", "u2"],
+        ("shared", "2026-11-02T09:00:00+00:00", "globex"): ["u3"],
+    }
+    assert month_unique_count(meter, customers=[acme]) == 1
+    assert month_unique_count(meter, customers=[globex]) == 3
+    assert month_unique_count(meter, customers=[acme, globex]) == 3
 
 
 @pytest.mark.django_db(transaction=True)
