@@ -362,7 +362,11 @@ def rate_period(
                 segment.append(
                     RatedLine(
                         kind=LineKind.MINIMUM_TRUE_UP,
-                        description=f"Minimum commitment {quantize(commitment, currency)} {currency} (charges {charges})",
+                        description=(
+                            f"Minimum commitment true-up ({quantize(commitment, currency):,} "
+                            f"{currency} committed, {quantize(charges, currency):,} {currency} "
+                            "charged)"
+                        ),
                         customer_id=account.pk,
                         period_start=start,
                         period_end=end,
