@@ -8,9 +8,12 @@ cannot carry a price exactly.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from billing.documents import format_price, format_quantity
 from billing.pricing import FlatPrice, PriceError, Tier, UsagePrice, price_validate
 
 USAGE_KEYS = {
@@ -158,3 +161,118 @@ def price_dump(price: FlatPrice | UsagePrice) -> dict:
     if price.maximum is not None:
         out["maximum"] = _text(price.maximum)
     return out
+
+
+# ---------------------------------------------------------------- for people
+
+
+@dataclass(frozen=True)
+class TierText:
+    """One tier of a graduated or volume price, as people read it."""
+
+    units: str  # "1 – 1,000,000", "over 10,000,000"
+    unit_price: str  # "$0.0015"
+    flat_price: str  # "$100.00", or "" for none
+
+
+@dataclass(frozen=True)
+class PriceText:
+    """A stored price in words: ``summary`` ("$0.002 per API call, first 1,000
+    included"), and for graduated and volume prices their ``tiers``, one row each."""
+
+    summary: str
+    tiers: tuple[TierText, ...] = ()
+    valid: bool = True
+
+
+def unit_nouns(name: str) -> tuple[str, str]:
+    """What one unit and many units of a feature are called, from its (plural) name:
+    ``"API calls"`` → ``("API call", "API calls")``; a name that does not read as a
+    plural counts "units of" it."""
+    words = name.replace("_", " ").split()  # a feature without a name: its key
+    if not words:
+        return "unit", "units"
+    if len(words[0]) > 1 and words[0][0].isupper() and words[0][1:].islower():
+        words[0] = words[0].lower()  # "Flights API calls" → "flights API calls"
+    *head, last = words
+    lower = last.lower()
+    if lower.endswith("ies") and len(last) > 3:
+        single = last[:-3] + "y"
+    elif lower.endswith(("sses", "xes", "zes", "ches", "shes")):
+        single = last[:-2]
+    elif lower.endswith("s") and not lower.endswith(("ss", "us", "is")):
+        single = last[:-1]
+    else:
+        plural = " ".join(words)
+        return f"unit of {plural}", f"units of {plural}"
+    return " ".join([*head, single]), " ".join(words)
+
+
+def _tier_units(low: Decimal, high: Decimal | None) -> str:
+    """The units a tier holds: ``(low, high]``, whole units ``low + 1`` to ``high``."""
+    if high is None:
+        return f"over {format_quantity(low)}"
+    if low == low.to_integral_value():
+        return f"{format_quantity(low + 1)} – {format_quantity(high)}"
+    return f"over {format_quantity(low)}, up to {format_quantity(high)}"
+
+
+def price_describe(
+    price: Any, *, currency: str, unit: str = "unit", units: str = "units"
+) -> PriceText:
+    """A stored price in words, money as the invoice prints it: ``unit`` and ``units``
+    name what is counted (see ``unit_nouns``). A price that does not parse is shown as
+    stored, with ``valid`` false, never raised: this is for reading, not rating."""
+    try:
+        parsed = price_parse(price)
+    except PriceFormatError as exc:
+        return PriceText(
+            summary=f"{json.dumps(price, sort_keys=True)} (not valid: {exc})", valid=False
+        )
+
+    def money(amount: Decimal | None) -> str:
+        return format_price(amount, currency)
+
+    if isinstance(parsed, FlatPrice):
+        when = "in advance" if parsed.timing == "in_advance" else "in arrears"
+        return PriceText(summary=f"{money(parsed.amount)} flat fee per period, billed {when}")
+    tiers: tuple[TierText, ...] = ()
+    if parsed.model == "unit":
+        summary = (
+            f"Free: no charge per {unit}"
+            if parsed.unit_price == 0
+            else f"{money(parsed.unit_price)} per {unit}"
+        )
+    elif parsed.model == "package":
+        size = parsed.package_size
+        what = unit if size == 1 else f"{format_quantity(size)} {units}"
+        summary = f"{money(parsed.package_price)} per {what}"
+        if size != 1:
+            summary += " (a started package counts in full)"
+    else:
+        how = (
+            f"each tier prices the {units} that fall in it"
+            if parsed.model == "graduated"
+            else f"the tier the total reaches prices all {units}"
+        )
+        summary = f"{parsed.model.capitalize()} per {unit}: {how}"
+        low = Decimal(0)
+        rows = []
+        for tier in parsed.tiers:
+            rows.append(
+                TierText(
+                    units=_tier_units(low, tier.up_to),
+                    unit_price=money(tier.unit_price),
+                    flat_price=money(tier.flat_price) if tier.flat_price else "",
+                )
+            )
+            low = tier.up_to if tier.up_to is not None else low
+        tiers = tuple(rows)
+    extras = []
+    if parsed.included:
+        extras.append(f"first {format_quantity(parsed.included)} included")
+    if parsed.minimum is not None:
+        extras.append(f"at least {money(parsed.minimum)} per period")
+    if parsed.maximum is not None:
+        extras.append(f"at most {money(parsed.maximum)} per period")
+    return PriceText(summary=", ".join([summary, *extras]), tiers=tiers)

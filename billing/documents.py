@@ -103,8 +103,13 @@ def format_price(amount: Decimal | str | None, currency: str) -> str:
     but at least the currency's minor units (``$49.00``)."""
     if amount in (None, "", "None"):
         return ""
-    number = _decimal_text(Decimal(amount), min_places=minor_unit_places(currency))
-    return _with_symbol(number, currency)
+    return _with_symbol(format_price_number(amount, currency), currency)
+
+
+def format_price_number(amount: Decimal | str, currency: str) -> str:
+    """``format_price`` without the symbol (``0.00002``, ``1,250.00``), for pages that
+    name the currency by its code."""
+    return _decimal_text(Decimal(amount), min_places=minor_unit_places(currency))
 
 
 def format_quantity(quantity: Decimal | str | None) -> str:

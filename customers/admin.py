@@ -5,13 +5,14 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
 from customers import services
 from customers.models import ConsumerMapping, Customer
-from customers.selectors import billing_account_ids, customer_ancestors, customer_descendants
+from customers.selectors import billing_account_ids, customer_tree
 
 
 class CustomerForm(forms.ModelForm):
@@ -185,32 +186,15 @@ class CustomerAdmin(admin.ModelAdmin):
     def tree(self, obj: Customer):
         if obj.pk is None:
             return "—"
-        ancestors = customer_ancestors(customer=obj)
-        rows = [(a, depth, False) for depth, a in enumerate(ancestors)]
-        base = len(ancestors)
-        rows += [
-            (c, base + depth, c.pk == obj.pk) for c, depth in customer_descendants(customer=obj)
+        rows = [
+            {
+                **vars(row),
+                "current": row.customer.pk == obj.pk,
+                "url": reverse("admin:customers_customer_change", args=[row.customer.pk]),
+            }
+            for row in customer_tree(customer=obj)
         ]
-        accounts = billing_account_ids(customer_ids=[c.pk for c, _, _ in rows])
-        key_by_id = {c.pk: c.key for c, _, _ in rows}
-        return format_html(
-            '<div class="customer-tree">{}</div>',
-            format_html_join(
-                "",
-                '<div style="padding-left:{}em">{}<a href="{}">{}</a> {} <span class="help">billed on {}</span></div>',
-                (
-                    (
-                        depth * 1.5,
-                        "└ " if depth else "",
-                        reverse("admin:customers_customer_change", args=[c.pk]),
-                        c.key,
-                        "(this customer)" if current else "",
-                        key_by_id.get(accounts.get(c.pk), c.key),
-                    )
-                    for c, depth, current in rows
-                ),
-            ),
-        )
+        return render_to_string("admin/customers/customer/tree.html", {"rows": rows})
 
     def save_formset(self, request, form, formset, change):
         if formset.model is ConsumerMapping:

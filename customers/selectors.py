@@ -6,6 +6,7 @@ Tree walks are single recursive queries, never a query per level.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
@@ -104,6 +105,65 @@ def customer_descendants(*, customer: Customer) -> list[tuple[Customer, int]]:
         rows = cursor.fetchall()
     by_id = Customer.objects.in_bulk([r[0] for r in rows])
     return [(by_id[i], depth) for i, depth in rows]
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    """One line of a customer's place in its tree, as an outline draws it.
+
+    ``guides`` has one entry per level between the root and the row's own connector:
+    whether a vertical line runs down through that level (the customer there has
+    siblings still to come). ``last``: the row's connector is └ rather than ├.
+    """
+
+    customer: Customer
+    depth: int
+    guides: tuple[bool, ...]
+    last: bool
+    in_subtree: bool  # the customer asked about or one of its descendants
+    is_account: bool  # a billing account: billed on itself
+    billed_on: str  # the key of the billing account it is billed on
+
+
+def customer_tree(*, customer: Customer) -> list[TreeRow]:
+    """The customer's ancestors, itself and all its descendants, depth first: each
+    customer right under its parent, siblings by key; each with its billing account."""
+    ancestors = customer_ancestors(customer=customer)
+    subtree = [c for c, _depth in customer_descendants(customer=customer)]
+    below: dict[int | None, list[Customer]] = {}
+    for c in subtree[1:]:
+        below.setdefault(c.parent_id, []).append(c)
+    for siblings in below.values():
+        siblings.sort(key=lambda c: (c.key.lower(), c.pk))
+    # (customer, depth, guides, last, in subtree)
+    outline = [
+        (a, depth, (False,) * max(depth - 1, 0), True, False) for depth, a in enumerate(ancestors)
+    ]
+
+    def walk(node: Customer, depth: int, guides: tuple[bool, ...], last: bool) -> None:
+        outline.append((node, depth, guides, last, True))
+        children = below.get(node.pk, [])
+        inner = (*guides, not last) if depth else guides  # the root draws no connector
+        for i, child in enumerate(children):
+            walk(child, depth + 1, inner, i == len(children) - 1)
+
+    walk(customer, len(ancestors), (False,) * max(len(ancestors) - 1, 0), True)
+    accounts = billing_account_ids(customer_ids=[c.pk for c, *_ in outline])
+    keys = {c.pk: c.key for c, *_ in outline}
+    missing = set(accounts.values()) - keys.keys()  # an account above the shown ancestors
+    keys |= dict(Customer.objects.filter(pk__in=missing).values_list("pk", "key"))
+    return [
+        TreeRow(
+            customer=c,
+            depth=depth,
+            guides=guides,
+            last=last,
+            in_subtree=in_subtree,
+            is_account=accounts.get(c.pk) == c.pk,
+            billed_on=keys.get(accounts.get(c.pk), c.key),
+        )
+        for c, depth, guides, last, in_subtree in outline
+    ]
 
 
 def billing_account_ids(*, customer_ids: Iterable[int]) -> dict[int, int]:

@@ -10,13 +10,25 @@ from django.utils.html import format_html
 
 import rails.admin_ach  # noqa: F401  ACH files, export and return upload
 from rails.customer_page import customer_overview_urls_register
-from rails.models import InboundWebhook, RailItemMapping, Settlement, SettlementEvent, SettlementExchange
+from rails.models import (
+    InboundWebhook,
+    RailItemMapping,
+    Settlement,
+    SettlementEvent,
+    SettlementExchange,
+    SettlementState,
+)
 from rails.services import settlement_cancel, settlement_mark_paid, settlement_retry
+from rails.states import settlement_state_text
+
+
+def _state_label(state: str) -> str:
+    return SettlementState(state).label if state in SettlementState.values else (state or "—")
 
 
 class EventInline(admin.TabularInline):
     model = SettlementEvent
-    fields = ["at", "from_state", "to_state", "actor", "note"]
+    fields = ["at", "from_label", "to_label", "actor", "note"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -24,6 +36,42 @@ class EventInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("settlement")
+
+    @admin.display(description="from")
+    def from_label(self, event: SettlementEvent) -> str:
+        return _state_label(event.from_state) if event.from_state else "—"
+
+    @admin.display(description="to")
+    def to_label(self, event: SettlementEvent) -> str:
+        """The latest move into the settlement's present failed state says what happens
+        next (a retry, or an operator); earlier ones are history."""
+        settlement = event.settlement
+        if event.to_state == settlement.state == SettlementState.FAILED:
+            latest = settlement.events.order_by("at", "pk").values_list("pk", flat=True).last()
+            if event.pk == latest:
+                return settlement_state_text(settlement, now=timezone.now())
+        return _state_label(event.to_state)
+
+
+class FailedFilter(admin.SimpleListFilter):
+    """Failed settlements split by what happens next."""
+
+    title = "failed: next step"
+    parameter_name = "failed"
+
+    def lookups(self, request, model_admin):
+        return [("operator", "Needs an operator"), ("retry", "Retry scheduled")]
+
+    def queryset(self, request, queryset):
+        failed = queryset.filter(state=SettlementState.FAILED)
+        if self.value() == "operator":
+            return failed.filter(next_action_at__isnull=True)
+        if self.value() == "retry":
+            return failed.filter(next_action_at__isnull=False)
+        return queryset
 
 
 class ExchangeInline(admin.StackedInline):
@@ -46,16 +94,20 @@ class CancelForm(forms.Form):
 
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
-    list_display = ["invoice_link", "customer", "rail", "mode", "state", "attempts", "next_action_at", "last_error_short"]
-    list_filter = ["state", "rail", "sandbox"]
+    list_display = ["invoice_link", "customer", "rail", "mode", "state_text", "attempts", "next_action_at",
+                    "last_error_short"]
+    list_filter = ["state", FailedFilter, "rail", "sandbox"]
     list_select_related = ["invoice__customer"]
     search_fields = ["invoice__number", "invoice__customer__key", "invoice__customer__name"]
-    readonly_fields = ["invoice_link", "rail", "mode", "state", "attempts", "external_ids", "last_error",
+    readonly_fields = ["invoice_link", "rail", "mode", "state_text", "attempts", "external_ids", "last_error",
                        "next_action_at", "created_at", "updated_at"]
     fields = readonly_fields
     inlines = [EventInline, ExchangeInline]
     actions = ["retry_now", "mark_paid"]
     change_form_template = "admin/rails/settlement/change_form.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice__customer")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -74,6 +126,10 @@ class SettlementAdmin(admin.ModelAdmin):
     @admin.display(description="customer", ordering="invoice__customer__key")
     def customer(self, obj: Settlement) -> str:
         return obj.invoice.customer.key
+
+    @admin.display(description="state", ordering="state")
+    def state_text(self, obj: Settlement) -> str:
+        return settlement_state_text(obj, now=timezone.now())
 
     @admin.display(description="mode")
     def mode(self, obj: Settlement):

@@ -12,7 +12,6 @@ Each section asks for the view permission of what it shows.
 
 from __future__ import annotations
 
-import json
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -29,21 +28,19 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.api.upcoming import NoSubscription, upcoming_invoice
+from billing.catalog import price_describe, unit_nouns
+from billing.documents import format_quantity
 from billing.entitlements import entitlement_value, entitlements_of
 from billing.models import Invoice, InvoiceLine, Subscription
 from billing.periods import Period
 from billing.rating import account_period
 from customers.models import ConsumerMapping, Customer
-from customers.selectors import (
-    billed_customer_ids,
-    billing_account_ids,
-    customer_ancestors,
-    customer_descendants,
-)
+from customers.selectors import billed_customer_ids, billing_account_ids, customer_tree
 from metering.admin.charts import Bar, bar_chart_svg
 from metering.models import Aggregation, Feature
 from metering.selectors import usage_series
 from rails.dashboard import money_text
+from rails.states import settlement_state_text
 
 MAX_CHARTS = 12
 MAX_CHART_CUSTOMERS = 25  # an account's chart adds up at most this many customers' usage
@@ -62,27 +59,15 @@ def _url(name: str, *args, query: str = "") -> str | None:
 
 
 def tree_rows(*, customer: Customer) -> list[dict]:
-    """The customer's ancestors, itself and its descendants, with depth, the billing
-    account each is billed on, and whether it is a billing account itself."""
-    ancestors = customer_ancestors(customer=customer)
-    rows = [(a, depth) for depth, a in enumerate(ancestors)]
-    rows += [(c, len(ancestors) + depth) for c, depth in customer_descendants(customer=customer)]
-    accounts = billing_account_ids(customer_ids=[c.pk for c, _ in rows])
-    keys = {c.pk: c.key for c, _ in rows}
-    missing = set(accounts.values()) - keys.keys()
-    keys |= dict(Customer.objects.filter(pk__in=missing).values_list("pk", "key"))
+    """The customer's place in its tree (``customer_tree``: depth first, each customer
+    under its parent, with its billing account), each row linking to its overview."""
     return [
         {
-            "customer": c,
-            "depth": depth,
-            "indent": depth * 1.5,
-            "current": c.pk == customer.pk,
-            "in_subtree": depth >= len(ancestors),
-            "is_account": accounts.get(c.pk) == c.pk,
-            "billed_on": keys.get(accounts.get(c.pk), c.key),
-            "url": reverse("admin:customers_customer_overview", args=[c.pk]),
+            **vars(row),
+            "current": row.customer.pk == customer.pk,
+            "url": reverse("admin:customers_customer_overview", args=[row.customer.pk]),
         }
-        for c, depth in rows
+        for row in customer_tree(customer=customer)
     ]
 
 
@@ -330,6 +315,13 @@ def _credit_balances(account: Customer, now: datetime) -> list[str] | None:
     return [money_text(b, c) for c, b in credit_balances(account=account, at=now).items()]
 
 
+def _units_of(feature: Feature | None) -> dict[str, str]:
+    if feature is None:
+        return {}
+    unit, units = unit_nouns(feature.name or feature.key)
+    return {"unit": unit, "units": units}  # "API call", "API calls"
+
+
 def _section(allowed: bool, compute) -> Section:
     return Section(allowed, compute() if allowed else None)
 
@@ -353,8 +345,17 @@ def customer_overview_context(*, request, customer: Customer, now: datetime) -> 
     can_invoices = can("billing.view_invoice")
 
     def rate_cards():
-        cards = current.plan_version.rate_cards.select_related("feature") if current else []
-        return [{"card": c, "price": json.dumps(c.price, sort_keys=True)} for c in cards]
+        if current is None:
+            return []
+        currency = current.plan_version.currency
+        return [
+            {
+                "card": c,
+                "price": price_describe(c.price, currency=currency, **_units_of(c.feature)),
+                "units_label": _units_of(c.feature).get("units", ""),
+            }
+            for c in current.plan_version.rate_cards.select_related("feature")
+        ]
 
     def usage():
         features = _features_for(
@@ -391,7 +392,7 @@ def customer_overview_context(*, request, customer: Customer, now: datetime) -> 
         ),
         "usage": _section(can("metering.view_feature"), usage),
         "upcoming": _section(can_invoices, lambda: _upcoming(customer, now)),
-        "invoices": _section(can_invoices, lambda: _invoices(customer, can)),
+        "invoices": _section(can_invoices, lambda: _invoices(customer, can, now)),
         "credits": _section(can_invoices, lambda: _credit_balances(account, now)),
         "links": {
             "change": reverse("admin:customers_customer_change", args=[customer.pk]),
@@ -418,13 +419,18 @@ def _upcoming(customer: Customer, now: datetime) -> dict:
         "total": money_text(upcoming.rated.total, currency),
         "subtotal": money_text(upcoming.rated.subtotal, currency),
         "top_lines": [
-            {"line": line, "amount": money_text(line.amount, currency)} for line in lines[:8]
+            {
+                "line": line,
+                "quantity": format_quantity(line.quantity),
+                "amount": money_text(line.amount, currency),
+            }
+            for line in lines[:8]
         ],
         "more": max(len(lines) - 8, 0),
     }
 
 
-def _invoices(customer: Customer, can) -> list[dict]:
+def _invoices(customer: Customer, can, now: datetime) -> list[dict]:
     """The invoices of the customer, or (for a subsidiary) with its lines on them."""
     invoices = (
         Invoice.objects.filter(
@@ -444,6 +450,9 @@ def _invoices(customer: Customer, can) -> list[dict]:
                 "total": money_text(invoice.total, invoice.currency),
                 "amount_due": money_text(invoice.amount_due, invoice.currency),
                 "settlement": settlement,
+                "settlement_state": settlement_state_text(settlement, now=now)
+                if settlement is not None
+                else "",
                 "settlement_url": _url("admin:rails_settlement_change", settlement.pk)
                 if settlement is not None and can("rails.view_settlement")
                 else None,

@@ -254,10 +254,11 @@ class Attention:
     next_issue_at: datetime | None  # the soonest grace end among them
     drafts_past_grace: int  # should have been issued: the billing run did not
     failed_settlements: int
-    failed_settlements_without_retry: int  # no next attempt scheduled
+    failed_settlements_without_retry: int  # no next attempt scheduled: an operator must act
     webhook_failures: int | None  # None: webhook deliveries are not installed
     webhooks_given_up: int | None
     unattributed: Unattributed | None = None
+    next_retry_at: datetime | None = None  # the soonest retry of a failed settlement
 
 
 def unattributed_summary(*, now: datetime, days: int = UNATTRIBUTED_DAYS) -> Unattributed:
@@ -280,7 +281,11 @@ def webhook_delivery_model():
 def attention(*, now: datetime, unattributed: Unattributed | None = None) -> Attention:
     drafts = Invoice.objects.filter(status=InvoiceStatus.DRAFT)
     in_grace = drafts.filter(grace_until__gt=now).aggregate(n=Count("id"), next=Min("grace_until"))
-    failed = Settlement.objects.filter(state=SettlementState.FAILED)
+    failed_counts = Settlement.objects.filter(state=SettlementState.FAILED).aggregate(
+        n=Count("id"),
+        without_retry=Count("id", filter=Q(next_action_at__isnull=True)),
+        next_retry=Min("next_action_at"),
+    )
     webhook_failures = given_up = None
     delivery = webhook_delivery_model()
     if delivery is not None:
@@ -293,8 +298,9 @@ def attention(*, now: datetime, unattributed: Unattributed | None = None) -> Att
         drafts_in_grace=in_grace["n"],
         next_issue_at=in_grace["next"],
         drafts_past_grace=drafts.filter(grace_until__lte=now).count(),
-        failed_settlements=failed.count(),
-        failed_settlements_without_retry=failed.filter(next_action_at__isnull=True).count(),
+        failed_settlements=failed_counts["n"],
+        failed_settlements_without_retry=failed_counts["without_retry"],
+        next_retry_at=failed_counts["next_retry"],
         webhook_failures=webhook_failures,
         webhooks_given_up=given_up,
         unattributed=unattributed,

@@ -16,7 +16,7 @@ class SettlementState(models.TextChoices):
     SUBMITTED = "submitted", "Submitted"
     COLLECTING = "collecting", "Collecting"
     PAID = "paid", "Paid"
-    FAILED = "failed", "Failed (will retry)"
+    FAILED = "failed", "Failed"  # whether it is retried: rails.states.state_text
     RETURNED = "returned", "Returned"
     REFUNDED = "refunded", "Refunded"
     VOIDED = "voided", "Voided"
@@ -50,7 +50,7 @@ class Settlement(models.Model):
         indexes = [models.Index(fields=["state", "next_action_at"])]
 
     def __str__(self) -> str:
-        return f"{self.rail} settlement of {self.invoice_id}"
+        return f"Settlement of {self.invoice.number or self.invoice_id} on {self.rail}"
 
 
 class SettlementEvent(models.Model):

@@ -3,6 +3,12 @@ settlement can still be returned (an ACH return) or refunded."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from rails.models import Settlement
 from rails.models import SettlementState as S
 
 TRANSITIONS: dict[str, set[str]] = {
@@ -49,3 +55,28 @@ def can_move(from_state: str, to_state: str) -> bool:
 
 
 TERMINAL = {S.RETURNED, S.REFUNDED, S.VOIDED, S.CANCELLED}
+
+
+def state_text(*, state: str, next_action_at: datetime | None, attempts: int, now: datetime) -> str:
+    """A settlement's state as an operator needs to read it: for a failed settlement,
+    what happens next (a retry at a given time, or nothing until an operator acts)."""
+    if state != S.FAILED:
+        return S(state).label if state in S.values else state
+    if next_action_at is not None:
+        if next_action_at <= now:
+            return "Failed: retrying now"
+        at = timezone.localtime(next_action_at)
+        return f"Failed: retry scheduled at {at:%Y-%m-%d %H:%M %Z}"
+    # No retry: the rail's answer was final (its error says why), or the attempts ran out.
+    after = f" after {attempts} attempts" if attempts >= settings.RAILS_MAX_ATTEMPTS else ""
+    return f"Failed for good{after}: needs an operator"
+
+
+def settlement_state_text(settlement: Settlement, *, now: datetime) -> str:
+    """``state_text`` of a settlement."""
+    return state_text(
+        state=settlement.state,
+        next_action_at=settlement.next_action_at,
+        attempts=settlement.attempts,
+        now=now,
+    )

@@ -1,5 +1,6 @@
 """Every admin page loads for a superuser, and the customer admin's own views work."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -9,7 +10,7 @@ from django.urls import reverse
 
 from core.models import ApiKey
 from core.services import api_key_create
-from customers.models import ConsumerMapping
+from customers.models import ConsumerMapping, Customer
 from tests.factories import ConsumerMappingFactory, CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -153,3 +154,89 @@ def test_the_admin_encrypts_an_ach_account_number_and_explains_a_bad_routing_num
     stored = Customer.objects.get(key="initech").rail_settings
     assert "account_number" not in stored and stored["account_last4"] == "6789"
     assert "000123456789" not in str(stored)
+
+
+# ------------------------------------------------------------------ the company tree
+
+
+def tree_of(html: str) -> list[tuple[str, int, str]]:
+    """(key, depth, drawing before it) of each row of the tree, top to bottom: the
+    drawing is ``|`` for a guide line running through, ``.`` for an empty guide, ``├``
+    or ``└`` for the row's own branch."""
+    rows = re.findall(
+        r'<div class="tree-row"[^>]*data-depth="(\d+)" data-key="([^"]+)">(.*?)<span class="tree-label">',
+        html,
+        re.S,
+    )
+    drawn = []
+    for depth, key, prefix in rows:
+        marks = re.findall(r'class="tree-(guide|branch)( through| last)?"', prefix)
+        drawing = "".join(
+            ("|" if extra else ".") if kind == "guide" else ("└" if extra else "├")
+            for kind, extra in marks
+        )
+        drawn.append((key, int(depth), drawing))
+    return drawn
+
+
+@pytest.fixture
+def globex_tree():
+    """globex → globex-eu → globex-eu-research, and globex → globex-apac → globex-apac-jp
+    (created in an order that breadth first and by id would both get wrong)."""
+    root = CustomerFactory(key="globex")
+    eu = CustomerFactory(key="globex-eu", parent=root)
+    CustomerFactory(key="globex-eu-research", parent=eu)
+    apac = CustomerFactory(key="globex-apac", parent=root, bill_to_parent=False)
+    CustomerFactory(key="globex-apac-jp", parent=apac)
+    return root
+
+
+EXPECTED_TREE = [
+    ("globex", 0, ""),
+    ("globex-apac", 1, "├"),
+    ("globex-apac-jp", 2, "|└"),  # the line down to globex-eu runs past it
+    ("globex-eu", 1, "└"),
+    ("globex-eu-research", 2, ".└"),
+]
+
+
+def test_the_overview_draws_each_customer_under_its_parent_depth_first(admin_client, globex_tree):
+    html = admin_client.get(
+        reverse("admin:customers_customer_overview", args=[globex_tree.pk])
+    ).content.decode()
+    assert tree_of(html) == EXPECTED_TREE
+    assert "<strong>globex</strong> (this customer)" in html
+    assert re.search(r'data-key="globex-apac-jp">.*?billed on globex-apac<', html, re.S)
+
+
+def test_the_customer_page_draws_the_same_tree(admin_client, globex_tree):
+    html = admin_client.get(
+        reverse("admin:customers_customer_change", args=[globex_tree.pk])
+    ).content.decode()
+    assert tree_of(html) == EXPECTED_TREE
+
+
+def test_a_sub_subsidiary_sees_its_ancestors_above_it(admin_client, globex_tree):
+    research = Customer.objects.get(key="globex-eu-research")
+    html = admin_client.get(
+        reverse("admin:customers_customer_overview", args=[research.pk])
+    ).content.decode()
+    assert tree_of(html) == [
+        ("globex", 0, ""),
+        ("globex-eu", 1, "└"),
+        ("globex-eu-research", 2, ".└"),
+    ]
+    assert "<strong>globex-eu-research</strong> (this customer)" in html
+
+
+# ------------------------------------------------------------------ the ACH files list
+
+
+def test_the_ach_files_list_puts_its_notes_below_the_buttons(admin_client):
+    html = admin_client.get(reverse("admin:rails_achfile_changelist")).content.decode()
+    tools = html.index('<ul class="object-tools">')
+    intro = html.index('id="ach-intro"')
+    results = html.index('id="changelist"')
+    assert tools < intro < results  # buttons beside the title, then the notes, then the list
+    assert re.search(r'id="ach-intro" style="clear: both"', html)
+    assert "The export puts every scheduled ACH debit" in html[intro:results]

@@ -157,10 +157,10 @@ def row(html: str, css_class: str) -> str:
 
 def card(html: str, key: str) -> tuple[int, str]:
     match = re.search(
-        rf'id="attention-{key}">.*?class="count">(?:<a href="([^"]+)">)?(\d+)', html, re.S
+        rf'id="attention-{key}">.*?class="count">(?:<a href="([^"]+)">)?([\d,]+)', html, re.S
     )
     assert match, key
-    return int(match.group(2)), unescape(match.group(1) or "")
+    return int(match.group(2).replace(",", "")), unescape(match.group(1) or "")
 
 
 def test_billed_revenue_is_this_months_issued_invoices_by_rail_and_currency(books):
@@ -318,6 +318,10 @@ def test_the_customer_overview_answers_everything_about_a_parent_account(admin_c
     assert "pro v1" in section(html, "subscription") and "Platform fee" in section(
         html, "subscription"
     )
+    prices = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section(html, "subscription")))
+    assert "Platform fee — $49.00 flat fee per period, billed in arrears" in prices
+    assert "calls api_calls $0.01 per API call" in prices  # not the stored JSON
+    assert '"model"' not in unescape(section(html, "subscription"))
     usage = section(html, "usage")
     assert (
         'id="usage-api_calls"' in usage
@@ -329,7 +333,7 @@ def test_the_customer_overview_answers_everything_about_a_parent_account(admin_c
     settlement = Settlement.objects.get(invoice=books["issued"])
     assert books["issued"].number in invoices and "49.06 USD" in invoices
     assert reverse("admin:rails_settlement_change", args=[settlement.pk]) in invoices
-    assert "Failed (will retry)" in invoices
+    assert "ach: Failed for good: needs an operator" in invoices  # no retry is scheduled
     credits = section(html, "credits")
     assert (
         (f"{granted} on acme" in re.sub(r"</?strong>", "", credits))

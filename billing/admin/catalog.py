@@ -15,6 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -26,6 +27,7 @@ from billing.admin.forms import (
     plan_spec_errors,
     rate_card_initial,
 )
+from billing.catalog import price_describe, unit_nouns
 from billing.models import BillingProfile, Plan, PlanVersion, RateCard, TaxRate, WebhookEndpoint
 from billing.services import plan_latest_version, plan_save, plan_version_spec
 
@@ -253,11 +255,25 @@ class RateCardInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("feature")
+        return super().get_queryset(request).select_related("feature", "plan_version")
 
     @admin.display(description="price")
     def price_text(self, obj: RateCard):
-        return format_html("<code>{}</code>", json.dumps(obj.price))
+        """The price in words, as the customer overview shows it, over the stored form
+        that "Edit prices" takes."""
+        names = (
+            unit_nouns(obj.feature.name or obj.feature.key) if obj.feature else ("unit", "units")
+        )
+        price = price_describe(
+            obj.price, currency=obj.plan_version.currency, unit=names[0], units=names[1]
+        )
+        words = render_to_string(
+            "admin/billing/price.html",
+            {"price": price, "units_label": names[1] if obj.feature else ""},
+        )
+        return format_html(
+            '{}<div class="help"><code>{}</code></div>', words, json.dumps(obj.price)
+        )
 
 
 class CustomContractFilter(admin.SimpleListFilter):

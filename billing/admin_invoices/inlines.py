@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from billing.admin_invoices.forms import money, plain
+from billing.admin_invoices.forms import money, quantity, unit_price
 from billing.models import CreditNote, Invoice, InvoiceEvent, InvoiceLine, InvoiceTax
 from billing.provenance import is_provable
 
@@ -57,15 +57,15 @@ class LineInline(_ReadOnlyInline):
     @admin.display(description="quantity")
     def quantity_text(self, line: InvoiceLine) -> str:
         shared = (
-            f" of {plain(line.group_quantity)}"
+            f" of {quantity(line.group_quantity)}"
             if line.group_quantity not in (None, line.quantity)
             else ""
         )
-        return plain(line.quantity) + shared
+        return quantity(line.quantity) + shared
 
     @admin.display(description="unit price")
     def unit_price_text(self, line: InvoiceLine) -> str:
-        return plain(line.unit_price)
+        return unit_price(line.unit_price, line.invoice.currency)
 
     @admin.display(description="amount")
     def amount_text(self, line: InvoiceLine) -> str:
@@ -85,9 +85,13 @@ class LineInline(_ReadOnlyInline):
 
 class TaxInline(_ReadOnlyInline):
     model = InvoiceTax
-    fields = ["name", "percentage", "inclusive", "base_text", "amount_text"]
+    fields = ["name", "percentage_text", "inclusive", "base_text", "amount_text"]
     readonly_fields = fields
     verbose_name_plural = "taxes"
+
+    @admin.display(description="percentage")
+    def percentage_text(self, tax: InvoiceTax) -> str:
+        return f"{quantity(tax.percentage)}%"
 
     @admin.display(description="base")
     def base_text(self, tax: InvoiceTax) -> str:

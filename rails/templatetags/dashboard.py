@@ -131,6 +131,24 @@ def _usage(now: datetime, refresh: bool) -> dict:
     }
 
 
+def _failed_detail(found: d.Attention, now: datetime) -> str:
+    """What happens to the failed settlements: the settlement list's words, counted."""
+    if not found.failed_settlements:
+        return "Every settlement is on its way."
+    stuck = found.failed_settlements_without_retry
+    retrying = found.failed_settlements - stuck
+    parts = []
+    if stuck:
+        parts.append(f"{stuck} failed for good: {'needs' if stuck == 1 else 'need'} an operator")
+    if retrying and found.next_retry_at <= now:
+        parts.append(f"{retrying} retrying now")
+    elif retrying:
+        soonest = f"{timezone.localtime(found.next_retry_at):%Y-%m-%d %H:%M %Z}"
+        when = f" (the next at {soonest})" if retrying > 1 else f" at {soonest}"
+        parts.append(f"{retrying} with a retry scheduled{when}")
+    return "; ".join(parts) + "."
+
+
 def _attention(user, now: datetime, refresh: bool) -> list[dict]:
     can = user.has_perm
     unattributed = (
@@ -175,13 +193,11 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
                 "key": "failed-settlements",
                 "label": "Failed settlements",
                 "count": found.failed_settlements,
-                "detail": f"{found.failed_settlements_without_retry} with no retry scheduled."
-                if found.failed_settlements
-                else "Every settlement is on its way.",
+                "detail": _failed_detail(found, now),
                 "url": _url(
                     "admin:rails_settlement_changelist", {"state__exact": SettlementState.FAILED}
                 ),
-                "alarm": bool(found.failed_settlements),
+                "alarm": bool(found.failed_settlements_without_retry),  # retries need nobody
             }
         )
     if unattributed is not None:
@@ -212,6 +228,8 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
                 "alarm": bool(found.webhook_failures),
             }
         )
+    for item in items:
+        item["count_text"] = f"{item['count']:,}"  # 34,694, as the detail line writes it
     return items
 
 

@@ -4,8 +4,10 @@ subscriptions move and end through their forms, and the upcoming invoice reads c
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.contrib import admin
@@ -13,6 +15,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
+from billing.catalog import price_describe, unit_nouns
 from billing.models import (
     BillingProfile,
     Plan,
@@ -361,3 +364,95 @@ def test_a_tax_exempt_profile_needs_a_reason(admin_client, globex):
         "net_terms_days": "30",
     }
     assert "Say why the customer is exempt" in admin_client.post(url, data).content.decode()
+
+
+def words(html: str) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html))).strip()
+
+
+def test_the_plan_version_page_reads_its_prices_in_words_with_tiers_as_a_table(
+    admin_client, globex
+):
+    version = PlanVersion.objects.get(customer__isnull=True)
+    html = admin_client.get(
+        reverse("admin:billing_planversion_change", args=[version.pk])
+    ).content.decode()
+    text = words(html)
+    assert "$100.00 flat fee per period, billed in arrears" in text
+    assert (
+        "Graduated per API call: each tier prices the API calls that fall in it "
+        "API calls Per unit Flat fee 1 – 10 $1.00 — over 10 $0.10 —"
+    ) in text
+    assert "&quot;model&quot;: &quot;graduated&quot;" in html  # the stored form, for "Edit prices"
+
+
+@pytest.mark.parametrize(
+    ("price", "reads"),
+    [
+        (
+            {"model": "unit", "unit_price": "0.002", "included": 1000},
+            "$0.002 per API call, first 1,000 included",
+        ),
+        ({"model": "unit", "unit_price": "0"}, "Free: no charge per API call"),
+        (
+            {
+                "model": "package",
+                "package_size": 100000,
+                "package_price": "1.00",
+                "included": 2000000,
+            },
+            "$1.00 per 100,000 API calls (a started package counts in full), first 2,000,000 included",
+        ),
+        (
+            {"model": "unit", "unit_price": "0.0005", "minimum": "10", "maximum": "1000.00"},
+            "$0.0005 per API call, at least $10.00 per period, at most $1,000.00 per period",
+        ),
+        (
+            {"model": "flat", "amount": "49", "timing": "in_advance"},
+            "$49.00 flat fee per period, billed in advance",
+        ),
+    ],
+)
+def test_a_price_reads_as_a_sentence_with_money_as_the_invoice_prints_it(price, reads):
+    assert (
+        price_describe(price, currency="USD", unit="API call", units="API calls").summary == reads
+    )
+
+
+def test_volume_tiers_read_as_ranges_of_whole_units():
+    price = {
+        "model": "volume",
+        "tiers": [
+            {"up_to": 1000000, "unit_price": "0.0015"},
+            {"up_to": 10000000, "unit_price": "0.001", "flat_price": "25"},
+            {"up_to": None, "unit_price": "0.0005"},
+        ],
+    }
+    described = price_describe(price, currency="EUR", unit="call", units="calls")
+    assert described.summary == "Volume per call: the tier the total reaches prices all calls"
+    assert [(t.units, t.unit_price, t.flat_price) for t in described.tiers] == [
+        ("1 – 1,000,000", "€0.0015", ""),
+        ("1,000,001 – 10,000,000", "€0.001", "€25.00"),
+        ("over 10,000,000", "€0.0005", ""),
+    ]
+
+
+def test_a_broken_price_is_shown_as_stored_not_raised():
+    described = price_describe({"model": "bogus"}, currency="USD")
+    assert not described.valid and '{"model": "bogus"}' in described.summary
+
+
+@pytest.mark.parametrize(
+    ("name", "nouns"),
+    [
+        ("API calls", ("API call", "API calls")),
+        ("LLM input tokens", ("LLM input token", "LLM input tokens")),
+        ("Flights API calls", ("flights API call", "flights API calls")),
+        ("Queries", ("query", "queries")),
+        ("api_calls", ("api call", "api calls")),
+        ("Storage", ("unit of storage", "units of storage")),
+        ("", ("unit", "units")),
+    ],
+)
+def test_a_features_name_gives_the_words_for_one_unit_and_many(name, nouns):
+    assert unit_nouns(name) == nouns

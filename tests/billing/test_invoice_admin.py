@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -310,3 +311,41 @@ def test_a_usage_line_links_to_its_buckets_and_raw_events(admin_client, ingest, 
     response = admin_client.get(url("invoice_line_events", draft.pk, line.pk))
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 7 and {row["customer"] for row in rows} == {"acme"}
+
+
+def test_line_numbers_read_as_on_the_pdf(admin_client, acme):
+    """Quantities with thousands separators and no trailing zeros, unit prices exact,
+    money at the currency's precision."""
+    draft = draft_for(acme)
+    line = invoice_line_add(
+        invoice=draft,
+        description="Bulk export",
+        amount=Decimal("2469.135"),
+        quantity=Decimal("1234567.500000"),
+        now=NOV,
+    )
+    type(line).objects.filter(pk=line.pk).update(
+        unit_price=Decimal("0.0020000000000000"), group_quantity=Decimal("2500000.000000")
+    )
+    html = page(admin_client.get(url("invoice_change", draft.pk)))
+    rows = re.findall(r'<tr[^>]*id="lines-\d+"[^>]*>.*?</tr>', html, re.S)
+    bulk = next(r for r in rows if "Bulk export" in r)
+    platform = next(r for r in rows if "Platform fee" in r)
+
+    def cell(row: str, field: str) -> str:
+        found = re.search(rf'<td class="field-{field}">\s*<p>(.*?)</p>', row, re.S)
+        assert found, field
+        return found.group(1).strip()
+
+    assert cell(bulk, "quantity_text") == "1,234,567.5 of 2,500,000"
+    assert cell(bulk, "unit_price_text") == "0.002 USD"
+    assert cell(bulk, "amount_text") == "2,469.14 USD"
+    assert (cell(platform, "quantity_text"), cell(platform, "amount_text")) == ("1", "49.00 USD")
+
+
+def test_the_usage_page_writes_quantities_with_separators(admin_client, acme):
+    draft = draft_for(acme)
+    calls = draft.lines.get(feature__key="api_calls")
+    type(calls).objects.filter(pk=calls.pk).update(quantity=Decimal("13897800.000000"))
+    html = page(admin_client.get(url("invoice_line_usage", draft.pk, calls.pk)))
+    assert 'id="line-quantity">13,897,800<' in html  # never 1.38978E+7

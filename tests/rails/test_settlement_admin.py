@@ -1,0 +1,145 @@
+"""What the admin says about a failed settlement: when it will be retried, or that it
+failed for good and needs an operator, the same words in the settlement list, its page
+and timeline, the dashboard and the customer overview."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from rails import dashboard
+from rails.models import Settlement, SettlementState
+from rails.registry import rail_cache_clear
+from rails.services import settlement_drive, settlement_report
+from rails.states import state_text
+from tests.rails.pigeon import PigeonRail
+from tests.rails.test_settlement import NOW, RAILS, issued_invoice
+
+pytestmark = pytest.mark.django_db
+
+# The worker's clock: after the invoices are issued (at NOW) and ahead of the pages' real
+# clock, so a retry it schedules is still to come when the page shows it.
+SOON = max(NOW, timezone.now()) + timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def pigeon_rail():
+    PigeonRail.calls, PigeonRail.script, PigeonRail.charges = [], [], {}
+    dashboard.cache_clear()
+    with override_settings(BILLING_RAILS=RAILS):
+        rail_cache_clear()
+        yield
+    rail_cache_clear()
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html))).strip()
+
+
+def retrying() -> Settlement:
+    """A settlement the rail answered 429: retried 30 seconds later."""
+    settlement = Settlement.objects.get(invoice=issued_invoice())
+    PigeonRail.script = ["429"]
+    settlement_drive(settlement_id=settlement.pk, now=SOON)
+    return Settlement.objects.get(pk=settlement.pk)
+
+
+def failed_for_good() -> Settlement:
+    """A settlement the rail reported failed (a final answer: nothing retries it)."""
+    settlement = Settlement.objects.get(invoice=issued_invoice())
+    settlement_drive(settlement_id=settlement.pk, now=SOON)
+    settlement_report(
+        settlement=settlement, outcome="failed", now=SOON, actor="webhook", note="card declined"
+    )
+    return Settlement.objects.get(pk=settlement.pk)
+
+
+def list_row(client, settlement: Settlement) -> str:
+    html = client.get(reverse("admin:rails_settlement_changelist")).content.decode()
+    invoice = settlement.invoice.number
+    match = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{invoice}(?:(?!</tr>).)*</tr>", html, re.S)
+    assert match, invoice
+    return text_of(match.group(0))
+
+
+def detail(client, settlement: Settlement) -> tuple[str, str]:
+    """The settlement page's State field and its timeline, as text."""
+    html = client.get(reverse("admin:rails_settlement_change", args=[settlement.pk])).content
+    html = html.decode()
+    state = re.search(r'<div class="form-row field-state_text">(.*?)</div>\s*</div>', html, re.S)
+    timeline = re.search(r'id="events-group"(.*?)</fieldset>', html, re.S)
+    assert state and timeline
+    return text_of(state.group(1)), text_of(timeline.group(1))
+
+
+def test_a_failed_settlement_with_a_retry_says_when_it_is_retried(admin_client):
+    settlement = retrying()
+    at = f"{timezone.localtime(settlement.next_action_at):%Y-%m-%d %H:%M} UTC"
+    label = f"Failed: retry scheduled at {at}"
+
+    assert label in list_row(admin_client, settlement)
+    state, timeline = detail(admin_client, settlement)
+    assert state == f"State: {label}"
+    # the move into the failed state says what happens next; the moves before it do not
+    assert timeline.endswith(f"Submitting {label} worker 429 Too Many Requests")
+    assert "Pending Submitting worker" in timeline
+
+    html = admin_client.get(reverse("admin:index"), {"refresh": "1"}).content.decode()
+    card = text_of(
+        re.search(r'id="attention-failed-settlements">(.*?)</div>\s*</div>', html, re.S)[1]
+    )
+    assert card == f"Failed settlements 1 1 with a retry scheduled at {at}."
+    assert 'class="card alarm" id="attention-failed-settlements"' not in html  # nobody must act
+
+
+def test_a_settlement_that_failed_for_good_says_it_needs_an_operator(admin_client):
+    settlement = failed_for_good()
+    label = "Failed for good: needs an operator"
+
+    row = list_row(admin_client, settlement)
+    assert label in row and "will retry" not in row
+    state, timeline = detail(admin_client, settlement)
+    assert state == f"State: {label}"
+    assert timeline.endswith(f"Submitted {label} webhook card declined")
+
+    html = admin_client.get(reverse("admin:index"), {"refresh": "1"}).content.decode()
+    card = text_of(
+        re.search(r'id="attention-failed-settlements">(.*?)</div>\s*</div>', html, re.S)[1]
+    )
+    assert card == "Failed settlements 1 1 failed for good: needs an operator."
+    assert 'class="card alarm" id="attention-failed-settlements"' in html
+
+    customer = settlement.invoice.customer
+    overview = admin_client.get(
+        reverse("admin:customers_customer_overview", args=[customer.pk])
+    ).content.decode()
+    assert f"pigeon: {label}" in text_of(overview)
+
+
+def test_the_list_filters_failed_settlements_by_what_happens_next(admin_client):
+    waiting, stuck = retrying(), failed_for_good()
+    url = reverse("admin:rails_settlement_changelist")
+    needs_operator = admin_client.get(url, {"failed": "operator"}).content.decode()
+    retry_scheduled = admin_client.get(url, {"failed": "retry"}).content.decode()
+    assert stuck.invoice.number in needs_operator and waiting.invoice.number not in needs_operator
+    assert waiting.invoice.number in retry_scheduled and stuck.invoice.number not in retry_scheduled
+
+
+@override_settings(RAILS_MAX_ATTEMPTS=3)
+def test_a_settlement_out_of_attempts_says_how_many_it_made():
+    now = timezone.now()
+    common = {"state": SettlementState.FAILED, "now": now}
+    assert (
+        state_text(next_action_at=None, attempts=3, **common)
+        == "Failed for good after 3 attempts: needs an operator"
+    )
+    assert state_text(next_action_at=now, attempts=1, **common) == "Failed: retrying now"
+    assert (
+        state_text(state=SettlementState.PAID, next_action_at=None, attempts=1, now=now) == "Paid"
+    )
