@@ -45,7 +45,6 @@ FROM (
            {dim_columns}{value} AS v, {unique} AS u
     FROM metering_event e
     WHERE e.type = %(type)s AND {where}
-    {fence}
 ) s
 LEFT JOIN customers_consumermapping m
        ON m.consumer_key = s.subject AND m.valid_from <= s.time
@@ -68,25 +67,33 @@ FROM metering_rollup_agg  -- read back in the order written: identity order
 {on_conflict}
 """
 
-# Distinct values merge as sets; both sides are sorted and distinct already.
+# An update sets only what the meter's aggregation keeps: the other columns hold the same
+# constants on both sides (a meter's aggregation never changes once it has buckets).
 _ON_CONFLICT = """
 ON CONFLICT (meter_id, customer_id, hour, subject, dims) DO UPDATE SET
     event_count = b.event_count + EXCLUDED.event_count,
+    first_time = LEAST(b.first_time, EXCLUDED.first_time),
+    last_time = GREATEST(b.last_time, EXCLUDED.last_time){more}
+"""
+_SET_VALUES = """,
     value_count = b.value_count + EXCLUDED.value_count,
     value_sum = b.value_sum + EXCLUDED.value_sum,
     value_min = LEAST(b.value_min, EXCLUDED.value_min),
-    value_max = GREATEST(b.value_max, EXCLUDED.value_max),
+    value_max = GREATEST(b.value_max, EXCLUDED.value_max)"""
+_SET_LATEST = """,
     latest_time = CASE WHEN {newer} THEN EXCLUDED.latest_time ELSE b.latest_time END,
     latest_value = CASE WHEN {newer} THEN EXCLUDED.latest_value ELSE b.latest_value END,
-    latest_event_id = CASE WHEN {newer} THEN EXCLUDED.latest_event_id ELSE b.latest_event_id END,
-    first_time = LEAST(b.first_time, EXCLUDED.first_time),
-    last_time = GREATEST(b.last_time, EXCLUDED.last_time),
+    latest_event_id = CASE WHEN {newer} THEN EXCLUDED.latest_event_id ELSE b.latest_event_id END"""
+# Distinct values merge as sets; both sides are sorted and distinct already. When the new
+# values are all there already (often: an hour's users come back), the array is kept as
+# it is, without unnesting and sorting it again.
+_SET_UNIQUE = """,
     unique_values = CASE
-        WHEN b.unique_values IS NULL THEN EXCLUDED.unique_values
         WHEN EXCLUDED.unique_values IS NULL THEN b.unique_values
+        WHEN b.unique_values IS NULL THEN EXCLUDED.unique_values
+        WHEN EXCLUDED.unique_values <@ b.unique_values THEN b.unique_values
         ELSE ARRAY(SELECT DISTINCT v FROM unnest(b.unique_values || EXCLUDED.unique_values) AS v ORDER BY v)
-    END
-"""
+    END"""
 
 _TOUCH = """
 INSERT INTO metering_usagetouch (customer_id, day, xid)
@@ -142,12 +149,16 @@ def _aggregate(
     has_value = meter.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
     unique = sql.unique_expr(meter, params) if is_unique else "NULL::text"
     latest = _LATEST if meter.aggregation == Aggregation.LATEST else _NO_LATEST
-    # The planner inlines the value's expression into each aggregate that names it. For
-    # LATEST, OFFSET 0 stops that: its ordered aggregates would otherwise sort every
-    # event's whole JSON. Elsewhere reading the value four times costs less than what the
-    # fence costs: it keeps the GROUP BY out of parallel workers (measured, see
-    # docs/performance.md).
-    fence = "OFFSET 0" if meter.aggregation == Aggregation.LATEST else ""
+    # Without a fence the planner pulls the subquery up and inlines the value's expression
+    # into each aggregate that names it: metering_numeric ran four times per event, and
+    # the GROUP BY's sort carried every event's whole JSON to evaluate it after sorting.
+    # metering_fence (migration 0006) is VOLATILE, so the subquery stays a subquery and
+    # its values are computed once per event, below the sort; unlike OFFSET 0 it leaves
+    # the plan free to use parallel workers (measured, see docs/performance.md).
+    if value != "NULL::numeric":
+        value = f"metering_fence({value})"
+    if unique != "NULL::text":
+        unique = f"metering_fence({unique})"
     params.update({"meter": meter.pk, "type": meter.event_type, **where_params})
     cursor.execute(
         _AGGREGATE.format(
@@ -159,7 +170,6 @@ def _aggregate(
             unique=unique,
             where=where,
             latest=latest,
-            fence=fence,
             unique_values=_UNIQUE_VALUES if is_unique else "NULL::text[]",
         ),
         params,
@@ -176,7 +186,14 @@ def _aggregate(
             "SELECT NOT EXISTS (SELECT 1 FROM metering_usagebucket WHERE meter_id = %s)", [meter.pk]
         )
         empty = cursor.fetchone()[0]
-    on_conflict = "" if empty else _ON_CONFLICT.format(newer=_NEWER)
+    on_conflict = ""
+    if not empty:
+        more = (
+            (_SET_VALUES if has_value else "")
+            + (_SET_LATEST.format(newer=_NEWER) if meter.aggregation == Aggregation.LATEST else "")
+            + (_SET_UNIQUE if is_unique else "")
+        )
+        on_conflict = _ON_CONFLICT.format(more=more)
     cursor.execute(_BUCKET_WRITE.format(on_conflict=on_conflict), params)
     buckets = cursor.rowcount
     cursor.execute(_TOUCH)

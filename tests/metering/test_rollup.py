@@ -196,6 +196,27 @@ def test_unique_values_of_a_bucket_merge_across_incremental_runs(ingest):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_returning_users_are_counted_as_events_but_not_as_new_values(ingest):
+    meter = meter_create(
+        key="users", event_type="request", aggregation="UNIQUE_COUNT", value_property="$.user"
+    )
+    ingest(
+        cloud_event(1, time="2026-11-01T10:00:00Z", user="u2"),
+        cloud_event(2, time="2026-11-01T10:10:00Z", user="u1"),
+    )
+    usage_rollup(now=NOW)
+    ingest(
+        cloud_event(3, time="2026-11-01T10:05:00Z", user="u1"),  # values all in the bucket
+        cloud_event(4, time="2026-11-01T10:50:00Z", user="u2"),
+    )
+    usage_rollup(now=NOW)
+    bucket = UsageBucket.objects.get(meter=meter)
+    assert bucket.unique_values == ["u1", "u2"]
+    assert (bucket.event_count, bucket.last_time) == (4, datetime(2026, 11, 1, 10, 50, tzinfo=UTC))
+    assert month_unique_count(meter) == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_unique_values_follow_their_events_when_a_consumer_is_reattributed(ingest):
     acme, globex = CustomerFactory(key="acme"), CustomerFactory(key="globex")
     meter = meter_create(
