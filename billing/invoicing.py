@@ -7,6 +7,7 @@ Every state change locks the invoice row, checks its state, changes it and recor
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from core.money import quantize, zero
 from customers.models import Customer
 from customers.selectors import billed_customer_ids_many
 from metering.usage import current_xmin, usage_changed_since, usage_changed_since_many
+
+logger = logging.getLogger(__name__)
 
 
 class InvoiceStateError(ValidationError):
@@ -591,9 +594,20 @@ def _pairs_close(pairs: list[tuple[Customer, Period]], *, now: datetime) -> tupl
             since = min(p.start for _, p in missing)
             _drafts_create(missing, now=now, context=_Context.load(accounts, since=since))
         return len(missing), len(pairs) - len(missing)
-    except IntegrityError:  # another run is closing the same periods: one by one
-        made = sum(invoice_draft_for(account=a, period=p, now=now)[1] for a, p in missing)
-        return made, len(pairs) - made
+    except Exception as exc:  # noqa: BLE001 - the chunk is redone one account at a time
+        # Another run closing the same periods (the unique constraint), or one account
+        # that cannot be rated: one by one, so that one account never holds up the others.
+        if not isinstance(exc, IntegrityError):
+            logger.warning("closing a chunk of %d periods failed; one by one", len(missing))
+        made = had = 0
+        for account, period in missing:
+            try:
+                created = invoice_draft_for(account=account, period=period, now=now)[1]
+            except Exception:  # noqa: BLE001 - logged; the next run tries again
+                logger.exception("no draft for %s, %s: left for the next run", account, period)
+                continue
+            made, had = made + created, had + (not created)
+        return made, len(pairs) - len(missing) + had
 
 
 def periods_close(*, now: datetime) -> CloseResult:
@@ -773,21 +787,40 @@ def invoices_issue_due(*, now: datetime) -> int:
     """Issue every draft whose grace period has ended by ``now``, a chunk per transaction.
 
     Drafts another run (or an operator) holds are skipped (``SKIP LOCKED``): that run
-    issues them. Numbers follow the order of the drafts' grace periods.
+    issues them. Numbers follow the order of the drafts' grace periods. A chunk that
+    fails is issued again one draft at a time; a draft that cannot be issued is logged
+    and stays a draft (the dashboard lists drafts past their grace) for the next run.
     """
-    issued = 0
+    issued, failed = 0, set()
     while True:
-        with transaction.atomic():
-            chunk = list(
-                Invoice.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("customer")
-                .filter(status=InvoiceStatus.DRAFT, grace_until__lte=now)
-                .order_by("grace_until", "created_at", "pk")[: _chunk()]
-            )
-            if not chunk:
-                return issued
-            _drafts_issue(chunk, now=now, actor="billing run", context=_Context.for_invoices(chunk))
-            issued += len(chunk)
+        chunk: list[Invoice] = []
+        try:
+            with transaction.atomic():
+                chunk = list(
+                    Invoice.objects.select_for_update(skip_locked=True, of=("self",))
+                    .select_related("customer")
+                    .filter(status=InvoiceStatus.DRAFT, grace_until__lte=now)
+                    .exclude(pk__in=failed)
+                    .order_by("grace_until", "created_at", "pk")[: _chunk()]
+                )
+                if not chunk:
+                    return issued
+                context = _Context.for_invoices(chunk)
+                _drafts_issue(chunk, now=now, actor="billing run", context=context)
+                issued += len(chunk)
+        except Exception:  # noqa: BLE001 - the chunk is redone one draft at a time
+            if not chunk:  # finding the drafts failed: nothing to redo
+                raise
+            logger.warning("issuing a chunk of %d drafts failed; one by one", len(chunk))
+            for draft in chunk:
+                try:
+                    invoice_issue(invoice=draft, now=now)
+                    issued += 1
+                except InvoiceStateError:  # issued meanwhile by another run or an operator
+                    continue
+                except Exception:  # noqa: BLE001 - logged; the next run tries again
+                    logger.exception("draft %s not issued: left for the next run", draft.pk)
+                    failed.add(draft.pk)
 
 
 def invoice_mark(

@@ -29,3 +29,13 @@ def issue_slowly(*, invoice: Invoice, now: datetime) -> None:
             issued = len(f.read().split())
     stall_at = int(os.environ.get("SLOW_HOOK_STALL_AT", "0"))
     time.sleep(600 if issued == stall_at else float(os.environ.get("SLOW_HOOK_SECONDS", "0.2")))
+
+
+FAIL_FOR: set[int] = set()
+
+
+def fail_for_some(*, invoice: Invoice, now: datetime) -> None:
+    """Raise for the invoices of the accounts in ``FAIL_FOR``: a test's account whose
+    issue cannot go through."""
+    if invoice.customer_id in FAIL_FOR:
+        raise RuntimeError(f"the issue hook of account {invoice.customer_id} fails")

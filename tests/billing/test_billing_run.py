@@ -504,3 +504,61 @@ def test_drafts_another_run_makes_while_this_one_rates_them_are_left_to_it(plans
     assert Invoice.objects.filter(customer__in=accounts).count() == 3
     assert InvoiceEvent.objects.filter(to_status=InvoiceStatus.DRAFT).count() == 3
     assert all(invoice.lines.exists() for invoice in Invoice.objects.all())
+
+
+# ---------------------------------------------------------------- one bad account
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_that_cannot_be_issued_holds_up_no_other_and_stays_a_draft(
+    plans, monkeypatch, caplog
+):
+    # Issuing works a chunk per transaction; when one draft's hook fails, the chunk is
+    # redone one draft at a time: the others are issued, numbered without a gap, and the
+    # failing one stays a draft, logged, for the next run.
+    from billing import invoicing
+    from tests.billing import slow_hooks
+
+    accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(5)]
+    bad = accounts[2]
+    hooks = settings.BILLING_INVOICE_ISSUING_HOOKS
+    monkeypatch.setattr(slow_hooks, "FAIL_FOR", {bad.pk})
+    monkeypatch.setattr(
+        settings,
+        "BILLING_INVOICE_ISSUING_HOOKS",
+        [*hooks, "tests.billing.slow_hooks.fail_for_some"],
+    )
+    after_grace = NOV + GRACE + timedelta(hours=1)
+    invoicing.periods_close(now=NOV + timedelta(hours=1))
+
+    assert invoicing.invoices_issue_due(now=after_grace) == 4
+
+    assert Invoice.objects.get(customer=bad).status == InvoiceStatus.DRAFT
+    numbers = sorted(Invoice.objects.exclude(number=None).values_list("number", flat=True))
+    assert numbers == [f"{PREFIX}{n:06d}" for n in range(1, 5)]
+    assert "not issued: left for the next run" in caplog.text
+    monkeypatch.setattr(slow_hooks, "FAIL_FOR", set())
+    assert invoicing.invoices_issue_due(now=after_grace) == 1  # the next run issues it
+    assert Invoice.objects.get(customer=bad).number == f"{PREFIX}000005"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_that_cannot_be_rated_holds_up_no_other_draft(plans, monkeypatch, caplog):
+    from billing import invoicing
+
+    accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(4)]
+    rate = invoicing.rate_period
+
+    def fails_for_one(*, account, **kwargs):
+        if account.pk == accounts[1].pk:
+            raise ValueError("a price that cannot be parsed")
+        return rate(account=account, **kwargs)
+
+    monkeypatch.setattr(invoicing, "rate_period", fails_for_one)
+    result = invoicing.periods_close(now=NOV + timedelta(hours=1))
+
+    assert (result.created, result.existing) == (3, 0)  # the fourth is left for next time
+    assert not Invoice.objects.filter(customer=accounts[1]).exists()
+    assert "no draft for" in caplog.text
+    monkeypatch.setattr(invoicing, "rate_period", rate)
+    assert invoicing.periods_close(now=NOV + timedelta(hours=2)).created == 1
