@@ -21,7 +21,7 @@ from customers.models import ConsumerMapping, Customer
 # (model, fields left out of its history, which rows are recorded). Nothing secret goes
 # to the history tables that the model itself does not hold in clear: Customer.rail_settings
 # is stored as the customer service writes it (account numbers encrypted).
-# A draft's computed lines are rewritten in bulk at every recompute (no row for their
+# A draft's computed lines are rewritten in bulk when a recompute changes them (no row for their
 # creation, and their deletion would be noise and a per-line write): only manual lines,
 # added and removed by operators, are recorded; the invoice's rows carry the totals.
 AUDITED = [
