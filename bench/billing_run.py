@@ -165,7 +165,7 @@ def redis_url_for_bench() -> str:
 def reset(conn) -> None:
     conn.execute(
         "TRUNCATE customers_customer, billing_plan, billing_documentsequence, metering_meter, "
-        "metering_event, metering_eventkey, metering_usagetouch, "
+        "metering_event, metering_eventkey, metering_usagetouch, metering_usagebucket, "
         "customers_consumermappingchange CASCADE"
     )
 

@@ -130,7 +130,7 @@ def django_setup(url: str) -> None:
 def reset(conn) -> None:
     conn.execute(
         "TRUNCATE customers_customer, billing_plan, billing_documentsequence, metering_meter, "
-        "metering_event, metering_eventkey, metering_usagetouch, "
+        "metering_event, metering_eventkey, metering_usagetouch, metering_usagebucket, "
         "customers_consumermappingchange CASCADE"
     )
     conn.execute("DELETE FROM core_apikey WHERE name = %s", [KEY_NAME])
