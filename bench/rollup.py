@@ -21,11 +21,13 @@
    discarded: no writes. PostgreSQL may run these plain SELECTs with parallel workers, as
    it may the rollup's own GROUP BY (a CREATE TEMPORARY TABLE … AS SELECT). The narrower
    baseline of earlier figures (counts and sums only) is timed and printed beside it.
-5. Full rollup: ``metering.rollup.meter_rollup`` per meter, from an empty state. Checks
-   that its buckets hold exactly the baseline's totals.
+5. Full rollup: ``metering.rollup.meters_rollup`` of every meter, from an empty state, as
+   ``usage_rollup`` runs it (``METERING_ROLLUP_WORKERS`` meters at once, each on its own
+   connection; the time is the wall time, and each meter's own time is printed too).
+   Checks that its buckets hold exactly the baseline's totals.
 6. Incremental: loads 1% more events (same distribution, in two more transactions),
-   waits until the commit horizon has passed them, then times ``meter_rollup`` per meter
-   again and checks that every stored event was rolled up exactly once.
+   waits until the commit horizon has passed them, then times ``meters_rollup`` again
+   and checks that every stored event was rolled up exactly once.
 7. Prints the figures, ``ratio full rollup/GROUP BY`` (target <= 1.5) and
    ``ratio incremental/full`` (target <= 0.05). ``--explain`` then repeats the full
    rollup inside a transaction that is rolled back, printing EXPLAIN (ANALYZE, BUFFERS)
@@ -320,16 +322,36 @@ def baseline_run(conn, statements=BASELINES) -> tuple[dict[str, float], dict[str
     return seconds, totals
 
 
-def rollup_run(meters) -> tuple[dict[str, float], dict[str, int]]:
-    from metering.rollup import meter_rollup
+def rollup_run(meters) -> tuple[float, dict[str, float], dict[str, int]]:
+    """``meters_rollup`` as ``usage_rollup`` runs it (``METERING_ROLLUP_WORKERS`` meters at
+    once); (wall seconds, each meter's own seconds, each meter's events)."""
+    from metering import rollup
 
     seconds, events = {}, {}
-    for meter in meters:
+    timed = rollup.meter_rollup
+
+    def meter_rollup(*, meter, now):
         started = time.perf_counter()
-        result = meter_rollup(meter=meter, now=NOW)
+        result = timed(meter=meter, now=now)
         seconds[meter.key] = time.perf_counter() - started
         events[meter.key] = result.events
-    return seconds, events
+        return result
+
+    rollup.meter_rollup = meter_rollup
+    try:
+        started = time.perf_counter()
+        rollup.meters_rollup(meters=list(meters), now=NOW)
+        wall = time.perf_counter() - started
+    finally:
+        rollup.meter_rollup = timed
+    return wall, {m.key: seconds[m.key] for m in meters}, events
+
+
+def workers_text() -> str:
+    from django.conf import settings
+
+    workers = settings.METERING_ROLLUP_WORKERS
+    return "one meter at a time" if workers <= 1 else f"{workers} meters at a time"
 
 
 def rollup_totals(conn, meters) -> dict[str, tuple]:
@@ -470,11 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     checkpoint(control)
-    full_seconds, full_events = rollup_run(meters)
-    full_total = sum(full_seconds.values())
+    full_total, full_seconds, full_events = rollup_run(meters)
     figure(
         "full rollup",
-        f"{full_total:.2f} s ("
+        f"{full_total:.2f} s ({workers_text()}: "
         + ", ".join(f"{k} {v:.2f} s" for k, v in full_seconds.items())
         + f"; {rate(args.events, full_total)} events/s)",
     )
@@ -487,8 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     added, xid = events_load(url, first=args.events, count=increment, subjects=args.subjects)
     waited += horizon_wait(control, xid)
     checkpoint(control)
-    inc_seconds, inc_events = rollup_run(meters)
-    inc_total = sum(inc_seconds.values())
+    inc_total, inc_seconds, inc_events = rollup_run(meters)
     expected = {
         "llm_tokens": "llm",
         "api_requests": "request",
@@ -502,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"rolled up {rolled}, but the event table holds {counts}")
     figure(
         "incremental rollup",
-        f"{inc_total:.3f} s for {increment:,} new events loaded in {added:.1f} s ("
+        f"{inc_total:.3f} s for {increment:,} new events loaded in {added:.1f} s ({workers_text()}: "
         + ", ".join(f"{k} {v:.3f} s" for k, v in inc_seconds.items())
         + ")",
     )

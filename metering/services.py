@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from customers.models import ConsumerMappingChange
 from metering.ingest import CloudEvent, events_store
 from metering.models import Aggregation, Feature, Meter
-from metering.rollup import RollupResult, meter_rollup, subject_reattribute
+from metering.rollup import RollupResult, meters_rollup, subject_reattribute
 
 LOCKED_METER_FIELDS = ("event_type", "aggregation", "value_property")
 
@@ -71,7 +71,7 @@ def usage_rollup(*, now: datetime) -> UsageRollupResult:
 
     Safe to run at any time and from several workers at once.
     """
-    results = [meter_rollup(meter=meter, now=now) for meter in Meter.objects.order_by("pk")]
+    results = meters_rollup(meters=list(Meter.objects.order_by("pk")), now=now)
     changes, reattributed = mapping_changes_apply()
     return UsageRollupResult(
         meters=results, mapping_changes=changes, events_reattributed=reattributed

@@ -154,7 +154,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     "billing-run": {"task": "billing.run", "schedule": timedelta(minutes=5)},
     "settlements-drive": {"task": "rails.settlements_drive_due", "schedule": timedelta(minutes=1)},
-    "webhook-deliveries": {"task": "billing.webhook_deliveries_send_due", "schedule": timedelta(minutes=1)},
+    "webhook-deliveries": {
+        "task": "billing.webhook_deliveries_send_due",
+        "schedule": timedelta(minutes=1),
+    },
     "thresholds-check": {"task": "billing.thresholds_check", "schedule": timedelta(minutes=1)},
     "credits-expire": {"task": "billing.credits_expire", "schedule": timedelta(hours=1)},
     # 13:00 UTC is 8-9 am in New York, before a bank's usual morning cutoff; a re-run exports nothing twice.
@@ -244,6 +247,9 @@ BILLING_INVOICE_ISSUED_HOOKS: list[str] = [
 ]
 BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.services.settlement_on_void"]
 BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.services.settlement_on_credit_note"]
+# Meters rolled up at once, each on its own database connection (a catch-up after a
+# backlog then uses the database's cores, as a parallel GROUP BY would). 1: one by one.
+METERING_ROLLUP_WORKERS = int(os.environ.get("METERING_ROLLUP_WORKERS", "2"))
 # Accounts per transaction in a billing run (drafts made, drafts issued): larger is faster,
 # and a run that dies loses at most one chunk's work (rolled back; the next run redoes it).
 BILLING_RUN_CHUNK = int(os.environ.get("BILLING_RUN_CHUNK", "200"))
@@ -278,7 +284,9 @@ BILLING_SELLER = {
     "website": os.environ.get("BILLING_SELLER_WEBSITE", ""),
     "tax_id": os.environ.get("BILLING_SELLER_TAX_ID", ""),
     "logo_text": os.environ.get("BILLING_SELLER_LOGO_TEXT", ""),  # empty: the name
-    "page_size": os.environ.get("BILLING_PAGE_SIZE", ""),  # A4 | Letter | empty: by customer country
+    "page_size": os.environ.get(
+        "BILLING_PAGE_SIZE", ""
+    ),  # A4 | Letter | empty: by customer country
     "footer_note": os.environ.get("BILLING_SELLER_FOOTER_NOTE", ""),
     "bank_transfer": {  # printed for manual-rail customers; only the fields that are set
         "bank_name": os.environ.get("BILLING_BANK_NAME", ""),
@@ -330,7 +338,9 @@ ACH_COMPANY_NAME = os.environ.get("ACH_COMPANY_NAME", "")  # required when live
 ACH_ODFI_NAME = os.environ.get("ACH_ODFI_NAME", "")
 ACH_RETURN_WINDOW_BANKING_DAYS = int(os.environ.get("ACH_RETURN_WINDOW_BANKING_DAYS", "2"))
 ACH_TIME_ZONE = os.environ.get("ACH_TIME_ZONE", "America/New_York")  # banking days are counted here
-ACH_ENCRYPTION_KEY = os.environ.get("ACH_ENCRYPTION_KEY", "")  # comma list: first encrypts, all decrypt
+ACH_ENCRYPTION_KEY = os.environ.get(
+    "ACH_ENCRYPTION_KEY", ""
+)  # comma list: first encrypts, all decrypt
 
 # Validates and normalises a customer's rail_settings when the customer is saved
 # (rail=, rail_settings=) -> rail_settings; raises ValidationError.

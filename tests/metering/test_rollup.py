@@ -123,7 +123,11 @@ def test_late_events_update_their_old_buckets(ingest):
 @pytest.mark.django_db(transaction=True)
 def test_min_max_latest_and_avg_stay_exact_across_runs(ingest):
     meter = tokens_meter(
-        key="latency", event_type="request", aggregation="LATEST", value_property="$.ms", group_by={}
+        key="latency",
+        event_type="request",
+        aggregation="LATEST",
+        value_property="$.ms",
+        group_by={},
     )
     ingest(
         cloud_event(1, time="2026-11-01T10:10:00Z", ms=40),
@@ -365,3 +369,70 @@ def test_two_workers_rolling_up_at_once_count_every_event_exactly_once(ingest):
         "n": 2000,
         "v": Decimal(2000),
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_meters_are_rolled_up_at_once_and_two_such_runs_neither_deadlock_nor_double_count(
+    ingest, settings
+):
+    # usage_rollup rolls METERING_ROLLUP_WORKERS meters up at once, each on its own
+    # connection. Their usage-touch upserts meet on the same (customer, day) rows, taken in
+    # one order so they never deadlock; two such runs at once still count each event once.
+    from metering import rollup
+
+    settings.METERING_ROLLUP_WORKERS = 3
+    acme = CustomerFactory(key="acme")
+    consumer_mapping_create(
+        consumer_key="acme-gw", customer=acme, valid_from=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    meters = [
+        tokens_meter(),
+        meter_create(key="llm_calls", event_type="llm", aggregation="COUNT"),
+        meter_create(
+            key="llm_users", event_type="llm", aggregation="UNIQUE_COUNT", value_property="$.user"
+        ),
+    ]
+    for batch in range(3):
+        ingest(
+            *[
+                cloud_event(
+                    f"{batch}-{i}", type="llm", subject="acme-gw", tokens=2, model=f"m{i % 2}",
+                    user=f"u{i % 7}", time=f"2026-11-{1 + i % 20:02d}T{i % 24:02d}:00:00Z",
+                )
+                for i in range(300)
+            ]
+        )  # fmt: skip
+    threads_seen: set[str] = set()
+    meter_rollup = rollup.meter_rollup
+
+    def noting_the_thread(**kwargs):
+        threads_seen.add(threading.current_thread().name)
+        return meter_rollup(**kwargs)
+
+    rollup.meter_rollup = noting_the_thread
+    errors = []
+
+    def run():
+        try:
+            usage_rollup(now=NOW)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    try:
+        runs = [threading.Thread(target=run) for _ in range(2)]
+        for t in runs:
+            t.start()
+        for t in runs:
+            t.join(60)
+    finally:
+        rollup.meter_rollup = meter_rollup
+    assert not errors
+    assert len({name for name in threads_seen if name.startswith("rollup")}) >= 2
+    totals = {
+        m.key: UsageBucket.objects.filter(meter=m).aggregate(n=Sum("event_count"))["n"]
+        for m in meters
+    }
+    assert totals == {"llm_tokens": 900, "llm_calls": 900, "llm_users": 900}
+    assert month_unique_count(meters[2], customers=[acme]) == 7
