@@ -189,7 +189,9 @@ def payment_instructions(*, invoice: Invoice, zone: tzinfo) -> dict:
         }
     if rail == "ach":
         # the rail keeps only the last four digits in clear (the number is encrypted)
-        last4 = rail_settings.get("account_last4") or mask_account_number(rail_settings.get("account_number"))
+        last4 = rail_settings.get("account_last4") or mask_account_number(
+            rail_settings.get("account_number")
+        )
         source = f"account ending {last4}" if last4 else "your bank account on file"
         lines = [
             f"Debited from {source} on or after {due}.",

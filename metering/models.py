@@ -204,7 +204,9 @@ class UsageTouch(models.Model):
     xid = models.BigIntegerField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["customer", "day"], name="usage_touch_identity")]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "day"], name="usage_touch_identity")
+        ]
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.day} @ {self.xid}"

@@ -76,8 +76,20 @@ class FailedFilter(admin.SimpleListFilter):
 
 class ExchangeInline(admin.StackedInline):
     model = SettlementExchange
-    fields = ["at", "attempt", "step", "sent", "method", "url", "idempotency_key", "status_code",
-              "request_headers", "request_body", "response_body", "error"]
+    fields = [
+        "at",
+        "attempt",
+        "step",
+        "sent",
+        "method",
+        "url",
+        "idempotency_key",
+        "status_code",
+        "request_headers",
+        "request_body",
+        "response_body",
+        "error",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -89,18 +101,38 @@ class ExchangeInline(admin.StackedInline):
 
 
 class CancelForm(forms.Form):
-    reason = forms.CharField(max_length=500, help_text="Why the settlement stops, e.g. 'Paid by wire transfer'.")
+    reason = forms.CharField(
+        max_length=500, help_text="Why the settlement stops, e.g. 'Paid by wire transfer'."
+    )
 
 
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
-    list_display = ["invoice_link", "customer", "rail", "mode", "state_text", "attempts", "next_action_at",
-                    "last_error_short"]
+    list_display = [
+        "invoice_link",
+        "customer",
+        "rail",
+        "mode",
+        "state_text",
+        "attempts",
+        "next_action_at",
+        "last_error_short",
+    ]
     list_filter = ["state", FailedFilter, "rail", "sandbox"]
     list_select_related = ["invoice__customer"]
     search_fields = ["invoice__number", "invoice__customer__key", "invoice__customer__name"]
-    readonly_fields = ["invoice_link", "rail", "mode", "state_text", "attempts", "external_ids", "last_error",
-                       "next_action_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "invoice_link",
+        "rail",
+        "mode",
+        "state_text",
+        "attempts",
+        "external_ids",
+        "last_error",
+        "next_action_at",
+        "created_at",
+        "updated_at",
+    ]
     fields = readonly_fields
     inlines = [EventInline, ExchangeInline]
     actions = ["retry_now", "mark_paid"]
@@ -134,8 +166,10 @@ class SettlementAdmin(admin.ModelAdmin):
     @admin.display(description="mode")
     def mode(self, obj: Settlement):
         if obj.sandbox:
-            return format_html('<span title="{}" style="color:#9a6700">sandbox: nothing sent</span>',
-                               "The rail has no credentials; requests are built and stored here, never sent.")
+            return format_html(
+                '<span title="{}" style="color:#9a6700">sandbox: nothing sent</span>',
+                "The rail has no credentials; requests are built and stored here, never sent.",
+            )
         return "live"
 
     @admin.display(description="last error")
@@ -152,23 +186,41 @@ class SettlementAdmin(admin.ModelAdmin):
         for settlement in queryset:
             try:
                 settlement_retry(settlement=settlement, now=now, actor=request.user.get_username())
-                self.message_user(request, f"{settlement.invoice.number}: retry queued.", messages.SUCCESS)
+                self.message_user(
+                    request, f"{settlement.invoice.number}: retry queued.", messages.SUCCESS
+                )
             except ValidationError as exc:
-                self.message_user(request, f"{settlement.invoice.number}: {' '.join(exc.messages)}", messages.WARNING)
+                self.message_user(
+                    request,
+                    f"{settlement.invoice.number}: {' '.join(exc.messages)}",
+                    messages.WARNING,
+                )
 
-    @admin.action(description="Mark the selected settlements paid (payment received outside the rail)",
-                  permissions=["change"])
+    @admin.action(
+        description="Mark the selected settlements paid (payment received outside the rail)",
+        permissions=["change"],
+    )
     def mark_paid(self, request, queryset):
         now = timezone.now()
         for settlement in queryset:
-            result = settlement_mark_paid(settlement=settlement, now=now, actor=request.user.get_username())
+            result = settlement_mark_paid(
+                settlement=settlement, now=now, actor=request.user.get_username()
+            )
             level = messages.SUCCESS if result.state == "paid" else messages.WARNING
             self.message_user(request, f"{settlement.invoice.number}: {result.state}.", level)
 
     def get_urls(self):
         return [
-            path("<int:pk>/retry/", self.admin_site.admin_view(self.retry_view), name="rails_settlement_retry"),
-            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="rails_settlement_cancel"),
+            path(
+                "<int:pk>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="rails_settlement_retry",
+            ),
+            path(
+                "<int:pk>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="rails_settlement_cancel",
+            ),
             *super().get_urls(),
         ]
 
@@ -183,7 +235,9 @@ class SettlementAdmin(admin.ModelAdmin):
         settlement = Settlement.objects.get(pk=pk)
         if request.method == "POST":
             try:
-                settlement_retry(settlement=settlement, now=timezone.now(), actor=request.user.get_username())
+                settlement_retry(
+                    settlement=settlement, now=timezone.now(), actor=request.user.get_username()
+                )
                 self.message_user(request, "Retry queued as a new attempt.", messages.SUCCESS)
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.ERROR)
@@ -195,14 +249,23 @@ class SettlementAdmin(admin.ModelAdmin):
         form = CancelForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                settlement_cancel(settlement=settlement, now=timezone.now(), actor=request.user.get_username(),
-                                  reason=form.cleaned_data["reason"])
+                settlement_cancel(
+                    settlement=settlement,
+                    now=timezone.now(),
+                    actor=request.user.get_username(),
+                    reason=form.cleaned_data["reason"],
+                )
                 self.message_user(request, "Settlement cancelled.", messages.SUCCESS)
                 return redirect("admin:rails_settlement_change", pk)
             except ValidationError as exc:
                 form.add_error(None, " ".join(exc.messages))
-        context = {**self.admin_site.each_context(request), "title": f"Cancel the settlement of {settlement.invoice.number}",
-                   "form": form, "settlement": settlement, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Cancel the settlement of {settlement.invoice.number}",
+            "form": form,
+            "settlement": settlement,
+            "opts": self.model._meta,
+        }
         return render(request, "admin/rails/settlement/cancel.html", context)
 
 
@@ -220,7 +283,16 @@ class InboundWebhookAdmin(admin.ModelAdmin):
     list_display = ["received_at", "rail", "event_type", "event_id", "processed_at", "error"]
     list_filter = ["rail", "event_type"]
     search_fields = ["event_id"]
-    readonly_fields = ["rail", "event_id", "event_type", "payload", "headers", "received_at", "processed_at", "error"]
+    readonly_fields = [
+        "rail",
+        "event_id",
+        "event_type",
+        "payload",
+        "headers",
+        "received_at",
+        "processed_at",
+        "error",
+    ]
 
     def has_add_permission(self, request) -> bool:
         return False

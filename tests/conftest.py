@@ -110,7 +110,9 @@ def celery_worker_process(transactional_db, tmp_path):
         cwd=settings.BASE_DIR,
     )
     # not the current app: shared tasks must keep running eagerly on the project app
-    client = Celery("tests", broker=_celery_url(redis_url), backend=_celery_url(redis_url), set_as_current=False)
+    client = Celery(
+        "tests", broker=_celery_url(redis_url), backend=_celery_url(redis_url), set_as_current=False
+    )
 
     def run(task_name: str, timeout: float = 60, **kwargs):
         result = client.send_task(task_name, kwargs=kwargs, queue=queue)

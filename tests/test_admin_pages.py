@@ -139,17 +139,36 @@ def test_the_admin_encrypts_an_ach_account_number_and_explains_a_bad_routing_num
     from customers.models import Customer
 
     data = {
-        "key": "initech", "name": "Initech", "email": "", "currency": "USD", "timezone": "UTC", "rail": "ach",
+        "key": "initech",
+        "name": "Initech",
+        "email": "",
+        "currency": "USD",
+        "timezone": "UTC",
+        "rail": "ach",
         "rail_settings": '{"routing_number": "021000021", "account_number": "000123456789", '
         '"account_type": "checking", "mandate_date": "2026-09-15"}',
-        "bill_to_parent": "on", "address_line1": "", "address_line2": "", "city": "", "region": "",
-        "postal_code": "", "country": "", "tax_id": "",
-        "consumer_mappings-TOTAL_FORMS": "0", "consumer_mappings-INITIAL_FORMS": "0",
-        "subsidiaries-TOTAL_FORMS": "0", "subsidiaries-INITIAL_FORMS": "0",
+        "bill_to_parent": "on",
+        "address_line1": "",
+        "address_line2": "",
+        "city": "",
+        "region": "",
+        "postal_code": "",
+        "country": "",
+        "tax_id": "",
+        "consumer_mappings-TOTAL_FORMS": "0",
+        "consumer_mappings-INITIAL_FORMS": "0",
+        "subsidiaries-TOTAL_FORMS": "0",
+        "subsidiaries-INITIAL_FORMS": "0",
     }
-    bad = admin_client.post(reverse("admin:customers_customer_add"),
-                            {**data, "rail_settings": data["rail_settings"].replace("021000021", "021000022")})
-    assert bad.status_code == 200 and "routing" in bad.content.decode() and not Customer.objects.exists()
+    bad = admin_client.post(
+        reverse("admin:customers_customer_add"),
+        {**data, "rail_settings": data["rail_settings"].replace("021000021", "021000022")},
+    )
+    assert (
+        bad.status_code == 200
+        and "routing" in bad.content.decode()
+        and not Customer.objects.exists()
+    )
     assert admin_client.post(reverse("admin:customers_customer_add"), data).status_code == 302
     stored = Customer.objects.get(key="initech").rail_settings
     assert "account_number" not in stored and stored["account_last4"] == "6789"

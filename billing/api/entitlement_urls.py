@@ -3,8 +3,16 @@ from django.urls import path
 from billing.api import entitlement_views as views
 
 urlpatterns = [
-    path("customers/<str:key>/entitlements", views.CustomerEntitlementsView.as_view(), name="customer-entitlements"),
-    path("customers/<str:key>/entitlements/override", views.CustomerOverrideView.as_view(), name="entitlement-override"),
+    path(
+        "customers/<str:key>/entitlements",
+        views.CustomerEntitlementsView.as_view(),
+        name="customer-entitlements",
+    ),
+    path(
+        "customers/<str:key>/entitlements/override",
+        views.CustomerOverrideView.as_view(),
+        name="entitlement-override",
+    ),
     path(
         "customers/<str:key>/entitlements/<str:feature>/value",
         views.EntitlementValueView.as_view(),
@@ -12,5 +20,9 @@ urlpatterns = [
     ),
     path("customers/<str:key>/grants", views.CustomerGrantsView.as_view(), name="customer-grants"),
     path("grants/<int:pk>/void", views.GrantVoidView.as_view(), name="grant-void"),
-    path("entitlements/check", views.EntitlementBulkCheckView.as_view(), name="entitlement-bulk-check"),
+    path(
+        "entitlements/check",
+        views.EntitlementBulkCheckView.as_view(),
+        name="entitlement-bulk-check",
+    ),
 ]

@@ -183,7 +183,8 @@ class CustomerApplier:
             wanted = fields | {
                 "parent": parent.pk if parent else None,
                 "rail_settings": rail_settings_as_stored(
-                    fields["rail"], fields["rail_settings"],
+                    fields["rail"],
+                    fields["rail_settings"],
                     existing.rail_settings if existing.rail == fields["rail"] else None,
                 ),
             }

@@ -388,7 +388,9 @@ class _Checker:
             if isinstance(value, dict):
                 name = value.get("env")
                 if set(value) != {"env"} or not isinstance(name, str):
-                    problem = "give the secret as text, or {env: NAME} to read it from the environment."
+                    problem = (
+                        "give the secret as text, or {env: NAME} to read it from the environment."
+                    )
                 elif not ENV_NAME.fullmatch(name):
                     problem = f"{name!r} is not an environment variable name."
             elif not isinstance(value, str):
@@ -447,7 +449,9 @@ def _customer_rule(checker: _Checker, item: dict, path: str, raw: dict) -> None:
         return  # not ACH, or the settings are malformed (reported already)
     for name in ACH_SETTINGS:
         # an exported file carries the account number encrypted, as stored
-        given = settings_.get(name) or (settings_.get("account_number_encrypted") if name == "account_number" else None)
+        given = settings_.get(name) or (
+            settings_.get("account_number_encrypted") if name == "account_number" else None
+        )
         if not given:
             checker.error(f"{path}.rail_settings.{name}", "is required for the ach rail.")
     routing = settings_.get("routing_number")

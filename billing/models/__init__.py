@@ -1,5 +1,3 @@
-from billing.models.credits import CreditGrant, CreditLedgerEntry  # noqa: F401
-from billing.models.notifications import NotificationCursor, NotificationEvent, NotificationRule, WebhookAttempt, WebhookDelivery  # noqa: F401
 from billing.models.access import CustomerAccess
 from billing.models.catalog import (
     BillingProfile,
@@ -11,6 +9,7 @@ from billing.models.catalog import (
     TaxRate,
     WebhookEndpoint,
 )
+from billing.models.credits import CreditGrant, CreditLedgerEntry  # noqa: F401
 from billing.models.entitlements import EntitlementOverride, EntitlementType, Grant, UsagePeriod
 from billing.models.invoices import (
     CreditNote,
@@ -24,9 +23,36 @@ from billing.models.invoices import (
     InvoiceTax,
     LineKind,
 )
+from billing.models.notifications import (  # noqa: F401
+    NotificationCursor,
+    NotificationEvent,
+    NotificationRule,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 __all__ = [
-    "BillingProfile", "Cadence", "CustomerAccess", "EntitlementOverride", "EntitlementType", "Grant", "UsagePeriod", "CreditNote", "CreditNoteLine", "DocumentSequence", "FrozenInvoiceError",
-    "Invoice", "InvoiceEvent", "InvoiceLine", "InvoiceStatus", "InvoiceTax", "LineKind", "Plan",
-    "PlanVersion", "RateCard", "Subscription", "TaxRate", "WebhookEndpoint",
+    "BillingProfile",
+    "Cadence",
+    "CustomerAccess",
+    "EntitlementOverride",
+    "EntitlementType",
+    "Grant",
+    "UsagePeriod",
+    "CreditNote",
+    "CreditNoteLine",
+    "DocumentSequence",
+    "FrozenInvoiceError",
+    "Invoice",
+    "InvoiceEvent",
+    "InvoiceLine",
+    "InvoiceStatus",
+    "InvoiceTax",
+    "LineKind",
+    "Plan",
+    "PlanVersion",
+    "RateCard",
+    "Subscription",
+    "TaxRate",
+    "WebhookEndpoint",
 ]

@@ -8,7 +8,13 @@ urlpatterns = [
     path("meters/<str:key>", catalog_views.MeterDetail.as_view(), name="meter-detail"),
     path("features", catalog_views.FeatureListCreate.as_view(), name="feature-list"),
     path("features/<str:key>", catalog_views.FeatureDetail.as_view(), name="feature-detail"),
-    path("usage/unattributed", catalog_views.UnattributedUsageList.as_view(), name="usage-unattributed"),
+    path(
+        "usage/unattributed",
+        catalog_views.UnattributedUsageList.as_view(),
+        name="usage-unattributed",
+    ),
     path("meters/<str:key>/query", query_views.MeterQueryView.as_view(), name="meter-query"),
-    path("gateways/kong/http-log", gateway_views.KongHttpLogReceiver.as_view(), name="kong-http-log"),
+    path(
+        "gateways/kong/http-log", gateway_views.KongHttpLogReceiver.as_view(), name="kong-http-log"
+    ),
 ]

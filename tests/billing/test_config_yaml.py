@@ -181,9 +181,7 @@ def test_apply_export_apply_reports_no_changes(tmp_path):
     assert 'unit_price: "0.002"' in exported  # decimals travel as strings
 
 
-def test_an_export_applied_to_an_empty_database_recreates_the_configuration(
-    tmp_path, monkeypatch
-):
+def test_an_export_applied_to_an_empty_database_recreates_the_configuration(tmp_path, monkeypatch):
     apply(tmp_path, with_rules())
     exported = export_text(tmp_path)
     before = config_export()
@@ -480,9 +478,7 @@ def test_notification_rules_are_created_with_their_feature_customer_and_endpoint
 
 def test_a_changed_rule_is_reported_by_field_and_a_rule_not_in_the_file_is_kept(tmp_path):
     apply(tmp_path, with_rules())
-    text = with_rules().replace("{percent: 100}, ", "").replace(
-        '    endpoints: [ops]\n"""', ""
-    )
+    text = with_rules().replace("{percent: 100}, ", "").replace('    endpoints: [ops]\n"""', "")
     text = text.replace(
         "    kind: spend_threshold\n    customer: globex\n",
         "    kind: spend_threshold\n    customer: globex\n    enabled: false\n",
@@ -515,9 +511,7 @@ def test_apply_export_apply_with_rules_reports_no_changes_and_writes_no_secret(t
 
 def test_a_secret_from_the_environment_replaces_the_stored_one(tmp_path, monkeypatch):
     apply(tmp_path)
-    text = EXAMPLE.read_text().replace(
-        f"secret: {OPS_SECRET}", "secret: {env: OPS_HOOK_SECRET}"
-    )
+    text = EXAMPLE.read_text().replace(f"secret: {OPS_SECRET}", "secret: {env: OPS_HOOK_SECRET}")
     monkeypatch.setenv("OPS_HOOK_SECRET", "whsec_rotated")
 
     lines = apply(tmp_path, text)
@@ -529,9 +523,7 @@ def test_a_secret_from_the_environment_replaces_the_stored_one(tmp_path, monkeyp
 
 def test_a_new_endpoint_whose_secret_variable_is_not_set_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("WEBHOOK_SECRET_OPS", raising=False)
-    text = EXAMPLE.read_text().replace(
-        f"secret: {OPS_SECRET}", "secret: {env: WEBHOOK_SECRET_OPS}"
-    )
+    text = EXAMPLE.read_text().replace(f"secret: {OPS_SECRET}", "secret: {env: WEBHOOK_SECRET_OPS}")
 
     errors = apply_failing(tmp_path, text)
 
@@ -579,11 +571,14 @@ def test_a_new_endpoint_whose_secret_variable_is_not_set_is_refused(tmp_path, mo
             "notification_rules[1].kind: must be one of entitlement_threshold, spend_threshold",
         ),
         (
-            RULES.replace("thresholds: [{percent: 80}, {percent: 100}, {usage: 1000000}]", "thresholds: [80]"),
+            RULES.replace(
+                "thresholds: [{percent: 80}, {percent: 100}, {usage: 1000000}]", "thresholds: [80]"
+            ),
             "notification_rules[0].thresholds[0]: expected one name and its value",
         ),
         (
-            RULES + "  - key: api-calls-usage\n    kind: spend_threshold\n    thresholds: [{amount: \"1\"}]\n",
+            RULES
+            + '  - key: api-calls-usage\n    kind: spend_threshold\n    thresholds: [{amount: "1"}]\n',
             "notification_rules[2].key: 'api-calls-usage' appears twice (also notification_rules[0]).",
         ),
     ],

@@ -129,8 +129,16 @@ def consolidated_invoice() -> Invoice:
         memo="Purchase order PO-4500012345",
     )
     # prepaid credit, applied when the invoice is issued
-    credit_grant(account=globex, currency="USD", amount=Decimal("100.00"), kind="paid", expires_at=None,
-                 reason="Prepaid", user=None, now=OCT)
+    credit_grant(
+        account=globex,
+        currency="USD",
+        amount=Decimal("100.00"),
+        kind="paid",
+        expires_at=None,
+        reason="Prepaid",
+        user=None,
+        now=OCT,
+    )
     line(
         draft,
         globex,
