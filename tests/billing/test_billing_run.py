@@ -463,6 +463,7 @@ def test_a_draft_another_run_issues_while_this_one_refreshes_drafts_is_left_to_i
     plans, monkeypatch
 ):
     from billing import invoicing
+    from billing.invoicing import drafts
 
     account = account_create(plans, key="acme", plan="starter")
     invoicing.invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
@@ -475,7 +476,7 @@ def test_a_draft_another_run_issues_while_this_one_refreshes_drafts_is_left_to_i
         in_another_connection(lambda: invoicing.invoice_issue(invoice=draft, now=after_grace))
         return set(range(len(checks)))
 
-    monkeypatch.setattr(invoicing, "usage_changed_since_many", changed_and_meanwhile_issued)
+    monkeypatch.setattr(drafts, "usage_changed_since_many", changed_and_meanwhile_issued)
     assert invoicing.drafts_refresh(now=after_grace) == 0
     assert Invoice.objects.get(customer=account).status == InvoiceStatus.ISSUED
 
@@ -487,9 +488,10 @@ def test_drafts_another_run_makes_while_this_one_rates_them_are_left_to_it(plans
     # drafts between this run finding them missing and inserting its own. This run's
     # bulk insert then meets the unique constraint, and it goes one by one, finding them.
     from billing import invoicing
+    from billing.invoicing import recompute
 
     accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(3)]
-    load, calls = invoicing._Context.load, []
+    load, calls = recompute._Context.load, []
 
     def the_other_run_closes_first(*args, **kwargs):
         if not calls:
@@ -497,7 +499,7 @@ def test_drafts_another_run_makes_while_this_one_rates_them_are_left_to_it(plans
             in_another_connection(lambda: invoicing.periods_close(now=NOV + timedelta(hours=1)))
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(invoicing._Context, "load", the_other_run_closes_first)
+    monkeypatch.setattr(recompute._Context, "load", the_other_run_closes_first)
     result = invoicing.periods_close(now=NOV + timedelta(hours=1))
 
     assert (result.created, result.existing) == (0, 3)
@@ -545,20 +547,21 @@ def test_an_account_that_cannot_be_issued_holds_up_no_other_and_stays_a_draft(
 @pytest.mark.django_db(transaction=True)
 def test_an_account_that_cannot_be_rated_holds_up_no_other_draft(plans, monkeypatch, caplog):
     from billing import invoicing
+    from billing.invoicing import recompute
 
     accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(4)]
-    rate = invoicing.rate_period
+    rate = recompute.rate_period
 
     def fails_for_one(*, account, **kwargs):
         if account.pk == accounts[1].pk:
             raise ValueError("a price that cannot be parsed")
         return rate(account=account, **kwargs)
 
-    monkeypatch.setattr(invoicing, "rate_period", fails_for_one)
+    monkeypatch.setattr(recompute, "rate_period", fails_for_one)
     result = invoicing.periods_close(now=NOV + timedelta(hours=1))
 
     assert (result.created, result.existing) == (3, 0)  # the fourth is left for next time
     assert not Invoice.objects.filter(customer=accounts[1]).exists()
     assert "no draft for" in caplog.text
-    monkeypatch.setattr(invoicing, "rate_period", rate)
+    monkeypatch.setattr(recompute, "rate_period", rate)
     assert invoicing.periods_close(now=NOV + timedelta(hours=2)).created == 1
