@@ -74,6 +74,7 @@ from bench.common import (  # noqa: E402
     checkpoint,
     cpu_delta,
     figure,
+    horizon_wait,
     migrate,
     rate,
     safe_url,
@@ -240,23 +241,6 @@ def catalog_create() -> list[int]:
             minimum="500",
         ),
     ]
-
-
-def horizon_wait(conn, timeout: float = 300) -> float:
-    """Wait until every transaction that has started so far has finished, server-wide
-    (the rollup and the rating horizon only move past the oldest open transaction)."""
-    xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
-    started = time.perf_counter()
-    while (
-        conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
-        <= xid
-    ):
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(
-                f"an open transaction on the server held the horizon for {timeout:.0f} s"
-            )
-        time.sleep(0.05)
-    return time.perf_counter() - started
 
 
 def setup(conn, *, accounts: int, per_account: int) -> dict:

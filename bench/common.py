@@ -222,3 +222,21 @@ def bench_lock(conn, database: str) -> None:
             f"Another benchmark is running in database {database!r}; wait for it, or give "
             "this one its own with --database."
         )
+
+
+def horizon_wait(conn, timeout: float = 300) -> float:
+    """Wait until every transaction that has started so far has finished, server-wide
+    (the rollup's and the rating's horizons only move past the oldest open transaction);
+    returns the seconds waited."""
+    xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
+    started = time.perf_counter()
+    while (
+        conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
+        <= xid
+    ):
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(
+                f"an open transaction on the server held the horizon for {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    return time.perf_counter() - started

@@ -85,6 +85,7 @@ from bench.common import (  # noqa: E402
     cpu_delta,
     django_env,
     figure,
+    horizon_wait,
     migrate,
     process_cpu_seconds,
     safe_url,
@@ -282,23 +283,6 @@ def catalog_create():
         ),
     ]
     return versions, calls, llm
-
-
-def horizon_wait(conn, timeout: float = 300) -> float:
-    """Wait until every transaction that has started so far has finished, server-wide
-    (the rollup's horizon only moves past the oldest open transaction)."""
-    xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
-    started = time.perf_counter()
-    while (
-        conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
-        <= xid
-    ):
-        if time.perf_counter() - started > timeout:
-            raise SystemExit(
-                f"an open transaction on the server held the horizon for {timeout:.0f} s"
-            )
-        time.sleep(0.05)
-    return time.perf_counter() - started
 
 
 def overrides_and_grants(*, calls, llm, now: datetime) -> tuple[int, int]:

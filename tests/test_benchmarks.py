@@ -8,43 +8,25 @@ server of DATABASE_URL (or the embedded one), as a developer would run it.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NUMBER = r"[\d,]+(\.\d+)?"
+from tests.benchmark_runs import NUMBER, bench_database, figure, run_benchmark
 
-
-def bench_database() -> str:
-    # Apart from a developer's billing_bench, and per test database so that two test runs
-    # on one server do not truncate each other's tables.
-    return f"{os.environ.get('TEST_DATABASE_NAME') or 'test_billing'}_bench"
-
-
-def run_benchmark(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, f"bench/{script}", *args, "--database", bench_database()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def figure(output: str, label: str) -> str:
-    match = re.search(rf"^{re.escape(label)}:\s+(.*)$", output, re.MULTILINE)
-    assert match, f"no '{label}' line in:\n{output}"
-    return match.group(1)
+DATABASE = bench_database("bench")
 
 
 def test_ingest_benchmark_posts_every_event_and_prints_its_ratio_to_copy():
     output = run_benchmark(
-        "ingest.py", "--events", "5000", "--clients", "2", "--workers", "2", "--rounds", "1"
+        "ingest.py",
+        "--events",
+        "5000",
+        "--clients",
+        "2",
+        "--workers",
+        "2",
+        "--rounds",
+        "1",
+        database=DATABASE,
     )
     assert re.match(NUMBER, figure(output, "endpoint events/s"))
     assert "all answered 204" in figure(output, "endpoint events/s")
@@ -54,7 +36,7 @@ def test_ingest_benchmark_posts_every_event_and_prints_its_ratio_to_copy():
 
 
 def test_rollup_benchmark_checks_its_buckets_and_prints_both_ratios():
-    output = run_benchmark("rollup.py", "--events", "20000", "--subjects", "20")
+    output = run_benchmark("rollup.py", "--events", "20000", "--subjects", "20", database=DATABASE)
     assert re.match(rf"{NUMBER} s", figure(output, "raw GROUP BY"))
     assert re.match(rf"{NUMBER} s", figure(output, "full rollup"))
     assert "equal the GROUP BY's" in figure(output, "check")

@@ -10,42 +10,17 @@ database, on the server of DATABASE_URL (or the embedded one).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NUMBER = r"[\d,]+(\.\d+)?"
+from tests.benchmark_runs import NUMBER, bench_database, figure, run_benchmark
 
-
-def bench_database() -> str:
-    # Per test database, and apart from tests/test_benchmarks.py's, so that test runs
-    # in parallel never truncate each other's tables.
-    return f"{os.environ.get('TEST_DATABASE_NAME') or 'test_billing'}_bench_billing"
-
-
-def run_benchmark(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, f"bench/{script}", *args, "--database", bench_database()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def figure(output: str, label: str) -> str:
-    match = re.search(rf"^{re.escape(label)}:\s+(.*)$", output, re.MULTILINE)
-    assert match, f"no '{label}' line in:\n{output}"
-    return match.group(1)
+DATABASE = bench_database("bench_billing")
 
 
 def test_billing_run_benchmark_issues_every_account_and_prints_memory_and_its_ratio():
-    output = run_benchmark("billing_run.py", "--accounts", "30", "--events-per-account", "5")
+    output = run_benchmark(
+        "billing_run.py", "--accounts", "30", "--events-per-account", "5", database=DATABASE
+    )
     for size in ("3", "30"):
         assert re.match(
             rf"{NUMBER} s, {NUMBER} accounts/s, {NUMBER} ms per account",
@@ -61,7 +36,7 @@ def test_billing_run_benchmark_issues_every_account_and_prints_memory_and_its_ra
 
 
 def test_pdf_benchmark_renders_in_one_process_and_in_workers_and_prints_the_ratio():
-    output = run_benchmark("pdf.py", "--invoices", "4", "--workers", "2")
+    output = run_benchmark("pdf.py", "--invoices", "4", "--workers", "2", database=DATABASE)
     assert re.match(rf"{NUMBER} \(4 PDFs in", figure(output, "one process PDFs/s"))
     assert re.match(rf"{NUMBER} \(2 worker processes", figure(output, "workers PDFs/s"))
     assert re.match(r"\d+\.\d\d \(", figure(output, "ratio workers/(cores × 1 process)"))

@@ -8,38 +8,19 @@ beside the test database, on the server of DATABASE_URL (or the embedded one).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NUMBER = r"[\d,]+(\.\d+)?"
-
-
-def figure(output: str, label: str) -> str:
-    match = re.search(rf"^{re.escape(label)}:\s+(.*)$", output, re.MULTILINE)
-    assert match, f"no '{label}' line in:\n{output}"
-    return match.group(1)
+from tests.benchmark_runs import NUMBER, bench_database, figure, run_benchmark
 
 
 def test_entitlement_benchmark_measures_both_endpoints_and_checks_its_answers():
-    database = f"{os.environ.get('TEST_DATABASE_NAME') or 'test_billing'}_bench_entitlements"
-    result = subprocess.run(
-        [
-            sys.executable, "bench/entitlements.py",
-            "--rps", "50", "--seconds", "3", "--warmup", "1",
-            "--accounts", "12", "--events-per-customer", "40",
-            "--database", database,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    output = run_benchmark(
+        "entitlements.py",
+        "--rps", "50", "--seconds", "3", "--warmup", "1",
+        "--accounts", "12", "--events-per-customer", "40",
+        database=bench_database("bench_entitlements"),
         timeout=300,
     )  # fmt: skip
-    output = result.stdout
-    assert result.returncode == 0, f"failed:\n{output}\n{result.stderr}"
     latency = rf"p50 {NUMBER} ms, p99 {NUMBER} ms, max {NUMBER} ms at {NUMBER} req/s achieved"
     assert re.match(latency, figure(output, "trivial endpoint"))
     assert re.match(latency, figure(output, "value check"))
