@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -240,3 +242,82 @@ def horizon_wait(conn, timeout: float = 300) -> float:
             )
         time.sleep(0.05)
     return time.perf_counter() - started
+
+
+# -- gunicorn -----------------------------------------------------------------------
+
+CHILDREN_KNOWN = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """gunicorn serving config.wsgi on 127.0.0.1 for the database at ``url``, in its own
+    process group, so that ``stop`` ends the master and its workers and nothing else.
+    ``options``: gunicorn's own (worker class, threads, …); ``env``: added to Django's."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        workers: int,
+        log: Path,
+        options: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.url, self.workers, self.log = url, workers, log
+        self.options, self.env = options, env or {}
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        command = [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers),
+            *self.options,
+            "--timeout", "120", "--graceful-timeout", "10",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**django_env(self.url), **self.env},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited at start:\n{self.log.read_text()[-3000:]}")
+            forked = children_of(self.process.pid)
+            # (without /proc/<pid>/task/<pid>/children, listening is enough: the clients'
+            # warm-up requests wait for the workers anyway)
+            if len(forked) >= self.workers or not CHILDREN_KNOWN:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not listen within {timeout} s")
+
+    def worker_cpu_seconds(self) -> float:
+        if self.process is None:
+            return 0.0
+        return sum(process_cpu_seconds(pid) for pid in children_of(self.process.pid))
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)

@@ -59,8 +59,6 @@ import os
 import queue
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,15 +73,14 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    Gunicorn,
     MachineCpu,
     add_database_arguments,
     backend_cpu_seconds,
     bench_database_url,
     bench_lock,
     checkpoint,
-    children_of,
     cpu_delta,
-    django_env,
     figure,
     horizon_wait,
     migrate,
@@ -99,7 +96,6 @@ SETTINGS = "bench.entitlements_settings"
 CACHE_PREFIX = "bench-entitlements"  # KEY_PREFIX in bench/entitlements_settings.py
 KEY_NAME = "bench-entitlements"
 TRIVIAL_PATH = "/bench/trivial"
-CHILDREN_KNOWN = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
 VERIFY_SAMPLES = 40
 
 
@@ -472,82 +468,6 @@ def redis_cpu_seconds(redis_url: str) -> float:
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
     finally:
         client.close()
-
-
-# -- gunicorn -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """gunicorn serving the bench settings on 127.0.0.1, in its own process group, so that
-    ``stop`` ends the master and its workers and nothing else.
-
-    gthread workers keep connections alive, as a gateway's connection pool expects (sync
-    workers close every connection after one response)."""
-
-    def __init__(self, *, url: str, redis_url: str, workers: int, threads: int, log: Path) -> None:
-        self.url, self.redis_url, self.workers, self.threads, self.log = (
-            url, redis_url, workers, threads, log,
-        )  # fmt: skip
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        command = [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers),
-            "--worker-class", "gthread", "--threads", str(self.threads),
-            "--keep-alive", "75", "--backlog", "2048",
-            "--timeout", "120", "--graceful-timeout", "10",
-            "--log-level", "warning",
-        ]  # fmt: skip
-        env = {
-            **django_env(self.url),
-            "DJANGO_SETTINGS_MODULE": SETTINGS,
-            "REDIS_URL": self.redis_url,
-        }
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start:\n{self.log.read_text()[-3000:]}")
-            forked = children_of(self.process.pid)
-            if len(forked) >= self.workers or not CHILDREN_KNOWN:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not listen within {timeout} s")
-
-    def worker_cpu_seconds(self) -> float:
-        if self.process is None:
-            return 0.0
-        return sum(process_cpu_seconds(pid) for pid in children_of(self.process.pid))
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 # -- the open-loop load generator ---------------------------------------------------
@@ -999,9 +919,18 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint(control)
 
     log = Path(tempfile.mkstemp(prefix="bench-entitlements-gunicorn-", suffix=".log")[1])
+    # gthread workers keep connections alive, as a gateway's connection pool expects
+    # (sync workers close every connection after one response)
     server = Gunicorn(
-        url=url, redis_url=redis_url, workers=args.workers, threads=args.threads, log=log
-    )
+        url=url,
+        workers=args.workers,
+        log=log,
+        options=(
+            "--worker-class", "gthread", "--threads", str(args.threads),
+            "--keep-alive", "75", "--backlog", "2048",
+        ),
+        env={"DJANGO_SETTINGS_MODULE": SETTINGS, "REDIS_URL": redis_url},
+    )  # fmt: skip
     try:
         server.start()
         common = {

@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
-import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,13 +50,13 @@ import msgspec  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    Gunicorn,
     MachineCpu,
     add_database_arguments,
     backend_cpu_seconds,
     bench_database_url,
     bench_lock,
     checkpoint,
-    children_of,
     cpu_delta,
     django_env,
     figure,
@@ -195,75 +193,6 @@ def copy_payloads(events: list[dict]) -> tuple[bytes, bytes]:
             f"{source}\t{id_}\t{_copy_text(e['type'])}\t{_copy_text(e['subject'])}\t{time_}\t{data}\n"
         )
     return "".join(keys).encode(), "".join(rows).encode()
-
-
-# -- gunicorn -----------------------------------------------------------------------
-
-CHILDREN_KNOWN = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """gunicorn serving config.wsgi on 127.0.0.1, in its own process group, so that
-    ``stop`` ends the master and its workers and nothing else."""
-
-    def __init__(self, *, url: str, workers: int, log: Path) -> None:
-        self.url, self.workers, self.log = url, workers, log
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        command = [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers),
-            "--worker-class", WORKER_CLASS,
-            "--timeout", "120", "--graceful-timeout", "10",
-            "--log-level", "warning",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=django_env(self.url),
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start:\n{self.log.read_text()[-3000:]}")
-            forked = children_of(self.process.pid)
-            # (without /proc/<pid>/task/<pid>/children, listening is enough: the clients'
-            # warm-up requests wait for the workers anyway)
-            if len(forked) >= self.workers or not CHILDREN_KNOWN:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not listen within {timeout} s")
-
-    def worker_cpu_seconds(self) -> float:
-        if self.process is None:
-            return 0.0
-        return sum(process_cpu_seconds(pid) for pid in children_of(self.process.pid))
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 # -- the two loads ------------------------------------------------------------------
@@ -571,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     expected = (len(events), len(events))
     rounds: list[Round] = []
     log = Path(tempfile.mkstemp(prefix="bench-gunicorn-", suffix=".log")[1])
-    server = Gunicorn(url=url, workers=args.workers, log=log)
+    server = Gunicorn(
+        url=url, workers=args.workers, log=log, options=("--worker-class", WORKER_CLASS)
+    )
     try:
         server.start()
         token = api_key_for_bench(url, control)
