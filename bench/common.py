@@ -226,19 +226,25 @@ def bench_lock(conn, database: str) -> None:
         )
 
 
-def horizon_wait(conn, timeout: float = 300) -> float:
-    """Wait until every transaction that has started so far has finished, server-wide
-    (the rollup's and the rating's horizons only move past the oldest open transaction);
-    returns the seconds waited."""
-    xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
+def horizon_wait(conn, xid: int | None = None, timeout: float = 300) -> float:
+    """Wait until every transaction up to ``xid`` (default: every one started so far) has
+    finished, server-wide: the rollup's and the rating's horizons only move past the
+    oldest open transaction, on any database of the server. Returns the seconds waited;
+    on timeout, fails naming the oldest transaction still open."""
+    if xid is None:
+        xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
     started = time.perf_counter()
     while (
         conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
         <= xid
     ):
         if time.perf_counter() - started > timeout:
+            oldest = conn.execute(
+                "SELECT pid, datname, state, xact_start, left(query, 80) FROM pg_stat_activity "
+                "WHERE backend_xid IS NOT NULL ORDER BY age(backend_xid) DESC LIMIT 1"
+            ).fetchone()
             raise SystemExit(
-                f"an open transaction on the server held the horizon for {timeout:.0f} s"
+                f"an open transaction on the server held the horizon for {timeout:.0f} s: {oldest}"
             )
         time.sleep(0.05)
     return time.perf_counter() - started

@@ -40,6 +40,13 @@ def test_rollup_benchmark_checks_its_buckets_and_prints_both_ratios():
     assert re.match(rf"{NUMBER} s", figure(output, "raw GROUP BY"))
     assert re.match(rf"{NUMBER} s", figure(output, "full rollup"))
     assert "equal the GROUP BY's" in figure(output, "check")
-    assert re.match(rf"{NUMBER} s for 200 new events", figure(output, "incremental rollup"))
+    for case in ("new traffic", "late events"):
+        assert re.match(
+            rf"{NUMBER} s for 200 events", figure(output, f"incremental rollup, {case}")
+        )
+        assert "MB, of it" in figure(output, f"incremental rollup, {case}")
     assert re.match(r"\d+\.\d\d \(", figure(output, "ratio full rollup/GROUP BY"))
-    assert re.match(r"\d+\.\d+ = ", figure(output, "ratio incremental/full"))
+    assert re.match(
+        r"\d+\.\d+ = \d+\.\d% for new traffic \(target <= 5%: (met|MISSED)\); \d+\.\d% for late",
+        figure(output, "ratio incremental/full"),
+    )
