@@ -102,6 +102,16 @@ class InvoiceAdmin(admin.ModelAdmin):
     def has_credit_permission(self, request) -> bool:
         return request.user.has_perm("billing.create_creditnote")
 
+    def get_fieldsets(self, request, obj=None):
+        # The grace period ("issued automatically after this") is a draft's: on an issued
+        # invoice the hint would promise something that already happened or never will.
+        if obj is None or obj.is_draft:
+            return self.fieldsets
+        return [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f != "grace_until"]})
+            for name, opts in self.fieldsets
+        ]
+
     def _operate(self, request, allowed=None) -> None:
         if not (allowed or self.has_operate_permission)(request):
             raise PermissionDenied

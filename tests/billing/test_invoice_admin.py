@@ -146,6 +146,15 @@ def test_a_draft_shows_its_buttons_and_an_issued_invoice_its_own(admin_client, a
     assert "Workshop" in text and "Numbered " + issued.number in text  # lines and the timeline
 
 
+def test_only_a_draft_shows_when_its_grace_period_ends(admin_client, acme, issued):
+    draft = draft_for(acme, NOV, DEC)
+    text = page(admin_client.get(url("invoice_change", draft.pk)))
+    assert "field-grace_until" in text and "Issued automatically after this." in text
+    text = page(admin_client.get(url("invoice_change", issued.pk)))
+    assert "field-grace_until" not in text and "Issued automatically" not in text
+    assert "field-issued_at" in text
+
+
 def test_an_issued_invoice_is_read_only(admin_client, issued, rf, admin_user):
     model_admin = admin.site._registry[Invoice]
     request = rf.get("/")
