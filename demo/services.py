@@ -43,6 +43,7 @@ from rails.ach.nacha import NachaEntry, NachaFile
 from rails.ach.returns import AchReturnInstruction, nacha_return_file_build
 from rails.ach.returns_apply import ach_returns_apply
 from rails.adapters.ach import ach_originator
+from rails.adapters.netsuite import netsuite_base_url
 from rails.base import Exchange, RailResult
 from rails.models import Settlement, SettlementState
 from rails.models_ach import AchFile
@@ -282,9 +283,7 @@ def netsuite_refusal(*, settlement: Settlement, now: datetime) -> Settlement:
             {"detail": detail, "o:errorPath": "entity", "o:errorCode": "INVALID_KEY_OR_REF"}
         ],
     }
-    base = getattr(settings, "NETSUITE_BASE_URL", "") or (
-        "https://1234567.suitetalk.api.netsuite.com/services/rest"
-    )
+    base = netsuite_base_url()
     key = f"netsuite-{settlement.invoice_id}-{settlement.attempts}-submit-invoice"
     return settlement_apply_result(
         settlement_id=settlement.pk,

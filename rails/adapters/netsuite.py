@@ -51,20 +51,35 @@ class NetSuiteConfig:
         )
 
 
+# What a sandbox's request URLs name when no NETSUITE_ACCOUNT_ID is set at all: plainly
+# not a real account, yet a well-formed host (``your-account-id.suitetalk...``).
+PLACEHOLDER_ACCOUNT_ID = "YOUR_ACCOUNT_ID"
+
+
+def netsuite_account_host(account_id: str) -> str:
+    """The account's label in NetSuite's host names: ``1234567_SB1`` -> ``1234567-sb1``."""
+    return account_id.strip().lower().replace("_", "-")
+
+
+def netsuite_base_url() -> str:
+    """Where SuiteTalk REST requests go: ``NETSUITE_BASE_URL`` when set, else the URL
+    derived from ``NETSUITE_ACCOUNT_ID``; with neither (sandbox only: the rail cannot be
+    configured without an account), the URL of ``PLACEHOLDER_ACCOUNT_ID``."""
+    explicit = getattr(settings, "NETSUITE_BASE_URL", "")
+    if explicit:
+        return explicit.rstrip("/")
+    account = getattr(settings, "NETSUITE_ACCOUNT_ID", "") or PLACEHOLDER_ACCOUNT_ID
+    return f"https://{netsuite_account_host(account)}.suitetalk.api.netsuite.com/services/rest"
+
+
 def netsuite_config() -> NetSuiteConfig:
-    account = getattr(settings, "NETSUITE_ACCOUNT_ID", "")
-    host = account.lower().replace("_", "-")
-    base = (
-        getattr(settings, "NETSUITE_BASE_URL", "")
-        or f"https://{host}.suitetalk.api.netsuite.com/services/rest"
-    )
     return NetSuiteConfig(
-        account_id=account,
+        account_id=getattr(settings, "NETSUITE_ACCOUNT_ID", ""),
         consumer_key=getattr(settings, "NETSUITE_CONSUMER_KEY", ""),
         consumer_secret=getattr(settings, "NETSUITE_CONSUMER_SECRET", ""),
         token_id=getattr(settings, "NETSUITE_TOKEN_ID", ""),
         token_secret=getattr(settings, "NETSUITE_TOKEN_SECRET", ""),
-        base_url=base.rstrip("/"),
+        base_url=netsuite_base_url(),
         max_concurrency=int(getattr(settings, "NETSUITE_MAX_CONCURRENCY", 4)),
         timeout=float(getattr(settings, "NETSUITE_TIMEOUT_SECONDS", 30)),
     )
@@ -114,6 +129,17 @@ def _minor_to_amount(minor: int, currency: str) -> str:
     from core.money import from_minor_units
 
     return format(from_minor_units(minor, currency), "f")
+
+
+def _sandbox_note(config: NetSuiteConfig) -> str:
+    note = "Sandbox: NetSuite credentials are not set; the requests were built, not sent."
+    if not config.account_id and not getattr(settings, "NETSUITE_BASE_URL", ""):
+        host = netsuite_account_host(PLACEHOLDER_ACCOUNT_ID)
+        note += (
+            f" NETSUITE_ACCOUNT_ID is not set either: their URLs name a placeholder"
+            f" account ({host})."
+        )
+    return note
 
 
 class NetSuiteRail:
@@ -239,7 +265,7 @@ class NetSuiteRail:
                 outcome="submitted",
                 exchanges=tuple(exchanges),
                 sandbox=True,
-                note="Sandbox: NetSuite credentials are not set; the requests were built, not sent.",
+                note=_sandbox_note(config),
             )
         return RailResult(outcome=outcome, external_ids=ids, exchanges=tuple(exchanges), note=note)
 

@@ -153,3 +153,24 @@ def test_without_credentials_the_rail_builds_requests_and_sends_nothing():
     assert (exchange.sent, exchange.method) == (False, "PUT")
     assert exchange.url.endswith(f"/record/v1/invoice/eid:{invoice.pk}")
     assert '"tranId": "' + invoice.number + '"' in exchange.request_body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("account", "host"),
+    [("1234567", "1234567"), ("1234567_SB1", "1234567-sb1"), ("", "your-account-id")],
+)
+def test_a_sandbox_request_names_the_url_it_would_go_to_for_the_account(account, host):
+    globex = CustomerFactory(key="globex", rail="netsuite")
+    with override_settings(NETSUITE_ACCOUNT_ID=account, NETSUITE_BASE_URL=""):
+        invoice = issued(globex)
+        settlement = Settlement.objects.get(invoice=invoice)
+        assert settlement_drive(settlement_id=settlement.pk, now=NOW) == "submitted"
+    exchange = settlement.exchanges.get(step="invoice")
+    assert exchange.url == (
+        f"https://{host}.suitetalk.api.netsuite.com/services/rest"
+        f"/record/v1/invoice/eid:{invoice.pk}"
+    )
+    note = settlement.events.get(to_state=SettlementState.SUBMITTED).note
+    assert note.startswith("Sandbox: NetSuite credentials are not set")
+    assert ("placeholder account (your-account-id)" in note) == (not account)
