@@ -1,23 +1,29 @@
-"""The demo's data set: the example catalog moved to recent months, and about a million
-usage events of an API and AI business, generated inside PostgreSQL for speed."""
+"""The demo's data set: the example catalog moved to the days before the load, and about
+a million usage events of an API and AI business, generated inside PostgreSQL for speed."""
 
 from __future__ import annotations
 
 import calendar
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 from django.conf import settings
 from django.db import connection, transaction
 
+from billing.periods import period_at
 from metering.partitions import month_start, partitions_ensure
 
 CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"
-# The example file is written for October 2026; the demo moves it so that its first
-# month is two months before the current one.
-EXAMPLE_FIRST_MONTH = date(2026, 10, 1)
+# The example file tells its story as of one day: two monthly periods billed, the third
+# under way. The demo moves every date of the file by whole days so that the day it is
+# loaded is that day, and so shows the same states whatever day it is loaded on: each
+# period end lies days (not hours) away from the load, on any month's length, so no
+# invoice of the catalog's customers is ever caught in its grace period.
+EXAMPLE_TODAY = date(2026, 12, 20)
+EXAMPLE_START = date(2026, 10, 1)  # the file's first subscriptions start on this day
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T.*)?$")
 
 # consumer key -> (share of traffic, share of LLM calls among its events)
@@ -36,17 +42,12 @@ SUBJECTS = {
     "pp-laptop": (0.0012, 0.0),
     "unknown-gw-7f3a": (0.0243, 0.0),  # a gateway consumer nobody mapped yet
 }
-# The Free account that goes over its hard limit (1,000 API calls a month) this month.
+# The Free account that goes over its hard limit (1,000 API calls a period) in the
+# period under way: its burst falls in the last two days before the load, and its
+# current period began at least six days before.
 OVER_LIMIT_SUBJECT = "prestige-app"
 OVER_LIMIT_EVENTS = 2_000  # about 1,400 successful calls: 7 in 10 requests answer 200 or 201
-
-
-def months_shift(first_month: date) -> int:
-    return (
-        (first_month.year - EXAMPLE_FIRST_MONTH.year) * 12
-        + first_month.month
-        - EXAMPLE_FIRST_MONTH.month
-    )
+OVER_LIMIT_BURST = timedelta(days=2)
 
 
 def months_add(day: date, months: int) -> date:
@@ -57,62 +58,101 @@ def months_add(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
-def _shift(value: str, months: int) -> str:
+def demo_days_shift(now: datetime) -> int:
+    """How many days the example file moves so that ``now``'s day (UTC) is its day."""
+    return (now.astimezone(UTC).date() - EXAMPLE_TODAY).days
+
+
+def demo_start(now: datetime) -> date:
+    """The demo's first day: where the example's first subscriptions start, moved."""
+    return EXAMPLE_START + timedelta(days=demo_days_shift(now))
+
+
+def local_midnight(day: date, timezone: str) -> datetime:
+    """Midnight starting ``day`` in ``timezone``, as an aware datetime."""
+    return datetime.combine(day, time(), ZoneInfo(timezone))
+
+
+def last_local_midnight(now: datetime, timezone: str) -> datetime:
+    """The latest midnight in ``timezone`` at or before ``now``."""
+    return local_midnight(now.astimezone(ZoneInfo(timezone)).date(), timezone)
+
+
+def anchor_ending_at(end: datetime, timezone: str) -> datetime:
+    """A monthly subscription's start, two or three months before ``end``, one of whose
+    periods ends exactly at ``end`` (midnight in ``timezone``). Two months back is not
+    always one: a Nov 30 anchor's periods end on Jan 30, not Jan 31, so a Jan 31 end
+    takes an Oct 31 start."""
+    for months in (2, 3):
+        anchor = local_midnight(months_add(end.date(), -months), timezone)
+        if (
+            period_at(anchor=anchor, cadence="monthly", timezone=timezone, index=months).start
+            == end
+        ):
+            return anchor
+    raise ValueError(f"No monthly anchor has a period ending at {end.isoformat()}.")
+
+
+def _shift(value: str, days: int) -> str:
     match = _DATE.match(value)
     if not match:
         return value
-    year, month, day, rest = int(match[1]), int(match[2]), int(match[3]), match[4] or ""
-    return f"{months_add(date(year, month, day), months):%Y-%m-%d}{rest}"
+    day = date(int(match[1]), int(match[2]), int(match[3])) + timedelta(days=days)
+    return f"{day:%Y-%m-%d}{match[4] or ''}"
 
 
-def _walk(node, months: int):
+def _walk(node, days: int):
     if isinstance(node, dict):
-        return {k: _walk(v, months) for k, v in node.items()}
+        return {k: _walk(v, days) for k, v in node.items()}
     if isinstance(node, list):
-        return [_walk(v, months) for v in node]
+        return [_walk(v, days) for v in node]
     if isinstance(node, str):
-        return _shift(node, months)
+        return _shift(node, days)
     if isinstance(node, date):
-        return date.fromisoformat(_shift(node.isoformat(), months))
+        return node + timedelta(days=days)
     return node
 
 
-def demo_first_month(now: datetime) -> date:
-    """The demo's first month: two months before the one holding ``now``."""
-    return months_add(month_start(now), -2)
+def _starts_at_local_midnight(customers: list[dict], timezone: str = "UTC") -> None:
+    """Each subscription starts at midnight of its day in its customer's billing time
+    zone (a subsidiary without one has its parent's), so its periods run midnight to
+    midnight there, as the billing profile's help text says."""
+    for customer in customers:
+        zone = customer.get("timezone", timezone)
+        for subscription in customer.get("subscriptions", []):
+            day = date.fromisoformat(str(subscription["start"])[:10])
+            subscription["start"] = local_midnight(day, zone).isoformat()
+        _starts_at_local_midnight(customer.get("subsidiaries", []), zone)
 
 
 def demo_catalog(*, now: datetime) -> dict:
-    """The example catalog with every date moved so it starts two months before ``now``."""
-    document = yaml.safe_load(CATALOG.read_text())
-    return _walk(document, months_shift(demo_first_month(now)))
-
-
-def _instant(day: date, hour: int = 0) -> str:
-    return f"{day:%Y-%m-%d}T{hour:02d}:00:00Z"
+    """The example catalog with every date moved so that ``now`` falls on its day."""
+    document = _walk(yaml.safe_load(CATALOG.read_text()), demo_days_shift(now))
+    _starts_at_local_midnight(document.get("customers", []))
+    return document
 
 
 def demo_self_service(*, now: datetime) -> list[dict]:
     """Small self-service accounts on Stripe, in the configuration file's shape.
 
-    Two of them are anchored a few hours before ``now``, so their second period has just
-    ended: its draft waits in its grace period for an operator to review (or for the
-    billing clock to issue it a day later). ``prestige`` is on the Free plan and goes
-    over its hard limit this month.
+    Pendant (UTC) and Kramerica (New York) started two (or three) months before the last
+    midnight in their time zones, so a period of theirs has just ended, at most a day before
+    ``now``: its draft waits in its grace period (24 hours) for an operator to review,
+    or for the billing clock to issue it. ``prestige`` is on the Free plan and goes over
+    its hard limit in the period under way.
     """
-    first = demo_first_month(now)
-    recent = (now - timedelta(hours=3)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    recent_anchor = datetime.combine(
-        months_add(recent.date(), -2), recent.timetz().replace(tzinfo=None), tzinfo=UTC
-    )
+    first = demo_start(now)
 
-    def account(key, name, email, country, consumer, plan, start, **extra):
+    def just_ended(timezone: str) -> str:
+        return anchor_ending_at(last_local_midnight(now, timezone), timezone).isoformat()
+
+    def account(key, name, email, country, consumer, plan, start, timezone="UTC", **extra):
         return {
             "key": key,
             "name": name,
             "email": email,
             "currency": "USD",
-            "timezone": "UTC",
+            "timezone": timezone,
             "rail": "stripe",
             "rail_settings": {"stripe_customer_id": f"cus_demo{key.replace('-', '')[:10]}"},
             "country": country,
@@ -121,27 +161,28 @@ def demo_self_service(*, now: datetime) -> list[dict]:
             **extra,
         }
 
+    since_first = local_midnight(first, "UTC").isoformat()
     return [
         account(
             "vandelay", "Vandelay Industries", "billing@vandelay.example", "US",
-            "vandelay-api", "pro", _instant(first), city="New York", region="NY",
+            "vandelay-api", "pro", since_first, city="New York", region="NY",
         ),
         account(
             "pendant", "Pendant Publishing", "accounts@pendant.example", "US",
-            "pendant-web", "pro", f"{recent_anchor:%Y-%m-%dT%H:%M:%SZ}",
+            "pendant-web", "pro", just_ended("UTC"),
         ),
         account(
             "kramerica", "Kramerica Industries", "kramer@kramerica.example", "US",
-            "kramerica-app", "pro",
-            f"{recent_anchor - timedelta(hours=5):%Y-%m-%dT%H:%M:%SZ}",
+            "kramerica-app", "pro", just_ended("America/New_York"),
+            timezone="America/New_York", city="New York", region="NY",
         ),
         account(
             "bluth", "Bluth Company Labs", "dev@bluth.example", "US",
-            "bluth-dev", "free", _instant(first),
+            "bluth-dev", "free", since_first,
         ),
         account(
             "prestige", "Prestige Worldwide", "hello@prestige.example", "GB",
-            "prestige-app", "free", _instant(first),
+            "prestige-app", "free", since_first,
         ),
     ]  # fmt: skip
 

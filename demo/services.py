@@ -28,15 +28,15 @@ from billing.periods import period_iter
 from billing.run import billing_run
 from customers.models import Customer
 from demo.data import (
+    OVER_LIMIT_BURST,
     OVER_LIMIT_EVENTS,
     OVER_LIMIT_SUBJECT,
     demo_catalog,
     demo_events,
-    demo_first_month,
     demo_self_service,
+    demo_start,
 )
 from metering.models import RollupState
-from metering.partitions import month_start
 from metering.services import usage_rollup
 from rails.ach.export import ach_export, ach_file_content
 from rails.ach.nacha import NachaEntry, NachaFile
@@ -57,8 +57,8 @@ HOSTED_INVOICE_CUSTOMER = "hooli-dev"
 
 
 def demo_document(*, reference: datetime, keys: set[str] | None = None) -> dict:
-    """The demo's configuration file: the example catalog moved to the months before
-    ``reference`` and the self-service accounts; only the customers in ``keys`` (top
+    """The demo's configuration file: the example catalog moved so that ``reference``
+    falls on its day, and the self-service accounts; only the customers in ``keys`` (top
     level) when given."""
     document = demo_catalog(now=reference)
     document["customers"] += demo_self_service(now=reference)
@@ -81,15 +81,14 @@ def demo_catalog_apply(*, reference: datetime, keys: set[str] | None = None) -> 
 
 
 def demo_usage_generate(*, reference: datetime, total: int) -> int:
-    """About ``total`` events from the demo's first month to ``reference``, and this
-    month's burst of the Free account that goes over its hard limit."""
-    first = demo_first_month(reference)
+    """About ``total`` events from the demo's first day to ``reference``, and the burst
+    of the Free account that goes over its hard limit in the period under way."""
+    first = demo_start(reference)
     made = demo_events(
         start=datetime(first.year, first.month, first.day, tzinfo=UTC), end=reference, total=total
     )
-    this_month = month_start(reference)
     made += demo_events(
-        start=datetime(this_month.year, this_month.month, 1, tzinfo=UTC),
+        start=reference - OVER_LIMIT_BURST,
         end=reference,
         total=OVER_LIMIT_EVENTS,
         subjects={OVER_LIMIT_SUBJECT: (1.0, 0.0)},
