@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -23,6 +24,55 @@ class BillingRunResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def report_lines(self) -> list[str]:
+        """The run for people, one ``what: how many`` line per step and hook, e.g.
+        ``settlements driven: 3 submitted, 1 failed``."""
+        lines = [
+            f"events rolled up: {self.events_rolled_up:,}",
+            f"drafts created: {self.drafts_created:,}",
+            f"drafts refreshed: {self.drafts_refreshed:,}",
+            f"invoices issued: {self.invoices_issued:,}",
+            f"PDFs rendered: {self.pdfs_rendered:,}",
+        ]
+        for name, value in self.extra.items():
+            label = HOOK_LABELS.get(name, name.replace("_", " "))
+            lines.append(f"{label}: {counts_text(value)}")
+        return lines
+
+
+# How the report names the hooks the project registers in BILLING_RUN_HOOKS (by function
+# name); another hook is named by its function's name.
+HOOK_LABELS = {
+    "settlements_drive_due": "settlements driven",
+    "thresholds_check": "thresholds checked",
+    "deliveries_send_due": "webhook deliveries",
+    "credit_expire_due": "credits expired",
+}
+
+
+def counts_text(value: object) -> str:
+    """A step's counts as a phrase: ``{"submitted": 3, "given_up": 1}`` -> ``3 submitted,
+    1 given up``; nested per-currency amounts ``{"USD": "10.00"}`` -> ``10.00 USD``. Zero
+    counts are left out, and nothing to report reads ``none``."""
+    if value is None:
+        return "done"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not isinstance(value, Mapping):
+        return str(value)
+    parts = []
+    for key, count in value.items():
+        name = str(key).replace("_", " ")
+        if isinstance(count, Mapping):
+            if count:
+                parts.append(counts_text(count))
+        elif isinstance(count, int):
+            if count:
+                parts.append(f"{count:,} {name}")
+        elif count not in ("", None):
+            parts.append(f"{count} {name}")
+    return ", ".join(parts) or "none"
 
 
 def billing_run(*, now: datetime) -> BillingRunResult:

@@ -28,6 +28,7 @@ from django.db import connection
 from billing.models import Invoice, InvoiceEvent, InvoiceStatus, LineKind
 from billing.periods import Period
 from billing.rating import rate_period
+from billing.run import BillingRunResult
 from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import Customer
 from customers.services import consumer_mapping_create, customer_create
@@ -336,10 +337,10 @@ def test_a_month_of_usage_is_drafted_at_period_end_held_for_grace_then_issued_an
 
     before = state()
     again = billing_run(NOV + GRACE + timedelta(hours=1))
-    assert {k: again[k] for k in ("drafts created", "invoices issued", "pdfs rendered")} == {
+    assert {k: again[k] for k in ("drafts created", "invoices issued", "PDFs rendered")} == {
         "drafts created": "0",
         "invoices issued": "0",
-        "pdfs rendered": "0",
+        "PDFs rendered": "0",
     }
     assert state() == before
 
@@ -565,3 +566,48 @@ def test_an_account_that_cannot_be_rated_holds_up_no_other_draft(plans, monkeypa
     assert "no draft for" in caplog.text
     monkeypatch.setattr(recompute, "rate_period", rate)
     assert invoicing.periods_close(now=NOV + timedelta(hours=2)).created == 1
+
+
+def test_the_report_says_what_each_step_did_in_words_not_python_dicts():
+    result = BillingRunResult(
+        events_rolled_up=990_000,
+        drafts_created=3,
+        invoices_issued=2,
+        pdfs_rendered=2,
+        extra={
+            "settlements_drive_due": {"submitted": 3, "failed": 1},
+            "thresholds_check": {"accounts": 12, "notified": 0},
+            "deliveries_send_due": {"attempted": 2, "delivered": 1, "failed": 0, "given_up": 1},
+            "credit_expire_due": {"grants": 2, "amount": {"EUR": "5.00", "USD": "10.00"}},
+            "reconcile_ledgers": {},
+        },
+    )
+    assert result.report_lines() == [
+        "events rolled up: 990,000",
+        "drafts created: 3",
+        "drafts refreshed: 0",
+        "invoices issued: 2",
+        "PDFs rendered: 2",
+        "settlements driven: 3 submitted, 1 failed",
+        "thresholds checked: 12 accounts",
+        "webhook deliveries: 2 attempted, 1 delivered, 1 given up",
+        "credits expired: 2 grants, 5.00 EUR, 10.00 USD",
+        "reconcile ledgers: none",
+    ]
+
+
+@pytest.mark.django_db
+def test_the_command_prints_the_report_of_a_run_with_nothing_to_do():
+    out = io.StringIO()
+    call_command("billing_run", "--now", "2026-12-02T00:00:00Z", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "events rolled up: 0",
+        "drafts created: 0",
+        "drafts refreshed: 0",
+        "invoices issued: 0",
+        "PDFs rendered: 0",
+        "settlements driven: none",
+        "thresholds checked: none",
+        "webhook deliveries: none",
+        "credits expired: none",
+    ]

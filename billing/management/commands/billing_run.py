@@ -23,10 +23,5 @@ class Command(BaseCommand):
                 raise CommandError(f"--now: {now!r} is not an ISO-8601 date-time.")
             if timezone.is_naive(instant):
                 raise CommandError("--now: give a time zone, e.g. 2026-12-02T00:00:00Z.")
-        result = billing_run(now=instant)
-        for name, value in result.as_dict().items():
-            if name == "extra":
-                for key, extra in value.items():
-                    self.stdout.write(f"{key}: {extra}")
-            else:
-                self.stdout.write(f"{name.replace('_', ' ')}: {value}")
+        for line in billing_run(now=instant).report_lines():
+            self.stdout.write(line)
