@@ -2,7 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.views import ApiRoot, landing
+
+# The admin names the product, and its "View site" link opens the landing page.
+admin.site.site_header = "Usage billing"
+admin.site.site_title = "Usage billing"
+admin.site.index_title = "Dashboard"
+admin.site.site_url = "/"
+
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -12,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("customers.api.urls")),
     path("api/v1/", include("billing.api.invoice_urls")),
     path("api/v1/", include("billing.api.urls")),
+    path("api/v1/", ApiRoot.as_view(), name="api-root"),  # the index, after the hot paths
     path("webhooks/", include("rails.urls")),
     path("", include("billing.portal_urls")),
 ]
