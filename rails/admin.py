@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 import rails.admin_ach  # noqa: F401  ACH files, export and return upload
+from billing.admin_invoices.forms import money
 from rails.customer_page import customer_overview_urls_register
 from rails.models import (
     InboundWebhook,
@@ -108,9 +109,12 @@ class CancelForm(forms.Form):
 
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
+    # The first column opens the settlement: plain text, since Django wraps it in the link
+    # to the change page (a link inside it would leave that one empty and unclickable).
     list_display = [
-        "invoice_link",
+        "invoice_number",
         "customer",
+        "amount",
         "rail",
         "mode",
         "state_text",
@@ -118,11 +122,13 @@ class SettlementAdmin(admin.ModelAdmin):
         "next_action_at",
         "last_error_short",
     ]
+    list_display_links = ["invoice_number"]
     list_filter = ["state", FailedFilter, "rail", "sandbox"]
     list_select_related = ["invoice__customer"]
     search_fields = ["invoice__number", "invoice__customer__key", "invoice__customer__name"]
     readonly_fields = [
         "invoice_link",
+        "amount",
         "rail",
         "mode",
         "state_text",
@@ -151,9 +157,17 @@ class SettlementAdmin(admin.ModelAdmin):
         return False if obj is not None else super().has_change_permission(request, obj)
 
     @admin.display(description="invoice", ordering="invoice__number")
+    def invoice_number(self, obj: Settlement) -> str:
+        return obj.invoice.number or str(obj.invoice_id)
+
+    @admin.display(description="invoice", ordering="invoice__number")
     def invoice_link(self, obj: Settlement):
         url = reverse("admin:billing_invoice_change", args=[obj.invoice_id])
         return format_html('<a href="{}">{}</a>', url, obj.invoice.number or obj.invoice_id)
+
+    @admin.display(description="amount due", ordering="invoice__amount_due")
+    def amount(self, obj: Settlement) -> str:
+        return money(obj.invoice.amount_due, obj.invoice.currency)
 
     @admin.display(description="customer", ordering="invoice__customer__key")
     def customer(self, obj: Settlement) -> str:
@@ -226,8 +240,6 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def _operator_check(self, request, permission: str = "rails.change_settlement") -> None:
         if not request.user.has_perm(permission):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
 
     def retry_view(self, request, pk: int):

@@ -143,3 +143,47 @@ def test_a_settlement_out_of_attempts_says_how_many_it_made():
     assert (
         state_text(state=SettlementState.PAID, next_action_at=None, attempts=1, now=now) == "Paid"
     )
+
+
+# ------------------------------------------------------------------ the list, the pages
+
+
+def row_html(client, settlement: Settlement) -> str:
+    html = client.get(reverse("admin:rails_settlement_changelist")).content.decode()
+    invoice = settlement.invoice.number
+    match = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{invoice}(?:(?!</tr>).)*</tr>", html, re.S)
+    assert match, invoice
+    return match.group(0)
+
+
+def field(html: str, name: str) -> str:
+    """A read-only field of an admin change page, as text (``Amount due: 1,234.50 USD``)."""
+    match = re.search(rf'<div class="form-row field-{name}">(.*?)</div>\s*</div>', html, re.S)
+    assert match, name
+    return text_of(match.group(1))
+
+
+def test_each_row_of_the_settlement_list_opens_its_settlement(admin_client):
+    settlement = Settlement.objects.get(invoice=issued_invoice())
+
+    row = row_html(admin_client, settlement)
+
+    # the first link of the row is the settlement's, and it has the invoice number to click
+    first = re.search(r'<a href="([^"]+)">([^<]*)</a>', row)
+    assert first and first.groups() == (
+        reverse("admin:rails_settlement_change", args=[settlement.pk]),
+        settlement.invoice.number,
+    )
+    assert not re.search(r"<a [^>]*>\s*<a ", row)  # no link nested in another (an empty one)
+    page = admin_client.get(first.group(1))
+    assert page.status_code == 200 and settlement.invoice.number in page.content.decode()
+
+
+def test_the_settlement_list_and_page_show_the_amount_due(admin_client):
+    settlement = Settlement.objects.get(invoice=issued_invoice(amount="1234.5"))
+
+    assert "1,234.50 USD" in list_row(admin_client, settlement)
+    html = admin_client.get(
+        reverse("admin:rails_settlement_change", args=[settlement.pk])
+    ).content.decode()
+    assert field(html, "amount") == "Amount due: 1,234.50 USD"
