@@ -36,6 +36,31 @@ def _tasks_run_in_process(django_db_setup):
     app.conf.update(task_always_eager=True, task_eager_propagates=True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _clock_moved_everywhere(django_db_setup, django_db_blocker):
+    """Under ``bin/test-at`` (BILLING_TEST_CLOCK holds the instant, in Unix seconds), the
+    run proves that the clock it tests with is the moved one, in Python and in the
+    database alike: a run whose clock did not move would pass for the wrong reason."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    expected = os.environ.get("BILLING_TEST_CLOCK")
+    if not expected:
+        return
+    from django.db import connection
+
+    instant = datetime.fromtimestamp(int(expected), UTC)
+    clocks = [("Python", datetime.now(UTC))]
+    # (a session without a database test sets no test database up: nothing to ask there)
+    if connection.settings_dict["NAME"] == connection.creation._get_test_db_name():
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT now()")
+            clocks.append(("PostgreSQL", cursor.fetchone()[0]))
+    for name, now in clocks:
+        if not instant <= now < instant + timedelta(hours=1):
+            pytest.exit(f"{name}'s clock reads {now}, not the moved clock ({instant}).", 3)
+
+
 @pytest.fixture(autouse=True)
 def _clean_event_store(request):
     """Transactional tests commit; Django's flush empties only the tables of managed
