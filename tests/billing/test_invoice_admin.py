@@ -178,8 +178,9 @@ def test_issue_now_asks_first_then_numbers_the_draft(admin_client, acme):
 
     response = admin_client.post(url("invoice_issue", draft.pk), follow=True)
     invoice = Invoice.objects.get(pk=draft.pk)
-    assert (invoice.status, invoice.number) == (InvoiceStatus.ISSUED, "INV-2026-000001")
-    assert messages_of(response) == ["Issued INV-2026-000001 (49.00 USD)."]
+    number = f"INV-{invoice.issued_at:%Y}-000001"  # numbered in the year it is issued
+    assert (invoice.status, invoice.number) == (InvoiceStatus.ISSUED, number)
+    assert messages_of(response) == [f"Issued {number} (49.00 USD)."]
     assert invoice.events.last().actor == "admin"
 
     again = admin_client.post(url("invoice_issue", draft.pk), follow=True)
@@ -194,9 +195,12 @@ def test_the_issue_action_confirms_then_reports_each_invoice(admin_client, acme,
     assert Invoice.objects.get(pk=draft.pk).is_draft
 
     response = admin_client.post(url("invoice_changelist"), {**data, "post": "yes"}, follow=True)
-    assert Invoice.objects.get(pk=draft.pk).number == "INV-2026-000002"
+    invoice = Invoice.objects.get(pk=draft.pk)
+    # numbered in the year it is issued: after ``issued``'s number when that is the same year
+    sequence = 2 if invoice.issued_at.year == issued.issued_at.year else 1
+    assert invoice.number == f"INV-{invoice.issued_at:%Y}-{sequence:06d}"
     assert messages_of(response) == [
-        "Issued INV-2026-000002 (49.00 USD).",
+        f"Issued {invoice.number} (49.00 USD).",
         "Skipped 1 invoice(s) that are not drafts.",
     ]
 
