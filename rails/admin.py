@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -107,6 +107,24 @@ class CancelForm(forms.Form):
     )
 
 
+class MarkPaidForm(forms.Form):
+    note = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="How the payment arrived, e.g. 'Wire transfer received 2026-12-04'.",
+    )
+
+
+# States a payment received outside the rail can settle (settlement_mark_paid moves them).
+MARKABLE_PAID = (
+    SettlementState.SUBMITTING,
+    SettlementState.SUBMITTED,
+    SettlementState.COLLECTING,
+    SettlementState.FAILED,
+    SettlementState.UNCOLLECTIBLE,
+)
+
+
 @admin.register(Settlement)
 class SettlementAdmin(admin.ModelAdmin):
     # The first column opens the settlement: plain text, since Django wraps it in the link
@@ -119,7 +137,7 @@ class SettlementAdmin(admin.ModelAdmin):
         "mode",
         "state_text",
         "attempts",
-        "next_action_at",
+        "next_action",
         "last_error_short",
     ]
     list_display_links = ["invoice_number"]
@@ -135,7 +153,7 @@ class SettlementAdmin(admin.ModelAdmin):
         "attempts",
         "external_ids",
         "last_error",
-        "next_action_at",
+        "next_action",
         "created_at",
         "updated_at",
     ]
@@ -168,6 +186,14 @@ class SettlementAdmin(admin.ModelAdmin):
     @admin.display(description="amount due", ordering="invoice__amount_due")
     def amount(self, obj: Settlement) -> str:
         return money(obj.invoice.amount_due, obj.invoice.currency)
+
+    @admin.display(description="next action", ordering="next_action_at")
+    def next_action(self, obj: Settlement) -> str:
+        """When the worker takes the next step; nothing when none is scheduled (the state
+        says who acts instead: an operator, or nobody for a finished settlement)."""
+        if obj.next_action_at is None:
+            return "—"
+        return f"{timezone.localtime(obj.next_action_at):%Y-%m-%d %H:%M %Z}"
 
     @admin.display(description="customer", ordering="invoice__customer__key")
     def customer(self, obj: Settlement) -> str:
@@ -223,6 +249,15 @@ class SettlementAdmin(admin.ModelAdmin):
             level = messages.SUCCESS if result.state == "paid" else messages.WARNING
             self.message_user(request, f"{settlement.invoice.number}: {result.state}.", level)
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {
+            "can_mark_paid": obj is not None
+            and obj.state in MARKABLE_PAID
+            and request.user.has_perm("rails.change_settlement"),
+        }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
     def get_urls(self):
         return [
             path(
@@ -234,6 +269,11 @@ class SettlementAdmin(admin.ModelAdmin):
                 "<int:pk>/cancel/",
                 self.admin_site.admin_view(self.cancel_view),
                 name="rails_settlement_cancel",
+            ),
+            path(
+                "<int:pk>/mark-paid/",
+                self.admin_site.admin_view(self.mark_paid_view),
+                name="rails_settlement_mark_paid",
             ),
             *super().get_urls(),
         ]
@@ -279,6 +319,40 @@ class SettlementAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return render(request, "admin/rails/settlement/cancel.html", context)
+
+    def mark_paid_view(self, request, pk: int):
+        """Confirm, then record a payment received outside the rail (the manual rail's
+        only way forward)."""
+        self._operator_check(request)
+        settlement = get_object_or_404(Settlement.objects.select_related("invoice"), pk=pk)
+        form = MarkPaidForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            result = settlement_mark_paid(
+                settlement=settlement,
+                now=timezone.now(),
+                actor=request.user.get_username(),
+                note=form.cleaned_data["note"],
+            )
+            if result.state == SettlementState.PAID:
+                self.message_user(
+                    request, f"{settlement.invoice.number} marked paid.", messages.SUCCESS
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{settlement.invoice.number} was not marked paid: it is {result.state}.",
+                    messages.WARNING,
+                )
+            return redirect("admin:rails_settlement_change", pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Mark {settlement.invoice.number} paid",
+            "form": form,
+            "settlement": settlement,
+            "amount": self.amount(settlement),
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/rails/settlement/mark_paid.html", context)
 
 
 @admin.register(RailItemMapping)

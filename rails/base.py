@@ -119,6 +119,10 @@ class RailResult:
     sandbox: bool = False
     next_check_at: datetime | None = None
     note: str = ""
+    # Nothing to poll: the rail never reports a payment by itself (the manual rail). A
+    # submitted settlement then has no next action and waits for an operator to mark it
+    # paid, instead of being checked on a made-up schedule.
+    awaits_operator: bool = False
 
 
 @runtime_checkable

@@ -217,6 +217,14 @@ def _record_exchanges(s: Settlement, result: RailResult, attempt: int, now: date
     )
 
 
+def _next_check(result: RailResult, now: datetime) -> datetime | None:
+    """When to ask the rail again about a submitted settlement: when it says, never for a
+    rail that waits for an operator (nothing would answer), else after the poll interval."""
+    if result.awaits_operator:
+        return None
+    return result.next_check_at or now + timedelta(seconds=settings.RAILS_POLL_SECONDS)
+
+
 def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") -> None:
     """Bring the invoice's payment state in line with the settlement's."""
     invoice = s.invoice
@@ -261,9 +269,7 @@ def settlement_apply_result(
                 )
                 s.next_action_at = now + delay
         elif outcome == "pending":  # nothing new; ask again later
-            s.next_action_at = result.next_check_at or now + timedelta(
-                seconds=settings.RAILS_POLL_SECONDS
-            )
+            s.next_action_at = _next_check(result, now)
             if s.state == S.SUBMITTING:
                 _move(s, S.SUBMITTED, now=now, actor=actor, note=result.note)
         else:
@@ -280,11 +286,7 @@ def settlement_apply_result(
                 _move(s, target, now=now, actor=actor, note=result.note)
             s.last_error = ""
             polling = target in (S.SUBMITTED, S.COLLECTING)
-            s.next_action_at = (
-                (result.next_check_at or now + timedelta(seconds=settings.RAILS_POLL_SECONDS))
-                if polling
-                else None
-            )
+            s.next_action_at = _next_check(result, now) if polling else None
         s.save()
         _invoice_follow(s, now, actor, result.error or result.note)
     return s

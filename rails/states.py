@@ -59,7 +59,11 @@ TERMINAL = {S.RETURNED, S.REFUNDED, S.VOIDED, S.CANCELLED}
 
 def state_text(*, state: str, next_action_at: datetime | None, attempts: int, now: datetime) -> str:
     """A settlement's state as an operator needs to read it: for a failed settlement,
-    what happens next (a retry at a given time, or nothing until an operator acts)."""
+    what happens next (a retry at a given time, or nothing until an operator acts); for
+    one submitted to a rail that reports nothing by itself (the manual rail: nothing is
+    scheduled), that it waits for an operator."""
+    if state in (S.SUBMITTED, S.COLLECTING) and next_action_at is None:
+        return f"{S(state).label}: waiting for an operator to mark it paid"
     if state != S.FAILED:
         return S(state).label if state in S.values else state
     if next_action_at is not None:

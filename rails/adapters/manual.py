@@ -15,13 +15,12 @@ class ManualRail:
         return RailResult(
             outcome="submitted",
             note="Awaiting payment; an operator marks it paid.",
-            next_check_at=None,
+            awaits_operator=True,
         )
 
     def check(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
-        return RailResult(
-            outcome="pending", next_check_at=step.now.replace(year=step.now.year + 10)
-        )
+        # Nothing to ask: only an operator knows whether the customer paid.
+        return RailResult(outcome="pending", awaits_operator=True)
 
     def void(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         return RailResult(outcome="voided")

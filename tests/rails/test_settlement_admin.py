@@ -13,10 +13,11 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from billing.models import Invoice, InvoiceStatus
 from rails import dashboard
 from rails.models import Settlement, SettlementState
 from rails.registry import rail_cache_clear
-from rails.services import settlement_drive, settlement_report
+from rails.services import settlement_drive, settlement_report, settlements_drive_due
 from rails.states import state_text
 from tests.rails.pigeon import PigeonRail
 from tests.rails.test_settlement import NOW, RAILS, issued_invoice
@@ -187,3 +188,37 @@ def test_the_settlement_list_and_page_show_the_amount_due(admin_client):
         reverse("admin:rails_settlement_change", args=[settlement.pk])
     ).content.decode()
     assert field(html, "amount") == "Amount due: 1,234.50 USD"
+
+
+def test_a_manual_settlement_waits_for_an_operator_with_nothing_scheduled(admin_client):
+    settlement = Settlement.objects.get(invoice=issued_invoice(rail="manual"))
+    assert settlement_drive(settlement_id=settlement.pk, now=SOON) == "submitted"
+    settlement.refresh_from_db()
+    label = "Submitted: waiting for an operator to mark it paid"
+
+    assert settlement.next_action_at is None  # no made-up date years out
+    # nothing ever comes due for it, however far the clock moves
+    assert settlements_drive_due(now=SOON.replace(year=SOON.year + 20)) == {}
+    assert label in list_row(admin_client, settlement)
+    html = admin_client.get(
+        reverse("admin:rails_settlement_change", args=[settlement.pk])
+    ).content.decode()
+    assert field(html, "state_text") == f"State: {label}"
+    assert field(html, "next_action") == "Next action: —"
+    assert f"{SOON.year + 10}" not in html
+    assert 'id="settlement-mark-paid"' in html  # the operator's way forward, on the page
+
+
+def test_an_operator_marks_a_manual_settlement_paid_from_its_page(admin_client):
+    invoice = issued_invoice(rail="manual")
+    settlement = Settlement.objects.get(invoice=invoice)
+    settlement_drive(settlement_id=settlement.pk, now=SOON)
+    url = reverse("admin:rails_settlement_mark_paid", args=[settlement.pk])
+
+    confirm = admin_client.get(url).content.decode()
+    assert "120.50 USD" in text_of(confirm) and "cannot be undone" in confirm
+    done = admin_client.post(url, {"note": "Wire received"}, follow=True).content.decode()
+
+    assert f"{invoice.number} marked paid." in text_of(done)
+    assert field(done, "state_text") == "State: Paid"
+    assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.PAID
