@@ -226,7 +226,8 @@ def _next_check(result: RailResult, now: datetime) -> datetime | None:
 
 
 def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") -> None:
-    """Bring the invoice's payment state in line with the settlement's."""
+    """Bring the invoice's payment state in line with the settlement's: the one place a
+    settlement's state is mapped onto its invoice's."""
     invoice = s.invoice
     target = {
         S.PAID: InvoiceStatus.PAID,
@@ -235,6 +236,10 @@ def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") ->
     }.get(s.state)
     if s.state == S.FAILED and (s.next_action_at is None):
         target = InvoiceStatus.PAYMENT_FAILED
+    if s.state in (S.SUBMITTED, S.COLLECTING) and invoice.status == InvoiceStatus.PAYMENT_FAILED:
+        # A retry the rail accepted: payment is under way again, so the invoice is open
+        # (issued), not failed, while the rail collects.
+        target = InvoiceStatus.ISSUED
     if target and invoice.status not in (InvoiceStatus.VOID,):
         try:
             invoice_mark(invoice=invoice, status=target, now=now, actor=actor, note=note)

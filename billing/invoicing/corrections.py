@@ -31,8 +31,9 @@ def invoice_mark(
     """Move an issued invoice's payment state (paid, payment_failed, uncollectible).
 
     Allowed: issued → paid | payment_failed | uncollectible; payment_failed → paid |
-    uncollectible; an invoice never goes back to draft or issued. Repeating the current
-    state is a no-op (webhooks and retries repeat themselves).
+    uncollectible | issued (a retried payment its rail accepted: open again while it is
+    collected); an invoice never goes back to draft. Repeating the current state is a
+    no-op (webhooks and retries repeat themselves).
     """
     allowed = {
         InvoiceStatus.ISSUED: {
@@ -40,7 +41,11 @@ def invoice_mark(
             InvoiceStatus.PAYMENT_FAILED,
             InvoiceStatus.UNCOLLECTIBLE,
         },
-        InvoiceStatus.PAYMENT_FAILED: {InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE},
+        InvoiceStatus.PAYMENT_FAILED: {
+            InvoiceStatus.PAID,
+            InvoiceStatus.UNCOLLECTIBLE,
+            InvoiceStatus.ISSUED,
+        },
         InvoiceStatus.PAID: {InvoiceStatus.PAYMENT_FAILED},  # a returned ACH debit, a refund
     }
     with transaction.atomic():

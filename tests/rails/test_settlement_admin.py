@@ -222,3 +222,27 @@ def test_an_operator_marks_a_manual_settlement_paid_from_its_page(admin_client):
     assert f"{invoice.number} marked paid." in text_of(done)
     assert field(done, "state_text") == "State: Paid"
     assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.PAID
+
+
+def test_a_retry_the_rail_accepts_takes_the_invoice_out_of_payment_failed(
+    admin_client, django_capture_on_commit_callbacks
+):
+    settlement = failed_for_good()
+    invoice = Invoice.objects.get(pk=settlement.invoice_id)
+    assert invoice.status == InvoiceStatus.PAYMENT_FAILED
+
+    with django_capture_on_commit_callbacks(execute=True):  # the drive task, run eagerly
+        response = admin_client.post(
+            reverse("admin:rails_settlement_changelist"),
+            {"action": "retry_now", "_selected_action": [settlement.pk]},
+            follow=True,
+        )
+
+    assert f"{invoice.number}: retry queued." in text_of(response.content.decode())
+    assert "Submitted" in list_row(admin_client, settlement)
+    page = admin_client.get(reverse("admin:billing_invoice_change", args=[invoice.pk]))
+    html = page.content.decode()
+    assert field(html, "status") == "Status: Issued"  # open again, no longer "Payment failed"
+    assert field(html, "settlement_link") == "Settlement: Submitted"
+    timeline = text_of(re.search(r'id="events-group"(.*?)</fieldset>', html, re.S)[1])
+    assert "payment_failed issued worker" in timeline  # the move is on the invoice's timeline
