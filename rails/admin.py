@@ -275,6 +275,11 @@ class SettlementAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.mark_paid_view),
                 name="rails_settlement_mark_paid",
             ),
+            path(
+                "invoice/<uuid:invoice_id>/",
+                self.admin_site.admin_view(self.of_invoice_view),
+                name="rails_settlement_of_invoice",
+            ),
             *super().get_urls(),
         ]
 
@@ -353,6 +358,14 @@ class SettlementAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return render(request, "admin/rails/settlement/mark_paid.html", context)
+
+    def of_invoice_view(self, request, invoice_id):
+        """The settlement of an invoice, by the invoice's id: how billing's invoice page
+        links to it without knowing the settlement (billing never imports rails)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        settlement = get_object_or_404(Settlement, invoice_id=invoice_id)
+        return redirect("admin:rails_settlement_change", settlement.pk)
 
 
 @admin.register(RailItemMapping)

@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -74,7 +74,7 @@ class InvoiceAdmin(admin.ModelAdmin):
                                 "paid_text"]}),
         ("Dates", {"fields": ["grace_until", "rated_at", "issued_at", "due_at", "paid_at", "voided_at",
                               "void_reason"]}),
-        ("Settlement and documents", {"fields": ["settlement_state", "pdf_link"]}),
+        ("Settlement and documents", {"fields": ["settlement_link", "pdf_link"]}),
     ]  # fmt: skip
     readonly_fields = [f for _, opts in fieldsets for f in opts["fields"]]
 
@@ -161,6 +161,19 @@ class InvoiceAdmin(admin.ModelAdmin):
     @admin.display(description="paid")
     def paid_text(self, obj: Invoice) -> str:
         return money(obj.amount_paid, obj.currency)
+
+    @admin.display(description="settlement")
+    def settlement_link(self, obj: Invoice):
+        """The settlement's state, linking to its page (timeline, requests, retry). Billing
+        never imports rails: the link goes through the settlement admin's URL by invoice."""
+        if not obj.settlement_state:
+            return "—"  # a draft (or a void draft): nothing to settle
+        state = obj.settlement_state.replace("_", " ").capitalize()
+        try:
+            url = reverse("admin:rails_settlement_of_invoice", args=[obj.pk])
+        except NoReverseMatch:  # no settlement admin installed
+            return state
+        return format_html('<a href="{}" id="invoice-settlement">{}</a>', url, state)
 
     @admin.display(description="PDF")
     def pdf_link(self, obj: Invoice):

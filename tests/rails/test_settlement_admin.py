@@ -246,3 +246,32 @@ def test_a_retry_the_rail_accepts_takes_the_invoice_out_of_payment_failed(
     assert field(html, "settlement_link") == "Settlement: Submitted"
     timeline = text_of(re.search(r'id="events-group"(.*?)</fieldset>', html, re.S)[1])
     assert "payment_failed issued worker" in timeline  # the move is on the invoice's timeline
+
+
+def test_an_invoice_page_links_to_its_settlement(admin_client):
+    invoice = issued_invoice()
+    settlement = Settlement.objects.get(invoice=invoice)
+
+    html = admin_client.get(
+        reverse("admin:billing_invoice_change", args=[invoice.pk])
+    ).content.decode()
+    link = re.search(r'<a href="([^"]+)" id="invoice-settlement">([^<]+)</a>', html)
+
+    assert link and link[2] == "Pending"
+    opened = admin_client.get(link[1])
+    assert opened.status_code == 302
+    assert opened["Location"] == reverse("admin:rails_settlement_change", args=[settlement.pk])
+    assert admin_client.get(link[1], follow=True).status_code == 200
+
+
+def test_a_draft_invoice_has_no_settlement_to_link(admin_client):
+    draft = Invoice.objects.create(
+        customer=Settlement.objects.get(invoice=issued_invoice()).invoice.customer, currency="USD"
+    )
+
+    html = admin_client.get(
+        reverse("admin:billing_invoice_change", args=[draft.pk])
+    ).content.decode()
+
+    assert field(html, "settlement_link") == "Settlement: —"
+    assert 'id="invoice-settlement"' not in html
