@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from customers import services
-from customers.models import ConsumerMapping, Customer
+from customers.models import BILL_TO_PARENT_NEEDS_PARENT, ConsumerMapping, Customer
 from customers.selectors import billing_account_ids, customer_tree
 
 
@@ -37,6 +37,13 @@ class CustomerForm(forms.ModelForm):
             "rail_settings",
         ]
 
+    def __init__(self, *args, initial=None, **kwargs):
+        super().__init__(*args, initial=initial, **kwargs)
+        if self.instance._state.adding and "bill_to_parent" not in (initial or {}):
+            # On, as for a subsidiary; a new customer left without a parent is saved with
+            # it off (clean). Also the initial value its POST is compared with.
+            self.initial["bill_to_parent"] = True
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("rail") and isinstance(cleaned.get("rail_settings"), dict):
@@ -55,6 +62,14 @@ class CustomerForm(forms.ModelForm):
                 )
             except ValidationError as exc:
                 self.add_error("parent", exc.message_dict["parent"])
+        if "parent" in cleaned and cleaned["parent"] is None and cleaned.get("bill_to_parent"):
+            if "bill_to_parent" in self.changed_data:
+                self.add_error("bill_to_parent", BILL_TO_PARENT_NEEDS_PARENT)
+            else:
+                # Left as it was: on, the default a new customer's form shows for a
+                # subsidiary, or what a subsidiary that lost its parent had. A customer
+                # without a parent is billed on its own.
+                cleaned["bill_to_parent"] = False
         return cleaned
 
 

@@ -30,6 +30,12 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone (for example 'Europe/Berlin').")
 
 
+BILL_TO_PARENT_NEEDS_PARENT = (
+    "A customer without a parent cannot be billed to its parent: choose its parent, "
+    "or leave bill to parent off."
+)
+
+
 def rail_choices() -> list[tuple[str, str]]:
     return [(key, key.upper() if key == "ach" else key.title()) for key in settings.BILLING_RAILS]
 
@@ -78,10 +84,12 @@ class Customer(models.Model):
         related_name="subsidiaries",
         help_text="The parent company, for a subsidiary.",
     )
+    # The default for a subsidiary is on; the services (and the admin's form) apply it,
+    # as a column default cannot depend on the parent. A top-level customer is always off.
     bill_to_parent = models.BooleanField(
-        default=True,
-        help_text="For a subsidiary: its usage is billed on its parent's consolidated invoice. "
-        "Ignored for a customer without a parent.",
+        default=False,
+        help_text="For a subsidiary (on by default): its usage is billed on its parent's "
+        "consolidated invoice. A customer without a parent is billed on its own.",
     )
     rail = models.CharField(
         max_length=32,
@@ -103,10 +111,20 @@ class Customer(models.Model):
         ordering = ["key"]
         constraints = [
             models.CheckConstraint(condition=~Q(parent=F("pk")), name="customer_not_own_parent"),
+            models.CheckConstraint(
+                condition=Q(parent__isnull=False) | Q(bill_to_parent=False),
+                name="customer_billed_to_parent_has_parent",
+                violation_error_message=BILL_TO_PARENT_NEEDS_PARENT,
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key})"
+
+    def clean(self) -> None:
+        # Named on the field (the constraint alone would be a form-wide error).
+        if self.bill_to_parent and self.parent_id is None:
+            raise ValidationError({"bill_to_parent": BILL_TO_PARENT_NEEDS_PARENT})
 
 
 class TsTzRange(Func):

@@ -15,7 +15,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 
-from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
+from customers.models import (
+    BILL_TO_PARENT_NEEDS_PARENT,
+    ConsumerMapping,
+    ConsumerMappingChange,
+    Customer,
+)
 from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
 
 CUSTOMER_FIELDS = {
@@ -62,6 +67,8 @@ def _translate_integrity_error(exc: IntegrityError) -> ValidationError:
         return ValidationError({"parent": "That parent would create a cycle in the customer tree."})
     if "customers_customer_key" in message:
         return ValidationError({"key": "A customer with this key already exists."})
+    if "customer_billed_to_parent_has_parent" in message:
+        return ValidationError({"bill_to_parent": BILL_TO_PARENT_NEEDS_PARENT})
     return ValidationError(message)
 
 
@@ -111,20 +118,34 @@ def _customer_save(customer: Customer) -> Customer:
 
 
 def customer_create(**fields: Any) -> Customer:
-    """Create a customer. Unknown fields raise ``TypeError``; invalid values ``ValidationError``."""
+    """Create a customer. Unknown fields raise ``TypeError``; invalid values ``ValidationError``.
+
+    ``bill_to_parent`` defaults to on for a subsidiary and off for a top-level customer;
+    given as on without a parent, it is refused (``ValidationError`` on ``bill_to_parent``).
+    """
     unknown = set(fields) - CUSTOMER_FIELDS
     if unknown:
         raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
+    fields.setdefault("bill_to_parent", fields.get("parent") is not None)
     return _customer_save(Customer(**fields))
 
 
 def customer_update(*, customer: Customer, **fields: Any) -> Customer:
-    """Change a customer's fields; a new parent is checked for cycles first."""
+    """Change a customer's fields; a new parent is checked for cycles first.
+
+    A customer that becomes a subsidiary, or top-level, without ``bill_to_parent`` given
+    takes the default of its new place (on, off); on without a parent is refused.
+    """
     unknown = set(fields) - CUSTOMER_FIELDS
     if unknown:
         raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
     if "parent" in fields:
         customer_parent_validate(customer=customer, parent=fields["parent"])
+        becomes_subsidiary = fields["parent"] is not None
+        if "bill_to_parent" not in fields and becomes_subsidiary != (
+            customer.parent_id is not None
+        ):
+            fields["bill_to_parent"] = becomes_subsidiary
     for name, value in fields.items():
         setattr(customer, name, value)
     return _customer_save(customer)

@@ -17,6 +17,9 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     currency = "USD"
     timezone = "UTC"
     rail = "manual"
+    parent = None
+    # As the services default it: on for a subsidiary, off for a top-level customer.
+    bill_to_parent = factory.LazyAttribute(lambda o: o.parent is not None)
 
 
 class ConsumerMappingFactory(factory.django.DjangoModelFactory):

@@ -285,7 +285,6 @@ def customer_form(customer: Customer, **changes) -> dict:
         "currency": customer.currency,
         "timezone": customer.timezone,
         "parent": "",
-        "bill_to_parent": "on",
         "rail": customer.rail,
         "rail_settings": "{}",
         "address_line1": "",

@@ -169,8 +169,9 @@ class CustomerApplier:
             "rail_settings": item.get("rail_settings") or {},
             "parent": parent,
         }
-        if parent is not None:
-            fields["bill_to_parent"] = item.get("bill_to_parent", True)
+        # On by default for a subsidiary; a top-level customer is billed on its own (the
+        # schema refuses bill_to_parent on one).
+        fields["bill_to_parent"] = item.get("bill_to_parent", True) if parent else False
         existing = Customer.objects.filter(key=key).first()
         if existing is None:
             customer = self.run.attempt(

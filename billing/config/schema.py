@@ -270,6 +270,13 @@ def _json_problem(value: Any) -> str | None:
     return f"expected JSON values, got {_got(value)}."
 
 
+# Keys that belong to another shape: refused saying why, rather than as unknown.
+MISPLACED = {
+    ("customer", "bill_to_parent"): "a top-level customer has no parent to be billed to; "
+    "bill_to_parent is for subsidiaries (on by default).",
+}
+
+
 class _Checker:
     def __init__(self) -> None:
         self.errors: list[str] = []
@@ -284,7 +291,9 @@ class _Checker:
         shape = SHAPES[shape_name]
         out: dict[str, Any] = {}
         for name in value:
-            if name not in shape:
+            if (shape_name, name) in MISPLACED:
+                self.error(f"{path}.{name}", MISPLACED[(shape_name, name)])
+            elif name not in shape:
                 allowed = ", ".join(shape)
                 self.error(
                     f"{path}.{name}",

@@ -331,6 +331,16 @@ def test_things_not_in_the_file_are_kept_and_said_so(tmp_path):
             [("      - {plan: enterprise, start", "      - {plan: enterprize, start")],
             "customers[0].subscriptions[0].plan: no plan 'enterprize' (did you mean 'enterprise'?)",
         ),
+        (
+            [
+                (
+                    '    rail: netsuite\n    rail_settings: {netsuite_entity_id: "1234"}\n',
+                    '    rail: netsuite\n    rail_settings: {netsuite_entity_id: "1234"}\n'
+                    "    bill_to_parent: true\n",
+                )
+            ],
+            "customers[0].bill_to_parent: a top-level customer has no parent to be billed to",
+        ),  # fmt: skip
     ],
 )
 def test_an_error_names_its_place_in_the_file_and_changes_nothing(tmp_path, replacements, expected):
