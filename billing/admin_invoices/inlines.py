@@ -31,9 +31,10 @@ class _ReadOnlyInline(admin.TabularInline):
 class LineInline(_ReadOnlyInline):
     model = InvoiceLine
     fk_name = "invoice"  # not adjusts_invoice
+    # The kind rides under the description instead of taking a column: the lines fit a
+    # laptop's page without scrolling sideways.
     fields = [
-        "kind",
-        "description",
+        "description_text",
         "customer",
         "feature",
         "service_period",
@@ -47,6 +48,12 @@ class LineInline(_ReadOnlyInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("customer", "feature", "invoice")
+
+    @admin.display(description="description")
+    def description_text(self, line: InvoiceLine):
+        return format_html(
+            '{}<span class="help line-kind">{}</span>', line.description, line.get_kind_display()
+        )
 
     @admin.display(description="service period")
     def service_period(self, line: InvoiceLine) -> str:
