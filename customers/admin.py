@@ -11,8 +11,13 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from customers import services
-from customers.models import BILL_TO_PARENT_NEEDS_PARENT, ConsumerMapping, Customer
-from customers.selectors import billing_account_ids, customer_tree
+from customers.models import BILL_TO_PARENT_NEEDS_PARENT, ConsumerMapping, Customer, rail_choices
+from customers.selectors import (
+    billed_customer_ids_many,
+    billing_account_ids,
+    customer_billing_account,
+    customer_tree,
+)
 
 
 class CustomerForm(forms.ModelForm):
@@ -111,8 +116,8 @@ class ConsumerMappingInline(admin.TabularInline):
 class SubsidiaryInline(admin.TabularInline):
     model = Customer
     fk_name = "parent"
-    fields = ["link", "name", "bill_to_parent", "rail"]
-    readonly_fields = ["link", "name", "bill_to_parent", "rail"]
+    fields = ["link", "name", "bill_to_parent", "rail_settled_on"]
+    readonly_fields = ["link", "name", "bill_to_parent", "rail_settled_on"]
     extra = 0
     can_delete = False
     show_change_link = False
@@ -130,6 +135,38 @@ class SubsidiaryInline(admin.TabularInline):
             obj.key,
         )
 
+    @admin.display(description="rail")
+    def rail_settled_on(self, obj: Customer) -> str:
+        return settles_on(obj, customer_billing_account(customer=obj))
+
+
+def settles_on(customer: Customer, account: Customer) -> str:
+    """The rail ``customer``'s invoices settle on: its billing ``account``'s (a subsidiary
+    billed to its parent has a rail field of its own, unused)."""
+    if account.pk == customer.pk:
+        return account.get_rail_display()
+    return f"{account.get_rail_display()} (via {account.name})"
+
+
+class SettlesOnFilter(admin.SimpleListFilter):
+    """Customers by the rail their invoices settle on: a billing account's own rail, and
+    the same for every subsidiary billed on it."""
+
+    title = "rail"
+    parameter_name = "settles_on"
+
+    def lookups(self, request, model_admin):
+        return rail_choices()
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        accounts = Customer.objects.filter(rail=self.value()).filter(
+            Q(parent__isnull=True) | Q(bill_to_parent=False)
+        )
+        billed = billed_customer_ids_many(account_ids=accounts.values_list("pk", flat=True))
+        return queryset.filter(pk__in=[i for ids in billed.values() for i in ids])
+
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
@@ -139,11 +176,11 @@ class CustomerAdmin(admin.ModelAdmin):
         "name",
         "place_in_tree",
         "billing_account",
-        "rail",
+        "rail_settled_on",
         "currency",
         "timezone",
     ]
-    list_filter = ["rail", "currency", ("parent", admin.EmptyFieldListFilter)]
+    list_filter = [SettlesOnFilter, "currency", ("parent", admin.EmptyFieldListFilter)]
     list_select_related = ["parent"]
     search_fields = ["key", "name", "consumer_mappings__consumer_key"]
     autocomplete_fields = ["parent"]
@@ -182,9 +219,9 @@ class CustomerAdmin(admin.ModelAdmin):
         cl = super().get_changelist_instance(request)
         ids = [c.pk for c in cl.result_list]
         accounts = billing_account_ids(customer_ids=ids)
-        keys = dict(Customer.objects.filter(pk__in=set(accounts.values())).values_list("pk", "key"))
+        by_id = Customer.objects.only("key", "name", "rail").in_bulk(set(accounts.values()))
         for customer in cl.result_list:
-            customer.billing_account_key = keys.get(accounts.get(customer.pk), customer.key)
+            customer.settling_account = by_id.get(accounts.get(customer.pk), customer)
         return cl
 
     @admin.display(description="place in tree")
@@ -195,7 +232,11 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="billed on")
     def billing_account(self, obj: Customer) -> str:
-        return getattr(obj, "billing_account_key", "")
+        return getattr(obj, "settling_account", obj).key
+
+    @admin.display(description="rail")
+    def rail_settled_on(self, obj: Customer) -> str:
+        return settles_on(obj, getattr(obj, "settling_account", obj))
 
     @admin.display(description="tree")
     def tree(self, obj: Customer):
