@@ -1,9 +1,21 @@
-"""The one place that rounds money.
+"""The one place that rounds money, and that writes decimals as text.
 
 Amounts are ``Decimal`` with a currency code. A currency's minor unit comes from CLDR
 (through Babel, which py-moneyed already depends on): 2 for USD and EUR, 0 for JPY,
 3 for KWD. Rounding is always half-up and always named here; nothing else in the
 product rounds money.
+
+Decimals become text here too, two ways, never through float and never in exponent
+notation:
+
+- for machines (the API): ``plain_decimal`` writes a value exactly without padding
+  (``"1500"``, ``"0.00002"``); ``money_text`` writes an amount at its currency's
+  precision (``"49.00"``, ``"5000"`` for JPY).
+- for people (PDF, hosted page, portal, admin): ``format_money`` (``$1,234.50`` or
+  ``1,234.50 USD``) rounds to the minor unit for display; ``format_price`` keeps a unit
+  price's every significant decimal (``$0.00002``) but at least the minor units;
+  ``format_quantity`` writes quantities and counts with thousands separators
+  (``1,234,567``). The stored values stay exact: only the text is rounded.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
-from babel.numbers import get_currency_precision
+from babel.numbers import get_currency_precision, get_currency_symbol
 from moneyed import CURRENCIES
 
 #: Unit prices keep at least this many decimal places (per-token prices are tiny).
@@ -91,3 +103,105 @@ def allocate(total: Decimal, weights: list[Decimal], currency: str) -> list[Deci
         for i in by_remainder[:leftover]:
             parts[i] += 1
     return [from_minor_units(sign * p, currency) for p in parts]
+
+
+# ---------------------------------------------------------------- decimals as text
+
+
+def _decimal(value: Decimal | int | str) -> Decimal:
+    """``value`` as a finite Decimal; a float is refused (it cannot carry a price exactly)."""
+    if isinstance(value, float | bool):
+        raise TypeError(f"Write decimals from Decimal, int or str, not {type(value).__name__}.")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number.")
+    return number
+
+
+def _fixed(number: Decimal) -> str:
+    """Fixed-point digits without trailing zeros; zero (also ``-0``, ``0E-17``) is ``"0"``."""
+    if number.is_zero():
+        return "0"
+    text = format(number, "f")  # "f" never writes an exponent: 1E+2 is "100"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def plain_decimal(value: Decimal | int | str | None) -> str | None:
+    """A value exactly, without padding or exponent, for machines: ``"1500"`` for
+    ``Decimal("1500.000000000000")``, ``"100"`` for ``Decimal("1E+2")``, ``"0"`` for
+    ``Decimal("0E-17")`` and ``Decimal("-0")``. ``None`` stays ``None``.
+
+    Raises ``TypeError`` for a float and ``ValueError`` for NaN or infinity.
+    """
+    return None if value is None else _fixed(_decimal(value))
+
+
+def money_text(amount: Decimal | int | str | None, currency: str) -> str | None:
+    """An amount at its currency's precision, for machines: ``"49.00"``, ``"5000"`` for
+    JPY, ``"0.00"`` (never ``"-0.00"``). ``None`` stays ``None``."""
+    if amount is None:
+        return None
+    rounded = quantize(_decimal(amount), currency)
+    return format(abs(rounded) if rounded.is_zero() else rounded, "f")
+
+
+def _grouped(number: Decimal, places: int) -> str:
+    """``number`` (already at most ``places`` decimals) with thousands separators and
+    exactly ``places`` decimals. Formatting never rounds: the caller has."""
+    if number.is_zero():
+        number = abs(number)
+    return format(number, f",.{places}f")
+
+
+def _places(number: Decimal) -> int:
+    """Significant decimal places: 0 for ``1500.000``, 5 for ``0.000020``."""
+    text = _fixed(number)
+    return len(text.partition(".")[2])
+
+
+def format_quantity(value: Decimal | int | str | None, *, max_places: int = 6) -> str:
+    """A quantity or a count for people: ``1,234,567``, ``0.5``; no trailing zeros, at
+    most ``max_places`` decimals (rounded half up). ``None`` is ``""``."""
+    if value is None or value == "":
+        return ""
+    number = _decimal(value)
+    if number.as_tuple().exponent < -max_places:  # type: ignore[operator]
+        number = number.quantize(Decimal(1).scaleb(-max_places), rounding=ROUND_HALF_UP)
+    return _grouped(number, _places(number))
+
+
+def _with_currency(number: str, currency: str, *, code: bool) -> str:
+    if code:
+        return f"{number} {currency}"
+    symbol = get_currency_symbol(currency, locale="en")
+    sign, number = ("-", number[1:]) if number.startswith("-") else ("", number)
+    space = "\u00a0" if symbol[-1:].isalpha() else ""  # KWD 1.500, but $1.50
+    return f"{sign}{symbol}{space}{number}"
+
+
+def format_money(amount: Decimal | int | str | None, currency: str, *, code: bool = False) -> str:
+    """An amount for people, rounded half up to the currency's minor unit: ``$1,234.50``,
+    ``¥1,235``, ``KWD 1,234.500`` (``code``: ``1,234.50 USD``, for pages that list
+    several currencies). An amount the currency does not know is written exactly beside
+    its code. ``None`` is ``""``."""
+    if amount is None:
+        return ""
+    number = _decimal(amount)
+    try:
+        places = minor_unit_places(currency)
+    except UnknownCurrency:
+        return f"{format_quantity(number, max_places=UNIT_PRICE_PLACES)} {currency}"
+    return _with_currency(_grouped(quantize(number, currency), places), currency, code=code)
+
+
+def format_price(amount: Decimal | int | str | None, currency: str, *, code: bool = False) -> str:
+    """A unit price for people: every significant decimal, no padding beyond the
+    currency's minor units (``$0.00002``, ``$49.00``, ``$1,250.50``); never rounded,
+    since per-unit prices are meant to be read exactly. ``None`` is ``""``."""
+    if amount is None or amount == "":
+        return ""
+    number = _decimal(amount)
+    places = max(_places(number), minor_unit_places(currency))
+    return _with_currency(_grouped(number, places), currency, code=code)
