@@ -35,7 +35,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
-from billing.api.serializers import plain_decimal
 from billing.entitlements import (
     entitlement_context_build,
     entitlement_value_from,
@@ -44,6 +43,7 @@ from billing.entitlements import (
     grant_void,
 )
 from billing.models import EntitlementOverride, EntitlementType, Grant
+from core.money import format_quantity
 from customers.models import Customer
 from customers.selectors import billing_account_ids, customer_billing_account
 
@@ -68,7 +68,7 @@ def _status_link(customer: Customer, text: str = "status") -> str:
 
 
 def _number(value) -> str:
-    return "—" if value is None else plain_decimal(value)
+    return "—" if value is None else format_quantity(value)
 
 
 def _billing_account_error(customer: Customer | None) -> str | None:

@@ -20,11 +20,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.admin.forms import CancelForm, ChangePlanForm, SubscribeForm, service_errors_to_form
-from billing.api.serializers import money_text, plain_decimal
 from billing.api.upcoming import NoSubscription, upcoming_invoice
+from billing.display import period_html
 from billing.models import LineKind, Subscription
 from billing.periods import period_containing
 from billing.services import subscription_cancel, subscription_change_plan, subscription_create
+from core.money import format_money, format_price, format_quantity
 from customers.models import Customer
 
 
@@ -132,7 +133,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             timezone=obj.customer.timezone,
             instant=now,
         )
-        return f"{period.start:%Y-%m-%d %H:%M} – {period.end:%Y-%m-%d %H:%M} UTC"
+        return period_html(period, obj.customer.timezone)
 
     @admin.display(description="status")
     def status(self, obj: Subscription) -> str:
@@ -290,39 +291,43 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return render(request, "admin/billing/upcoming_invoice.html", context)
 
 
-def _plain(text) -> str:
+def _quantity(text) -> str:
     try:
-        return plain_decimal(Decimal(text))
-    except (InvalidOperation, TypeError):
+        return format_quantity(text)
+    except (InvalidOperation, TypeError, ValueError):
         return str(text)
 
 
 def _units(start: str, end: str) -> str:
     """A slice ``(start, end]``: whole units ``start + 1`` to ``end``."""
     low = Decimal(start)
-    first = _plain(low + 1) if low == low.to_integral_value() else f"over {_plain(low)}"
-    return f"{first} – {_plain(end)}"
+    first = _quantity(low + 1) if low == low.to_integral_value() else f"over {_quantity(low)}"
+    return f"{first} – {_quantity(end)}"
 
 
-def _breakdown_row(step: dict) -> dict:
-    """One tier (or package) slice: units ``from + 1`` to ``to``."""
+def _breakdown_row(step: dict, currency: str) -> dict:
+    """One tier (or package) slice: units ``from + 1`` to ``to``; its amounts at the
+    currency's minor unit, as the invoice will show them (the API has them exactly)."""
     tier = step.get("tier")
     packages = step.get("packages")
+    flat = Decimal(step.get("flat_price") or 0)
     return {
         "tier": "—" if tier is None else tier + 1,
         "units": _units(step["from"], step["to"]),
-        "quantity": _plain(step["quantity"]),
-        "unit_price": _plain(step["unit_price"])
-        + (f" per {_plain(step['package_size'])}" if packages is not None else ""),
-        "flat_price": _plain(step["flat_price"]),
-        "amount": _plain(step["amount"]),
+        "quantity": _quantity(step["quantity"]),
+        "unit_price": format_price(step["unit_price"], currency, code=True)
+        + (f" per {_quantity(step['package_size'])}" if packages is not None else ""),
+        "flat_price": format_money(flat, currency, code=True) if flat else "",
+        "amount": format_money(step["amount"], currency, code=True),
     }
 
 
 def upcoming_context(upcoming) -> dict:
     """The upcoming invoice as display rows: lines grouped by the customer they belong
-    to, money at its currency's precision, quantities exact."""
+    to, money at its currency's precision, unit prices exact, quantities with thousands
+    separators, service periods in the billing account's time zone."""
     currency = upcoming.rated.currency
+    zone_name = upcoming.account.timezone
     kinds = dict(LineKind.choices)
     groups = []
     for customer_key, lines in upcoming.lines_by_customer:
@@ -331,20 +336,24 @@ def upcoming_context(upcoming) -> dict:
                 "kind": kinds.get(line.kind, line.kind),
                 "description": line.description,
                 "feature": upcoming.feature_keys.get(line.feature_id, ""),
-                "period": f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}",
-                "quantity": plain_decimal(line.quantity),
-                "unit_price": plain_decimal(line.unit_price),
-                "amount": money_text(line.amount, currency),
+                "period": period_html(line, zone_name),
+                "quantity": format_quantity(line.quantity),
+                "unit_price": format_price(line.unit_price, currency, code=True),
+                "amount": format_money(line.amount, currency, code=True),
                 "shared": line.group_quantity is not None and line.group_quantity != line.quantity,
-                "group_quantity": plain_decimal(line.group_quantity),
-                "group_amount": money_text(line.group_amount, currency),
-                "breakdown": [_breakdown_row(step) for step in line.breakdown],
+                "group_quantity": format_quantity(line.group_quantity),
+                "group_amount": format_money(line.group_amount, currency, code=True),
+                "breakdown": [_breakdown_row(step, currency) for step in line.breakdown],
             }
             for line in lines
         ]
         subtotal = sum((line.amount for line in lines), 0)
         groups.append(
-            {"customer": customer_key, "rows": rows, "subtotal": money_text(subtotal, currency)}
+            {
+                "customer": customer_key,
+                "rows": rows,
+                "subtotal": format_money(subtotal, currency, code=True),
+            }
         )
     rated = upcoming.rated
     return {
@@ -352,15 +361,15 @@ def upcoming_context(upcoming) -> dict:
         "account": upcoming.account,
         "currency": currency,
         "groups": groups,
-        "subtotal": money_text(rated.subtotal, currency),
+        "subtotal": format_money(rated.subtotal, currency, code=True),
         "taxes": [
             {
                 "name": t.name,
-                "percentage": plain_decimal(t.percentage),
+                "percentage": format_quantity(t.percentage),
                 "inclusive": t.inclusive,
-                "amount": money_text(t.amount, currency),
+                "amount": format_money(t.amount, currency, code=True),
             }
             for t in rated.taxes
         ],
-        "total": money_text(rated.total, currency),
+        "total": format_money(rated.total, currency, code=True),
     }

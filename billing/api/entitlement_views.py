@@ -13,6 +13,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.api.serializers import DecimalTextModelSerializer
 from billing.entitlements import (
     EntitlementNotFound,
     entitlement_value,
@@ -149,7 +150,7 @@ class CustomerEntitlementsView(APIView):
         return Response({"customer": key, "billingAccount": account.key, "entitlements": data})
 
 
-class OverrideSerializer(serializers.ModelSerializer):
+class OverrideSerializer(DecimalTextModelSerializer):
     feature = serializers.SlugRelatedField(slug_field="key", queryset=Feature.objects.all())
 
     class Meta:
@@ -190,7 +191,7 @@ class CustomerOverrideView(APIView):
         return Response(OverrideSerializer(override).data)
 
 
-class GrantSerializer(serializers.ModelSerializer):
+class GrantSerializer(DecimalTextModelSerializer):
     feature = serializers.SlugRelatedField(slug_field="key", queryset=Feature.objects.all())
 
     class Meta:

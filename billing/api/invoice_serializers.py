@@ -1,7 +1,8 @@
 """Invoices and credit notes as the API shows them; money always as decimal strings.
 
-Amounts print at their currency's precision (``"49.00"``, ``"5000"`` for JPY); quantities
-and unit prices print exactly, without trailing zeros (``"1500"``, ``"0.00002"``).
+Amounts print at their currency's precision (``"49.00"``, ``"5000"`` for JPY); quantities,
+unit prices and tier breakdowns print exactly, without padding (``"1500"``, ``"0.00002"``,
+``"115.43902"``), as ``core.money`` writes them.
 """
 
 from __future__ import annotations
@@ -12,34 +13,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing.api.serializers import PlainDecimalText, breakdown_text
 from billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTax
 from billing.provenance import PROVABLE_KINDS
-from core.money import minor_unit_places, quantize
-
-
-def plain_decimal(value: Decimal | None) -> str | None:
-    """``Decimal('1500.000000000000')`` → ``"1500"``; never exponent notation."""
-    if value is None:
-        return None
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def price_text(value: Decimal | None, currency: str) -> str | None:
-    """A unit price exactly, with at least the currency's minor places (``"49.00"``,
-    ``"0.00002"``)."""
-    if value is None:
-        return None
-    text = plain_decimal(value)
-    places = len(text.partition(".")[2])
-    return text if places >= minor_unit_places(currency) else format(quantize(value, currency), "f")
-
-
-def money_text(value: Decimal | None, currency: str) -> str | None:
-    """A stored amount at its currency's precision (stored amounts are already rounded)."""
-    return None if value is None else format(quantize(value, currency), "f")
+from core.money import money_text, plain_decimal
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -65,35 +42,16 @@ class MoneyField(serializers.Field):
         return money_text(value, currency)
 
 
-@extend_schema_field(OpenApiTypes.STR)
-class PriceField(MoneyField):
-    """A unit price: exact, never rounded, shown with at least the currency's minor places."""
-
-    @staticmethod
-    def format(value: Decimal | None, currency: str) -> str | None:
-        return price_text(value, currency)
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class PlainDecimalField(serializers.Field):
-    def __init__(self, **kwargs):
-        kwargs["read_only"] = True
-        super().__init__(**kwargs)
-
-    def to_representation(self, value) -> str | None:
-        return plain_decimal(value)
-
-
 class InvoiceLineSerializer(serializers.ModelSerializer):
     kind = serializers.CharField(read_only=True)
     feature = serializers.SlugRelatedField(slug_field="key", read_only=True)
     customer = serializers.SlugRelatedField(
         slug_field="key", read_only=True, help_text="The customer (subsidiary) whose usage it is."
     )
-    quantity = PlainDecimalField()
-    unit_price = PriceField(currency_source="invoice.currency")
+    quantity = PlainDecimalText()
+    unit_price = PlainDecimalText()
     amount = MoneyField(currency_source="invoice.currency")
-    group_quantity = PlainDecimalField(
+    group_quantity = PlainDecimalText(
         help_text="The combined quantity the tiers saw, when the charge is shared."
     )
     group_amount = MoneyField(currency_source="invoice.currency")
@@ -101,6 +59,10 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
         slug_field="number",
         read_only=True,
         help_text="The invoice a prior-period adjustment corrects.",
+    )
+    tier_breakdown = serializers.SerializerMethodField(
+        help_text="How the charge was priced: one slice per tier (or the packages), numbers "
+        "as exact decimal strings."
     )
     usage_url = serializers.SerializerMethodField()
 
@@ -126,6 +88,10 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field({"type": "array", "items": {"type": "object"}})
+    def get_tier_breakdown(self, line: InvoiceLine) -> list[dict]:
+        return breakdown_text(line.tier_breakdown)
+
     def get_usage_url(self, line: InvoiceLine) -> str | None:
         """Where the buckets behind a usage line are listed (``…/events.csv`` beside it)."""
         if line.kind not in PROVABLE_KINDS or line.feature_id is None:
@@ -136,7 +102,7 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
 
 
 class InvoiceTaxSerializer(serializers.ModelSerializer):
-    percentage = PlainDecimalField()
+    percentage = PlainDecimalText()
     base = MoneyField(currency_source="invoice.currency")
     amount = MoneyField(currency_source="invoice.currency")
 
@@ -311,7 +277,7 @@ class BucketSerializer(serializers.Serializer):
     dims = serializers.JSONField()
     event_count = serializers.IntegerField()
     value = serializers.SerializerMethodField()
-    value_sum = PlainDecimalField()
+    value_sum = PlainDecimalText()
 
     def get_value(self, bucket) -> str | None:
         from billing.provenance import bucket_value

@@ -33,7 +33,6 @@ from billing.api.invoice_serializers import (
     InvoiceLineSerializer,
     InvoiceSerializer,
     InvoiceVoidRequest,
-    plain_decimal,
 )
 from billing.invoicing import (
     InvoiceStateError,
@@ -52,6 +51,7 @@ from billing.provenance import (
 )
 from core.api.errors import problem_response
 from core.api.pagination import Pagination
+from core.money import plain_decimal
 from customers.models import Customer
 from customers.selectors import billed_customer_ids
 

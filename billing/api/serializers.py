@@ -10,39 +10,33 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import Cadence, Plan, PlanVersion, RateCard, Subscription, TaxRate
 from billing.periods import period_containing
-from core.money import UnknownCurrency, currency_validate, quantize
+from core.money import UnknownCurrency, currency_validate, money_text, plain_decimal
 from customers.models import KEY_VALIDATOR, Customer
 from metering.models import Feature
 
 FLOAT_MESSAGE = 'Write the number as a string ("{value}"), so it stays exact.'
 
 
-def plain_decimal(value: Decimal | None) -> str | None:
-    """``Decimal('1500.000000000000')`` → ``"1500"``; never exponent notation."""
-    if value is None:
-        return None
-    text = format(Decimal(value), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def money_text(value: Decimal | None, currency: str) -> str | None:
-    """An amount at its currency's precision (``"49.00"``, ``"5000"`` for JPY)."""
-    return None if value is None else format(quantize(value, currency), "f")
-
-
 # ------------------------------------------------------------------------ fields
 
 
+class DecimalText(serializers.DecimalField):
+    """A decimal field written back as its exact digits without padding (``"500"``, not
+    ``"500.000000"``); what it accepts is DRF's ``DecimalField``'s."""
+
+    def to_representation(self, value) -> str | None:
+        return plain_decimal(value)
+
+
 @extend_schema_field(OpenApiTypes.STR)
-class ExactDecimalField(serializers.DecimalField):
+class ExactDecimalField(DecimalText):
     """A decimal taken from a string (or an integer), never from a float."""
 
     def to_internal_value(self, data):
@@ -51,8 +45,19 @@ class ExactDecimalField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+class DecimalTextModelSerializer(serializers.ModelSerializer):
+    """A model serializer whose model decimals are written without padding."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DecimalField: DecimalText,
+    }
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class PlainDecimalText(serializers.Field):
+    """A read-only decimal, exactly and without padding (``"1500"``, ``"0.00002"``)."""
+
     def __init__(self, **kwargs):
         kwargs["read_only"] = True
         super().__init__(**kwargs)
@@ -85,11 +90,6 @@ class TaxRateSerializer(serializers.ModelSerializer):
     class Meta:
         model = TaxRate
         fields = ["key", "name", "percentage", "inclusive"]
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["percentage"] = plain_decimal(instance.percentage)
-        return data
 
 
 class TaxRateUpdateSerializer(TaxRateSerializer):
@@ -388,11 +388,19 @@ class RatedTaxSerializer(serializers.Serializer):
     amount = MoneyText()
 
 
-def _breakdown_text(value):
+def breakdown_text(steps) -> list[dict]:
+    """Tier (or package) slices as rating stores them, their numbers written without the
+    padding an exact product carries (``"115.43902"``, not ``"115.43902000000000000"``)."""
+    return [{key: _breakdown_value(value) for key, value in step.items()} for step in steps or ()]
+
+
+def _breakdown_value(value):
+    if isinstance(value, Decimal):
+        return plain_decimal(value)
     if isinstance(value, str):
         try:
             return plain_decimal(Decimal(value))
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):  # "None": an open-ended tier's top
             return value
     return value
 
@@ -421,7 +429,7 @@ class UpcomingLineSerializer(serializers.Serializer):
 
     @extend_schema_field({"type": "array", "items": {"type": "object"}})
     def get_tier_breakdown(self, line) -> list[dict]:
-        return [{k: _breakdown_text(v) for k, v in step.items()} for step in line.breakdown]
+        return breakdown_text(line.breakdown)
 
 
 class UpcomingInvoiceSerializer(serializers.Serializer):

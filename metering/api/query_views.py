@@ -1,14 +1,13 @@
 """The meter query endpoint: OpenMeter's ``/api/v1/meters/{key}/query``, GET and POST.
 
-Values are rendered as exact JSON numbers: integral values as integers, others with the
-Decimal's own digits (never through float), where OpenMeter sends float64 numbers; a
+Values are rendered as exact JSON numbers, the Decimal's own digits without padding
+(never through float, never an exponent), where OpenMeter sends float64 numbers; a
 client reading JSON numbers reads both alike.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -42,13 +41,6 @@ def _time(value: datetime | None) -> str | None:
     )
 
 
-def _number(value: Decimal) -> int | Decimal:
-    """An integral value as an integer; others in plain digits without trailing zeros."""
-    if value == value.to_integral_value():
-        return int(value)
-    return Decimal(format(value.normalize(), "f"))
-
-
 def _body(query: MeterQuery, result: MeterQueryResult) -> dict:
     return {
         "from": _time(query.start),
@@ -56,7 +48,7 @@ def _body(query: MeterQuery, result: MeterQueryResult) -> dict:
         "windowSize": query.window_size.value if query.window_size else None,
         "data": [
             {
-                "value": _number(row.value),
+                "value": row.value,  # an exact JSON number: see ExactNumberJSONRenderer
                 "windowStart": _time(row.window_start),
                 "windowEnd": _time(row.window_end),
                 "subject": row.subject,

@@ -311,7 +311,7 @@ def test_the_upcoming_invoice_page_shows_lines_by_subsidiary_with_tiers_and_tota
     assert "globex-eu is billed on" in page
     assert "<h2>globex (billing account)</h2>" in page and "<h2>globex-eu</h2>" in page
     assert "2.75" in page and "8.25" in page  # 20 calls = 11.00, shared 5 : 15
-    assert "share of 11.00 for 20 across the group" in page
+    assert "share of 11.00 USD for 20 across the group" in page
     assert "Sales tax (10%)" in page and "11.10" in page
     assert "122.10 USD" in page
 
