@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from billing.documents import format_price, format_quantity
 from billing.pricing import FlatPrice, PriceError, Tier, UsagePrice, price_validate
+from core.money import format_price, format_quantity
 
 USAGE_KEYS = {
     "model",

@@ -3,28 +3,29 @@
 An issued invoice's PDF is rendered once and stored (Django's default storage); it shows
 the invoice as issued, never its later payment state, which the hosted page shows live.
 Drafts render too (for the operator's preview), under a DRAFT watermark, but are never
-stored. Amounts are formatted here, not rounded: they were rounded when the lines were
-made, and tier amounts and unit prices are shown exactly, without trailing zeros.
+stored. Numbers are written by ``core.money`` and dates and periods by ``billing.display``:
+amounts (line amounts, and the tier amounts and flat prices of a breakdown, whose exact
+values stay in the database and the API) at the currency's minor unit; unit prices with
+every significant decimal, without padding; quantities with thousands separators.
 """
 
 from __future__ import annotations
 
 import logging
-import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 
 from babel import Locale
-from babel.numbers import get_currency_symbol
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.template.loader import render_to_string
 
+from billing.display import customer_zone, format_date, format_period
 from billing.models import BillingProfile, CreditNote, Invoice, InvoiceStatus, LineKind
-from core.money import minor_unit_places
+from core.money import format_money, format_price, format_quantity
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
@@ -70,79 +71,6 @@ def seller() -> dict:
 
 
 # ---------------------------------------------------------------- formatting
-
-
-def _decimal_text(value: Decimal, *, min_places: int, max_places: int | None = None) -> str:
-    """``value`` with thousands separators, at least ``min_places`` decimals and no
-    trailing zeros beyond them (``max_places`` only caps what a quantity shows)."""
-    value = Decimal(value)
-    if max_places is not None and value.as_tuple().exponent < -max_places:
-        value = value.quantize(Decimal(1).scaleb(-max_places))
-    text = format(value.normalize(), "f")
-    places = len(text.split(".")[1]) if "." in text else 0
-    return format(value, f",.{max(places, min_places)}f")
-
-
-def _with_symbol(number: str, currency: str) -> str:
-    symbol = get_currency_symbol(currency, locale="en")
-    sign, number = ("-", number[1:]) if number.startswith("-") else ("", number)
-    space = "\u00a0" if symbol[-1:].isalpha() else ""
-    return f"{sign}{symbol}{space}{number}"
-
-
-def format_money(amount: Decimal | None, currency: str) -> str:
-    """``$1,234.50``, ``¥1,235``, ``KWD 1,234.500``: the currency's minor units, always."""
-    if amount is None:
-        return ""
-    places = minor_unit_places(currency)
-    return _with_symbol(_decimal_text(Decimal(amount), min_places=places), currency)
-
-
-def format_price(amount: Decimal | str | None, currency: str) -> str:
-    """A unit price or an exact tier amount: every significant decimal (``$0.00002``),
-    but at least the currency's minor units (``$49.00``)."""
-    if amount in (None, "", "None"):
-        return ""
-    return _with_symbol(format_price_number(amount, currency), currency)
-
-
-def format_price_number(amount: Decimal | str, currency: str) -> str:
-    """``format_price`` without the symbol (``0.00002``, ``1,250.00``), for pages that
-    name the currency by its code."""
-    return _decimal_text(Decimal(amount), min_places=minor_unit_places(currency))
-
-
-def format_quantity(quantity: Decimal | str | None) -> str:
-    """``1,250,000`` or ``0.5``: no trailing zeros, at most 6 decimals shown."""
-    if quantity in (None, "", "None"):
-        return ""
-    return _decimal_text(Decimal(quantity), min_places=0, max_places=6)
-
-
-def customer_zone(customer: Customer) -> tzinfo:
-    try:
-        return zoneinfo.ZoneInfo(customer.timezone or "UTC")
-    except zoneinfo.ZoneInfoNotFoundError:
-        return zoneinfo.ZoneInfo("UTC")
-
-
-def format_date(instant: datetime | None, zone: tzinfo) -> str:
-    if instant is None:
-        return ""
-    day = instant.astimezone(zone)
-    return f"{day:%b}\u00a0{day.day},\u00a0{day.year}"  # never "Dec" at a line's end, "2" below
-
-
-def format_period(start: datetime | None, end: datetime | None, zone: tzinfo) -> str:
-    """A half-open period as the days it covers: ``Oct 1 – Oct 31, 2026``."""
-    if start is None or end is None:
-        return ""
-    first = start.astimezone(zone)
-    last = (end - timedelta(microseconds=1)).astimezone(zone)
-    if first.date() == last.date():
-        return format_date(first, zone)
-    head = f"{first:%b}\u00a0{first.day}" + ("" if first.year == last.year else f", {first.year}")
-    return f"{head} – {last:%b}\u00a0{last.day},\u00a0{last.year}"
 
 
 def mask_account_number(number: str | None) -> str:
@@ -234,8 +162,9 @@ def _breakdown_rows(line, currency: str) -> list[dict]:
                 "label": label,
                 "quantity": format_quantity(quantity),
                 "unit_price": format_price(entry.get("unit_price"), currency),
-                "flat_price": format_price(flat, currency) if flat else "",
-                "amount": format_price(entry.get("amount"), currency),
+                # amounts, not prices: the exact product (0.00001234) is the API's to show
+                "flat_price": format_money(flat, currency) if flat else "",
+                "amount": format_money(entry.get("amount"), currency),
             }
         )
     return rows
@@ -374,7 +303,6 @@ def invoice_context(*, invoice: Invoice) -> dict:
         "currency": currency,
         "issue_date": format_date(invoice.issued_at, zone) or "Not issued",
         "due_date": format_date(invoice.due_at, zone),
-        "period": format_period(invoice.period_start, invoice.period_end, zone),
         "consolidated": consolidated,
         "groups": list(groups.values()),
         "combined": combined,
@@ -484,7 +412,6 @@ def credit_note_context(*, credit_note: CreditNote) -> dict:
         "issue_date": format_date(note.issued_at, zone),
         "invoice_number": invoice.number,
         "invoice_date": format_date(invoice.issued_at, zone),
-        "period": format_period(invoice.period_start, invoice.period_end, zone),
         "reason": note.reason,
         "rows": [
             {"description": line.description, "amount": format_money(line.amount, currency)}

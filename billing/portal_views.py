@@ -36,19 +36,11 @@ from billing.access import (
     portal_sign_in_consume,
     portal_sign_in_links_send,
 )
-from billing.documents import (
-    credit_note_pdf_bytes,
-    customer_zone,
-    format_date,
-    format_money,
-    format_period,
-    format_quantity,
-    invoice_html,
-    invoice_pdf_bytes,
-    seller,
-)
+from billing.display import customer_zone, format_date, format_period
+from billing.documents import credit_note_pdf_bytes, invoice_html, invoice_pdf_bytes, seller
 from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
 from billing.rating import account_period, rate_period
+from core.money import format_money, format_quantity
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)

@@ -7,33 +7,12 @@ from decimal import Decimal
 from django import forms
 from django.core.exceptions import ValidationError
 
-from billing.documents import format_price_number, format_quantity
 from billing.models import Invoice, InvoiceLine, InvoiceStatus
-from core.money import quantize
+from core.templatetags.numbers import money
 from customers.models import Customer
 from customers.selectors import billed_customer_ids
 
 UNPAID_ISSUED = (InvoiceStatus.ISSUED, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.UNCOLLECTIBLE)
-
-
-# The admin writes numbers as the invoice PDF does (billing.documents): thousands
-# separators, quantities without trailing zeros, money at its currency's precision and
-# unit prices exact; the currency by its code, since one page can list several.
-
-
-def money(amount: Decimal | None, currency: str) -> str:
-    """``1,234.50 USD``."""
-    return "—" if amount is None else f"{quantize(amount, currency):,} {currency}"
-
-
-def unit_price(amount: Decimal | None, currency: str) -> str:
-    """``0.00002 USD``, ``49.00 USD``: every significant decimal, at least the minor units."""
-    return "—" if amount is None else f"{format_price_number(amount, currency)} {currency}"
-
-
-def quantity(value: Decimal | None) -> str:
-    """``1,250,000``, ``0.5``: no trailing zeros (at most 6 decimals, as on the PDF)."""
-    return "—" if value is None else format_quantity(value)
 
 
 def error_messages(exc: ValidationError) -> list[str]:

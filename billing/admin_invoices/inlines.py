@@ -6,9 +6,10 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from billing.admin_invoices.forms import money, quantity, unit_price
+from billing.display import period_html
 from billing.models import CreditNote, Invoice, InvoiceEvent, InvoiceLine, InvoiceTax
 from billing.provenance import is_provable
+from core.templatetags.numbers import money, price, quantity
 
 # ---------------------------------------------------------------- inlines
 
@@ -47,7 +48,9 @@ class LineInline(_ReadOnlyInline):
     verbose_name_plural = "lines"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("customer", "feature", "invoice")
+        return (
+            super().get_queryset(request).select_related("customer", "feature", "invoice__customer")
+        )
 
     @admin.display(description="description")
     def description_text(self, line: InvoiceLine):
@@ -57,9 +60,7 @@ class LineInline(_ReadOnlyInline):
 
     @admin.display(description="service period")
     def service_period(self, line: InvoiceLine) -> str:
-        if line.period_start is None:
-            return "—"
-        return f"{line.period_start:%Y-%m-%d %H:%M} – {line.period_end:%Y-%m-%d %H:%M}"
+        return period_html(line)
 
     @admin.display(description="quantity")
     def quantity_text(self, line: InvoiceLine) -> str:
@@ -72,7 +73,7 @@ class LineInline(_ReadOnlyInline):
 
     @admin.display(description="unit price")
     def unit_price_text(self, line: InvoiceLine) -> str:
-        return unit_price(line.unit_price, line.invoice.currency)
+        return price(line.unit_price, line.invoice.currency)
 
     @admin.display(description="amount")
     def amount_text(self, line: InvoiceLine) -> str:

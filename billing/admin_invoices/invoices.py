@@ -31,6 +31,7 @@ from billing.admin_invoices.inlines import (
     TaxInline,
     TimelineInline,
 )
+from billing.display import period_html
 from billing.invoicing import (
     credit_note_create,
     invoice_issue,
@@ -133,9 +134,7 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     @admin.display(description="period", ordering="period_start")
     def period(self, obj: Invoice) -> str:
-        if obj.period_start is None:
-            return "one-off"
-        return f"{obj.period_start:%Y-%m-%d} – {obj.period_end:%Y-%m-%d}"
+        return period_html(obj, none="one-off")
 
     @admin.display(description="total", ordering="total")
     def total_text(self, obj: Invoice) -> str:

@@ -13,9 +13,6 @@ from django.core.files.storage import default_storage
 from billing.credits import credit_grant
 from billing.documents import (
     credit_note_pdf_store,
-    format_money,
-    format_price,
-    format_quantity,
     invoice_html,
     invoice_pdf_bytes,
     invoice_pdf_store,
@@ -250,17 +247,6 @@ def simple_invoice(**customer) -> Invoice:
         invoice=draft, description="Onboarding workshop", amount=Decimal("1500"), now=ISSUED
     )
     return draft
-
-
-def test_money_prices_and_quantities_read_as_a_person_writes_them():
-    assert format_money(Decimal("1234567.5"), "USD") == "$1,234,567.50"
-    assert format_money(Decimal("-12"), "EUR") == "-€12.00"
-    assert format_money(Decimal("1235"), "JPY") == "¥1,235"
-    assert format_money(Decimal("1.5"), "KWD") == "KWD\u00a01.500"
-    assert format_price(Decimal("0.0000200000000000"), "USD") == "$0.00002"
-    assert format_price(Decimal("49.000000000000"), "USD") == "$49.00"
-    assert format_quantity(Decimal("1250000.000000000000")) == "1,250,000"
-    assert format_quantity(Decimal("0.500000000000")) == "0.5"
 
 
 @pytest.mark.django_db
