@@ -31,7 +31,7 @@ from billing.pricing import (
     tax_compute,
     usage_price,
 )
-from core.money import allocate, quantize, zero
+from core.money import allocate, format_money, quantize, zero
 from customers.models import Customer
 from customers.selectors import billed_customer_ids_many
 from metering.models import Aggregation, Feature
@@ -363,9 +363,9 @@ def rate_period(
                     RatedLine(
                         kind=LineKind.MINIMUM_TRUE_UP,
                         description=(
-                            f"Minimum commitment true-up ({quantize(commitment, currency):,} "
-                            f"{currency} committed, {quantize(charges, currency):,} {currency} "
-                            "charged)"
+                            "Minimum commitment true-up ("
+                            f"{format_money(commitment, currency, code=True)} committed, "
+                            f"{format_money(charges, currency, code=True)} charged)"
                         ),
                         customer_id=account.pk,
                         period_start=start,

@@ -29,17 +29,16 @@ from django.utils.safestring import SafeString
 
 from billing.api.upcoming import NoSubscription, upcoming_invoice
 from billing.catalog import price_describe, unit_nouns
-from billing.documents import format_quantity
 from billing.entitlements import entitlement_value, entitlements_of
 from billing.models import Invoice, InvoiceLine, Subscription
 from billing.periods import Period
 from billing.rating import account_period
+from core.money import format_money, format_quantity
 from customers.models import ConsumerMapping, Customer
 from customers.selectors import billed_customer_ids, billing_account_ids, customer_tree
 from metering.admin.charts import Bar, bar_chart_svg
 from metering.models import Aggregation, Feature
 from metering.selectors import usage_series
-from rails.dashboard import money_text
 from rails.states import settlement_state_text
 
 MAX_CHARTS = 12
@@ -312,7 +311,9 @@ def _credit_balances(account: Customer, now: datetime) -> list[str] | None:
         from billing.credits import credit_balances
     except ImportError:  # credits not installed
         return None
-    return [money_text(b, c) for c, b in credit_balances(account=account, at=now).items()]
+    return [
+        format_money(b, c, code=True) for c, b in credit_balances(account=account, at=now).items()
+    ]
 
 
 def _units_of(feature: Feature | None) -> dict[str, str]:
@@ -416,13 +417,13 @@ def _upcoming(customer: Customer, now: datetime) -> dict:
     currency = upcoming.rated.currency
     return {
         "upcoming": upcoming,
-        "total": money_text(upcoming.rated.total, currency),
-        "subtotal": money_text(upcoming.rated.subtotal, currency),
+        "total": format_money(upcoming.rated.total, currency, code=True),
+        "subtotal": format_money(upcoming.rated.subtotal, currency, code=True),
         "top_lines": [
             {
                 "line": line,
                 "quantity": format_quantity(line.quantity),
-                "amount": money_text(line.amount, currency),
+                "amount": format_money(line.amount, currency, code=True),
             }
             for line in lines[:8]
         ],
@@ -447,8 +448,8 @@ def _invoices(customer: Customer, can, now: datetime) -> list[dict]:
             {
                 "invoice": invoice,
                 "url": reverse("admin:billing_invoice_change", args=[invoice.pk]),
-                "total": money_text(invoice.total, invoice.currency),
-                "amount_due": money_text(invoice.amount_due, invoice.currency),
+                "total": format_money(invoice.total, invoice.currency, code=True),
+                "amount_due": format_money(invoice.amount_due, invoice.currency, code=True),
                 "settlement": settlement,
                 "settlement_state": settlement_state_text(settlement, now=now)
                 if settlement is not None

@@ -27,7 +27,6 @@ from django.db.models import Count, Min, Q, Sum
 from billing.api.upcoming import NoSubscription, upcoming_invoice
 from billing.models import Invoice, InvoiceStatus, Subscription
 from billing.periods import Period
-from core.money import UnknownCurrency, quantize
 from metering.models import Meter
 from metering.selectors import unattributed_usage
 from rails.models import Settlement, SettlementState
@@ -52,14 +51,6 @@ BILLED_STATUSES = (
 )
 ZERO = Decimal(0)
 T = TypeVar("T")
-
-
-def money_text(amount: Decimal, currency: str) -> str:
-    """``1,234.50 USD``: the amount at its currency's precision, for people."""
-    try:
-        return f"{quantize(amount, currency):,} {currency}"
-    except UnknownCurrency:
-        return f"{amount:,} {currency}"
 
 
 def month_of(*, now: datetime) -> Period:

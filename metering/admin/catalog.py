@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from core.money import format_quantity
 from metering import services
 from metering.admin.usage import feature_usage_view
 from metering.models import Feature, Meter
@@ -187,7 +188,7 @@ class MeterAdmin(admin.ModelAdmin):
     @admin.display(description="events rolled up", ordering="rollup_state__events_rolled_up")
     def events_rolled_up(self, obj: Meter):
         state = self._state(obj)
-        return f"{state.events_rolled_up:,}" if state else 0
+        return format_quantity(state.events_rolled_up) if state else 0
 
     @admin.display(description="rollup")
     def rollup(self, obj: Meter):
@@ -197,7 +198,7 @@ class MeterAdmin(admin.ModelAdmin):
         return format_html(
             "{} events rolled up; every event of a transaction below xid {} is in the buckets; "
             "last run {}.",
-            f"{state.events_rolled_up:,}",
+            format_quantity(state.events_rolled_up),
             state.watermark,
             state.last_run_at or "never",
         )

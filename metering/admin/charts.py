@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+
+from core.money import format_quantity
 
 WIDTH, HEIGHT = 960, 340
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 28, 56
@@ -28,12 +30,7 @@ class Bar:
 
 def value_text(value: Decimal | None) -> str:
     """A value for people: thousands separated, at most four decimals (rounded half up)."""
-    if value is None:
-        return "—"
-    if value == value.to_integral_value():
-        return f"{int(value):,}"
-    rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{rounded:,f}"
+    return "—" if value is None else format_quantity(value, max_places=4)
 
 
 def _compact(value: float) -> str:

@@ -16,6 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing.models import InvoiceStatus
+from core.money import format_money, format_quantity
 from metering.admin.charts import Bar, bar_chart_svg
 from rails import dashboard as d
 from rails.models import SettlementState
@@ -83,23 +84,23 @@ def _revenue(now: datetime, refresh: bool) -> dict:
             {
                 "rail": row.rail,
                 "currency": row.currency,
-                "billed": d.money_text(row.billed.amount, row.currency),
+                "billed": format_money(row.billed.amount, row.currency, code=True),
                 "billed_count": row.billed.count,
                 "billed_url": billed_url(period=month, rail=row.rail, currency=row.currency),
-                "drafts": d.money_text(row.drafts.amount, row.currency),
+                "drafts": format_money(row.drafts.amount, row.currency, code=True),
                 "drafts_count": row.drafts.count,
                 "drafts_url": drafts_url(rail=row.rail, currency=row.currency),
-                "current": d.money_text(row.current.amount, row.currency),
+                "current": format_money(row.current.amount, row.currency, code=True),
                 "current_count": row.current.count,
-                "unbilled": d.money_text(row.unbilled, row.currency),
+                "unbilled": format_money(row.unbilled, row.currency, code=True),
             }
             for row in rows
         ],
         "totals": [
             {
                 "currency": c,
-                "billed": d.money_text(s["billed"], c),
-                "unbilled": d.money_text(s["unbilled"], c),
+                "billed": format_money(s["billed"], c, code=True),
+                "unbilled": format_money(s["unbilled"], c, code=True),
             }
             for c, s in sorted(by_currency.items())
         ],
@@ -119,7 +120,7 @@ def _usage(now: datetime, refresh: bool) -> dict:
         charts.append(
             {
                 "key": trend.meter_key,
-                "total": f"{trend.total:,}",
+                "total": format_quantity(trend.total),
                 "svg": bar_chart_svg(bars=bars, y_label=f"{trend.meter_key}: events per day (UTC)"),
                 "url": _url("admin:metering_meter_change", args=[trend.meter_id]),
             }
@@ -206,7 +207,7 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
                 "key": "unattributed",
                 "label": "Unattributed usage (30 days)",
                 "count": unattributed.events,
-                "detail": f"{unattributed.events:,} event{'s' if unattributed.events != 1 else ''} from "
+                "detail": f"{format_quantity(unattributed.events)} event{'s' if unattributed.events != 1 else ''} from "
                 f"{unattributed.subjects} subject{'s' if unattributed.subjects != 1 else ''} no consumer "
                 f"mapping covers (as of {timezone.localtime(unattributed.as_of):%H:%M}).",
                 "url": _url("admin:metering_unattributed_usage", {"since": "30"}),
@@ -229,7 +230,7 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
             }
         )
     for item in items:
-        item["count_text"] = f"{item['count']:,}"  # 34,694, as the detail line writes it
+        item["count_text"] = format_quantity(item["count"])  # 34,694, as the detail line writes it
     return items
 
 
