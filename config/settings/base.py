@@ -111,6 +111,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["config.formats"]  # the admin's dates as 2026-11-02 09:00
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
