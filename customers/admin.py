@@ -182,6 +182,7 @@ class CustomerAdmin(admin.ModelAdmin):
     ]
     list_filter = [SettlesOnFilter, "currency", ("parent", admin.EmptyFieldListFilter)]
     list_select_related = ["parent"]
+    ordering = ["name", "key"]
     search_fields = ["key", "name", "consumer_mappings__consumer_key"]
     autocomplete_fields = ["parent"]
     readonly_fields = ["tree", "created_at", "updated_at"]

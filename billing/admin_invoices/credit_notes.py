@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from billing.admin_invoices.forms import money
-from billing.models import CreditNote
+from billing.models import CREDIT_NOTE_ORDERING, CreditNote
 
 
 @admin.register(CreditNote)
@@ -27,6 +27,7 @@ class CreditNoteAdmin(admin.ModelAdmin):
         "pdf_link",
     ]
     list_select_related = ["invoice__customer"]
+    ordering = CREDIT_NOTE_ORDERING
     search_fields = [
         "number",
         "invoice__number",

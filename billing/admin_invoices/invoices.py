@@ -39,7 +39,7 @@ from billing.invoicing import (
     invoice_rate,
     invoice_void,
 )
-from billing.models import Invoice, InvoiceLine, InvoiceStatus
+from billing.models import INVOICE_ORDERING, Invoice, InvoiceLine, InvoiceStatus
 from billing.provenance import (
     bucket_value,
     is_provable,
@@ -65,7 +65,7 @@ class InvoiceAdmin(admin.ModelAdmin):
     list_filter = ["status", ("customer__rail", admin.ChoicesFieldListFilter), PeriodFilter]
     list_select_related = ["customer"]
     search_fields = ["number", "customer__key", "customer__name"]
-    ordering = ["-created_at"]
+    ordering = INVOICE_ORDERING  # drafts first, then by number, newest first
     actions = ["issue_selected", "recompute_selected", "void_selected"]
     inlines = [LineInline, TaxInline, CreditNoteInline, TimelineInline]
     change_form_template = "admin/billing/invoice/change_form.html"

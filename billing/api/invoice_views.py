@@ -41,7 +41,15 @@ from billing.invoicing import (
     invoice_line_add,
     invoice_void,
 )
-from billing.models import CreditNote, FrozenInvoiceError, Invoice, InvoiceLine, InvoiceStatus
+from billing.models import (
+    CREDIT_NOTE_ORDERING,
+    INVOICE_ORDERING,
+    CreditNote,
+    FrozenInvoiceError,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+)
 from billing.provenance import (
     NotProvable,
     is_provable,
@@ -221,7 +229,7 @@ class InvoiceList(_InvoiceContext, generics.ListAPIView):
     filterset_class = InvoiceFilter
 
     def get_queryset(self):
-        return _invoices().order_by("-created_at", "-pk")
+        return _invoices().order_by(*INVOICE_ORDERING)
 
 
 class InvoiceDetail(_InvoiceContext, generics.RetrieveAPIView):
@@ -366,7 +374,7 @@ class CreditNoteList(generics.ListAPIView):
     filterset_class = CreditNoteFilter
 
     def get_queryset(self):
-        return _credit_notes().order_by("-issued_at", "-number")
+        return _credit_notes().order_by(*CREDIT_NOTE_ORDERING)
 
 
 class CreditNoteDetail(generics.RetrieveAPIView):
@@ -395,7 +403,7 @@ class InvoiceCreditNotes(_StateConflicts, generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):  # the OpenAPI schema's dry run
             return CreditNote.objects.none()
         invoice = _invoice_get(self.kwargs["invoice_id"])
-        return _credit_notes().filter(invoice=invoice).order_by("-issued_at", "-number")
+        return _credit_notes().filter(invoice=invoice).order_by(*CREDIT_NOTE_ORDERING)
 
     @extend_schema(request=CreditNoteCreateRequest, responses={201: CreditNoteSerializer})
     def post(self, request, invoice_id: str):

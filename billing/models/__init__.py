@@ -12,6 +12,8 @@ from billing.models.catalog import (
 from billing.models.credits import CreditGrant, CreditLedgerEntry  # noqa: F401
 from billing.models.entitlements import EntitlementOverride, EntitlementType, Grant, UsagePeriod
 from billing.models.invoices import (
+    CREDIT_NOTE_ORDERING,
+    INVOICE_ORDERING,
     CreditNote,
     CreditNoteLine,
     DocumentSequence,
@@ -32,6 +34,8 @@ from billing.models.notifications import (  # noqa: F401
 )
 
 __all__ = [
+    "CREDIT_NOTE_ORDERING",
+    "INVOICE_ORDERING",
     "BillingProfile",
     "Cadence",
     "CustomerAccess",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from customers.models import validate_currency
 
@@ -39,6 +39,19 @@ class LineKind(models.TextChoices):
     CREDIT = "credit", "Credit"
     MANUAL = "manual", "Manual"
     PRIOR_PERIOD_ADJUSTMENT = "prior_period_adjustment", "Prior-period adjustment"
+
+
+# How lists show invoices (admin, API): drafts first (no number yet; they are the ones
+# to review), newest period first; then the issued ones by number, newest first. Numbers
+# are gapless, zero-padded and taken in issue order, so their text order is issue order.
+INVOICE_ORDERING = (
+    F("number").desc(nulls_first=True),
+    F("period_start").desc(nulls_last=True),
+    "-created_at",
+    "-pk",
+)
+# Credit notes, numbered from their own sequence: by number, newest first.
+CREDIT_NOTE_ORDERING = ("-number",)
 
 
 class DocumentSequence(models.Model):

@@ -155,6 +155,25 @@ def test_only_a_draft_shows_when_its_grace_period_ends(admin_client, acme, issue
     assert "field-issued_at" in text
 
 
+def test_the_list_shows_drafts_first_then_invoices_by_number_newest_first(
+    admin_client, acme, issued
+):
+    november = invoice_issue(invoice=draft_for(acme, NOV, DEC), now=DEC + timedelta(days=1))
+    december = draft_for(acme, DEC, DEC + timedelta(days=31))
+    listing = admin_client.get(url("invoice_changelist")).context["cl"].result_list
+    assert [i.pk for i in listing] == [december.pk, november.pk, issued.pk]
+    assert issued.number < november.number
+
+
+def test_credit_notes_are_listed_by_number_newest_first(admin_client, issued):
+    notes = [
+        credit_note_create(invoice=issued, reason=f"Goodwill {n}", amount=Decimal("1"), now=NOV)
+        for n in range(3)
+    ]
+    listing = admin_client.get(url("creditnote_changelist")).context["cl"].result_list
+    assert [n.number for n in listing] == [n.number for n in reversed(notes)]
+
+
 def test_an_issued_invoice_is_read_only(admin_client, issued, rf, admin_user):
     model_admin = admin.site._registry[Invoice]
     request = rf.get("/")

@@ -236,6 +236,16 @@ def test_the_list_is_paginated(api, catalog, acme):
     assert len(api.get(page["next"]).json()["results"]) == 1
 
 
+def test_the_list_shows_drafts_first_then_invoices_by_number_newest_first(api, catalog, acme):
+    october = issued_for(acme)
+    november = issued_for(acme, NOV, DEC)
+    december = draft_for(acme, DEC, DEC + timedelta(days=31))
+    one_off = Invoice.objects.create(customer=acme, currency="USD")  # no period
+    listed = api.get("/api/v1/invoices").json()["results"]
+    assert [i["id"] for i in listed] == [str(i.pk) for i in (december, one_off, november, october)]
+    assert [i["number"] for i in listed[2:]] == [november.number, october.number]
+
+
 def test_listing_costs_the_same_queries_for_one_invoice_or_many(api, catalog, acme):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

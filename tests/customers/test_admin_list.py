@@ -59,3 +59,14 @@ def test_the_subsidiaries_inline_shows_the_rail_each_settles_on(admin_client, gl
     page = admin_client.get(reverse("admin:customers_customer_change", args=[globex.pk]))
     cells = re.findall(r'field-rail_settled_on">\s*<p>([^<]*)</p>', page.content.decode())
     assert cells == ["Stripe", "ACH (via Globex Corporation)"]  # globex-apac, globex-eu
+
+
+def test_customers_are_listed_by_name(admin_client, globex):
+    listing = admin_client.get(reverse("admin:customers_customer_changelist")).context["cl"]
+    assert [c.name for c in listing.result_list] == [
+        "Acme",
+        "Globex APAC",
+        "Globex Corporation",
+        "Globex Europe",
+        "Globex Lab",
+    ]
