@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from tests.browser.pages import sign_in, viewport
+
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WINDOW = (1280, 900)
 
@@ -27,32 +29,30 @@ def _setup_django() -> None:
     django.setup()
 
 
-def _save(driver, path: Path, *, tall: int | None = None) -> int:
+def page_save(
+    driver,
+    path: Path,
+    *,
+    window: tuple[int, int] = WINDOW,
+    tall: int | None = None,
+    mobile: bool = False,
+) -> int:
     """The page as a palette PNG (admin pages are flat colours: 256 are plenty): the
-    1280×900 viewport, or down to ``tall`` pixels of the page for the long ones."""
+    ``window``-sized viewport, or down to ``tall`` pixels of the page for the long ones.
+    Returns its size in bytes."""
     from PIL import Image
 
-    width, height = WINDOW
+    width, height = window
     if tall:
         page = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": min(page, tall), "deviceScaleFactor": 1, "mobile": False},
-        )
+        viewport(driver, width=width, height=min(page, tall), mobile=mobile)
     png = driver.get_screenshot_as_png()
     if tall:
-        _viewport(driver, width, height)
+        viewport(driver, width=width, height=height, mobile=mobile)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     small.save(path, optimize=True)
     return path.stat().st_size
-
-
-def _viewport(driver, width: int, height: int) -> None:
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-    )
 
 
 def _admin_password() -> tuple[str, str]:
@@ -144,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _setup_django()
     from tests.browser.chromium import chromium_ensure, chromium_start, chromium_stop
-    from tests.browser.pages import sign_in
 
     username, password = _admin_password()
     chromium_ensure()
     driver = chromium_start()
-    _viewport(driver, *WINDOW)  # the page's own size, whatever the window around it takes
+    # The page's own size, whatever the window around it takes.
+    viewport(driver, width=WINDOW[0], height=WINDOW[1])
     try:
         if not sign_in(driver, username=username, password=password, base=base):
             sys.exit("Signing in to the admin failed: are these the demo's credentials?")
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         driver.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
         for name, url, tall in pages(base):
             driver.get(url)
-            size = _save(driver, args.out / name, tall=tall)
+            size = page_save(driver, args.out / name, tall=tall)
             print(f"{name:26} {size // 1024:>4} KiB  {url[:90]}")
         portal_sign_in(driver, base)
-        size = _save(driver, args.out / "portal.png", tall=1400)
+        size = page_save(driver, args.out / "portal.png", tall=1400)
         print(f"{'portal.png':26} {size // 1024:>4} KiB")
     finally:
         chromium_stop(driver)
