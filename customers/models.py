@@ -36,8 +36,17 @@ BILL_TO_PARENT_NEEDS_PARENT = (
 )
 
 
+# Rails' names as the products spell them; another rail's key is capitalised.
+RAIL_LABELS = {"stripe": "Stripe", "netsuite": "NetSuite", "ach": "ACH", "manual": "Manual"}
+
+
+def rail_label(key: str) -> str:
+    """How people read a rail key: ``netsuite`` -> ``NetSuite``."""
+    return RAIL_LABELS.get(key) or key.replace("_", " ").title()
+
+
 def rail_choices() -> list[tuple[str, str]]:
-    return [(key, key.upper() if key == "ach" else key.title()) for key in settings.BILLING_RAILS]
+    return [(key, rail_label(key)) for key in settings.BILLING_RAILS]
 
 
 class Customer(models.Model):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from customers.models import rail_choices
+
 
 class SettlementState(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -28,7 +30,9 @@ class Settlement(models.Model):
     invoice = models.OneToOneField(
         "billing.Invoice", on_delete=models.PROTECT, related_name="settlement"
     )
-    rail = models.CharField(max_length=32, help_text="The adapter key in BILLING_RAILS.")
+    rail = models.CharField(
+        max_length=32, choices=rail_choices, help_text="The adapter key in BILLING_RAILS."
+    )
     state = models.CharField(
         max_length=20, choices=SettlementState.choices, default=SettlementState.PENDING
     )
@@ -123,7 +127,7 @@ class RailItemMapping(models.Model):
     manual lines); a mapping without feature and kind is the fallback for everything.
     """
 
-    rail = models.CharField(max_length=32)
+    rail = models.CharField(max_length=32, choices=rail_choices)
     feature = models.ForeignKey(
         "metering.Feature", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )

@@ -188,15 +188,15 @@ def test_the_admin_home_shows_revenue_usage_and_attention_above_the_app_list(adm
     assert books["issued"].total == Decimal("49.06")
     assert (
         row(html, "revenue-ach-USD")
-        == "ach USD 49.06 USD (1) 0.00 USD 49.05 USD (1 account) 49.05 USD"
+        == "ACH USD 49.06 USD (1) 0.00 USD 49.05 USD (1 account) 49.05 USD"
     )
     assert (
         row(html, "revenue-netsuite-EUR")
-        == "netsuite EUR 0.00 EUR 99.00 EUR (1) 99.00 EUR (1 account) 198.00 EUR"
+        == "NetSuite EUR 0.00 EUR 99.00 EUR (1) 99.00 EUR (1 account) 198.00 EUR"
     )
     assert (
         row(html, "revenue-stripe-USD")
-        == "stripe USD 0.00 USD 0.00 USD 49.00 USD (1 account) 49.00 USD"
+        == "Stripe USD 0.00 USD 0.00 USD 49.00 USD (1 account) 49.00 USD"
     )
     assert card(html, "drafts-in-grace")[0] == 1
     assert card(html, "failed-settlements")[0] == 1

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from billing.models import InvoiceStatus
 from core.money import format_money, format_quantity
+from customers.models import rail_label
 from metering.admin.charts import Bar, bar_chart_svg
 from rails import dashboard as d
 from rails.models import SettlementState
@@ -83,6 +84,7 @@ def _revenue(now: datetime, refresh: bool) -> dict:
         "rows": [
             {
                 "rail": row.rail,
+                "rail_label": rail_label(row.rail),
                 "currency": row.currency,
                 "billed": format_money(row.billed.amount, row.currency, code=True),
                 "billed_count": row.billed.count,

@@ -70,3 +70,12 @@ def test_customers_are_listed_by_name(admin_client, globex):
         "Globex Europe",
         "Globex Lab",
     ]
+
+
+def test_rails_are_named_as_the_products_spell_them(admin_client):
+    globex = CustomerFactory(key="globex", name="Globex Corporation", rail="netsuite")
+    CustomerFactory(key="globex-eu", name="Globex Europe", parent=globex)
+    page = admin_client.get(reverse("admin:customers_customer_changelist"))
+    assert rails_column(page.content.decode()) == ["NetSuite", "NetSuite (via Globex Corporation)"]
+    filters = page.content.decode()
+    assert ">NetSuite</a>" in filters and ">ACH</a>" in filters and "Netsuite" not in filters

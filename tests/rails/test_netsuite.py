@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import pytest
 from django.test import override_settings
+from django.urls import reverse
 
 from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add
 from billing.models import Invoice, InvoiceStatus
@@ -174,3 +175,13 @@ def test_a_sandbox_request_names_the_url_it_would_go_to_for_the_account(account,
     note = settlement.events.get(to_state=SettlementState.SUBMITTED).note
     assert note.startswith("Sandbox: NetSuite credentials are not set")
     assert ("placeholder account (your-account-id)" in note) == (not account)
+
+
+@pytest.mark.django_db
+def test_the_settlements_list_spells_the_rail_netsuite(admin_client):
+    globex = CustomerFactory(key="globex", rail="netsuite")
+    with override_settings(NETSUITE_ACCOUNT_ID=""):
+        issued(globex)
+    page = admin_client.get(reverse("admin:rails_settlement_changelist")).content.decode()
+    assert '<td class="field-rail">NetSuite</td>' in page
+    assert ">netsuite<" not in page and "Netsuite" not in page
