@@ -20,7 +20,6 @@ adjustment, so ``LineUsage.agrees`` is then false and says why in ``note``.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from django.db.models import Count, Max, Min, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from billing.models import InvoiceLine, InvoiceStatus, LineKind
+from core.safe_csv import csv_safe_writer
 from metering import sql
 from metering.models import Aggregation, Meter, UsageBucket
 from metering.usage import quantity_of, usage_partials
@@ -288,19 +288,16 @@ class _Echo:
         return value
 
 
-def _plain(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    text = format(value, "f")
-    return (text.rstrip("0").rstrip(".") or "0") if "." in text else text
-
-
 def line_events_csv(*, line: InvoiceLine, rows_per_chunk: int = 1000) -> Iterator[str]:
     """``line_events_iter`` as CSV text, a header then chunks of ``rows_per_chunk`` rows,
     for a ``StreamingHttpResponse``. Raises ``NotProvable`` when iterated for a line
-    without usage (check ``is_provable`` before answering)."""
+    without usage (check ``is_provable`` before answering).
+
+    Written by ``core.safe_csv``: the event's own texts (source, id, type, subject, its
+    dimensions and data) come from whoever posted it, so a cell a spreadsheet would run
+    as a formula is neutralised; the value is the product's Decimal and stays a number."""
     _check(line)
-    writer = csv.writer(_Echo())
+    writer = csv_safe_writer(_Echo())
     yield writer.writerow(EVENT_COLUMNS)
     chunk: list[str] = []
     for (
@@ -315,18 +312,8 @@ def line_events_csv(*, line: InvoiceLine, rows_per_chunk: int = 1000) -> Iterato
         data,
         ingested,
     ) in line_events_iter(line=line):
-        row = [
-            time.isoformat(),
-            source,
-            event_id,
-            type_,
-            subject,
-            customer,
-            _plain(value),
-            dims,
-            data or "",
-        ]
-        chunk.append(writer.writerow([*row, ingested.isoformat()]))
+        row = [time, source, event_id, type_, subject, customer, value, dims, data or ""]
+        chunk.append(writer.writerow([*row, ingested]))
         if len(chunk) >= rows_per_chunk:
             yield "".join(chunk)
             chunk = []
