@@ -1,6 +1,7 @@
 """bin/demo end to end, on the test database with a small data set: it serves, Ctrl-C
-says the product stopped (not that something failed) and leaves nothing on the port.
-(Slow: it starts the real servers.)"""
+says the product stopped (not that something failed) and leaves nothing on the port, and
+a restart skips collectstatic when no static file changed. (Slow: it starts the real
+servers, twice.)"""
 
 from __future__ import annotations
 
@@ -81,16 +82,29 @@ class Demo:
         return self.process.wait(timeout)
 
 
-def test_ctrl_c_stops_the_product_and_frees_its_port(tmp_path):
-    port = free_port()
-    demo = Demo(port, tmp_path / "var")
+def run_until_ctrl_c(port: int, var: Path) -> str:
+    """Start bin/demo, wait until it serves, press Ctrl-C; its output."""
+    demo = Demo(port, var)
     try:
         demo.wait_for("Usage billing is running")
         assert serving(port)
         assert demo.ctrl_c() == 0
-        text = demo.text()
-        assert "Usage billing stopped." in text and "stopped by itself" not in text
-        assert not serving(port)
+        return demo.text()
     finally:
         if demo.process.poll() is None:
             os.killpg(demo.process.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_the_product_and_a_restart_collects_no_unchanged_static_files(tmp_path):
+    port, var = free_port(), tmp_path / "var"
+    first = run_until_ctrl_c(port, var)
+    assert "Usage billing stopped." in first and "stopped by itself" not in first
+    assert not serving(port)
+    assert "==> Collecting static files" in first
+    collected = var / "static" / "admin" / "css" / "base.css"
+    before = collected.stat().st_mtime_ns
+
+    again = run_until_ctrl_c(port, var)
+    assert "==> Collecting static files" not in again
+    assert collected.stat().st_mtime_ns == before
+    assert "Usage billing stopped." in again and not serving(port)
