@@ -101,6 +101,7 @@ def test_ctrl_c_stops_the_product_and_a_restart_collects_no_unchanged_static_fil
     assert "Usage billing stopped." in first and "stopped by itself" not in first
     assert not serving(port)
     assert "==> Collecting static files" in first
+    assert (var / "demo-admin-password").exists()  # this instance's, not the shared var/'s
     collected = var / "static" / "admin" / "css" / "base.css"
     before = collected.stat().st_mtime_ns
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import os
 import secrets
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from config.embedded import VAR_DIR
 from core.models import ApiKey
 from core.services import api_key_create
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args, username: str, **options):
-        var = settings.BASE_DIR / "var"
+        var = VAR_DIR  # var/, or BILLING_VAR_DIR: another instance keeps its own
         var.mkdir(parents=True, exist_ok=True)
         password = os.environ.get("DEMO_ADMIN_PASSWORD") or self._read(var / "demo-admin-password")
         password = password or secrets.token_urlsafe(12)
