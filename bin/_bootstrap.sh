@@ -65,3 +65,32 @@ elif ! grep -q 'libharfbuzz-subset.so.0' <<<"$libraries"; then
   echo "==> Installing HarfBuzz-Subset for WeasyPrint with apt" >&2
   apt_install libharfbuzz-subset0 || echo "    (not installed: PDFs render with fontTools instead)" >&2
 fi
+
+# The embedded servers config/embedded.py starts under a var/ directory (var/, or
+# BILLING_VAR_DIR), for bin/demo stop and bin/test.
+embedded_pid() {  # embedded_pid VAR postgres|redis: the server's pid if it runs, else nothing
+  local file program pid
+  case "$2" in
+    postgres) file="$1/postgres/postmaster.pid" program=postgres ;;
+    redis) file="$1/redis.pid" program=redis-server ;;
+  esac
+  [ -f "$file" ] || return 0
+  pid="$(head -n 1 "$file")"
+  # a pid file left by a crash may name a process that is something else by now
+  if [ -n "$pid" ] && grep -qa "$program" "/proc/$pid/cmdline" 2>/dev/null; then
+    echo "$pid"
+  fi
+  return 0
+}
+
+embedded_stop() {  # embedded_stop VAR postgres|redis...: stop them; return once they are gone
+  local var="$1" server pid
+  shift
+  for server in "$@"; do
+    pid="$(embedded_pid "$var" "$server")"
+    [ -n "$pid" ] || continue
+    # SIGINT is PostgreSQL's fast shutdown (clients disconnected, nothing lost)
+    if [ "$server" = postgres ]; then kill -INT "$pid"; else kill -TERM "$pid"; fi 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+}
