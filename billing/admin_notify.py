@@ -34,7 +34,7 @@ from billing.models import (
     WebhookDelivery,
 )
 from billing.models.credits import CreditKind
-from billing.notifications import redeliver, thresholds_validate
+from billing.notifications import RESPONSE_KEEP, redeliver, thresholds_validate
 from customers.models import Customer
 
 TEMPLATE = "admin/billing/notify/action_form.html"
@@ -437,9 +437,22 @@ class WebhookDeliveryAdmin(_ReadOnlyAdmin):
     inlines = [AttemptInline]
     fields = [
         "event_link", "endpoint", "url", "state", "attempts", "next_attempt_at", "last_status_code",
-        "last_error", "delivered_at", "response_body", "payload", "created_at"
+        "last_error", "delivered_at", "response", "payload", "created_at"
     ]  # fmt: skip
     readonly_fields = fields
+
+    @admin.display(description="last response")
+    def response(self, delivery: WebhookDelivery) -> str:
+        """The status and the start of what the receiver said (escaped; at most
+        ``RESPONSE_KEEP`` characters are kept, older rows are cut here too)."""
+        if delivery.last_status_code is None and not delivery.response_body:
+            return "—"
+        excerpt = delivery.response_body[:RESPONSE_KEEP]
+        status = f"HTTP {delivery.last_status_code}" if delivery.last_status_code else "no answer"
+        if not excerpt:
+            return status
+        more = "…" if len(delivery.response_body) >= RESPONSE_KEEP else ""
+        return format_html("{} · <code>{}</code>{}", status, excerpt, more)
 
     @admin.display(description="event", ordering="event__type")
     def event_type(self, delivery: WebhookDelivery) -> str:

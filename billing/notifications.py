@@ -46,6 +46,7 @@ from billing.models import (
 from billing.models.notifications import DeliveryState, EventType, RuleKind
 from billing.rating import account_period, rate_period
 from core.money import quantize
+from core.outbound import OutboundRefused, outbound_post, refusal_text
 from customers.models import Customer
 from customers.selectors import billing_account_ids
 from metering.models import UsageTouch
@@ -53,7 +54,10 @@ from metering.usage import current_xmin
 
 logger = logging.getLogger(__name__)
 
-RESPONSE_KEEP = 2000  # characters of a response body kept on the delivery
+# Characters of a response body kept on the delivery: enough for "bad signature" or a
+# framework's error title; a receiver's whole page (perhaps someone else's data, if the URL
+# points where it should not) is not the product's to keep or show.
+RESPONSE_KEEP = 200
 SEND_LEASE = timedelta(seconds=120)  # a claimed attempt whose worker died is retried after this
 THRESHOLDS_CURSOR = "thresholds"
 
@@ -169,12 +173,23 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
+def _excerpt(raw: bytes) -> str:
+    """The start of a receiver's answer, as text without control characters."""
+    text = raw.decode("utf-8", "replace")[:RESPONSE_KEEP]
+    return "".join(c if c.isprintable() or c in " \n" else " " for c in text)
+
+
 def webhook_post(*, url: str, secret: str, message_id: str, body: str) -> Answer:
     """POST ``body`` signed per Standard Webhooks; never raises for network trouble.
 
-    The ``webhook-timestamp`` is the wall clock at sending (the transport edge):
-    receivers compare it with their own clock to refuse replays, so it cannot be the
-    billing clock. Every socket wait is bounded by ``WEBHOOK_TIMEOUT_SECONDS``.
+    The target is checked by ``core.outbound`` before anything is sent: the URL, then
+    every address its host resolves to, and the connection is made to the vetted
+    address (``NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE`` allows private receivers); a refused
+    target is a failed attempt that names why, and nothing is sent. Redirects are not
+    followed: a 3xx is a failure with its status. The ``webhook-timestamp`` is the wall
+    clock at sending (the transport edge): receivers compare it with their own clock to
+    refuse replays, so it cannot be the billing clock. Every socket wait is bounded by
+    ``WEBHOOK_TIMEOUT_SECONDS``.
     """
     timeout = _setting("WEBHOOK_TIMEOUT_SECONDS", 5)
     started = time.monotonic()
@@ -197,16 +212,24 @@ def webhook_post(*, url: str, secret: str, message_id: str, body: str) -> Answer
             duration_ms=0,
         )
     try:
-        with requests.post(
+        with outbound_post(
             url,
             data=body.encode(),
             headers=headers,
             timeout=timeout,
-            allow_redirects=False,
-            stream=True,
+            allow_private=bool(_setting("NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE", False)),
+            verify=_setting("WEBHOOK_CA_BUNDLE", "") or True,
         ) as response:
-            text = response.raw.read(RESPONSE_KEEP, decode_content=True).decode("utf-8", "replace")
+            text = _excerpt(response.raw.read(RESPONSE_KEEP * 4, decode_content=True))
             status = response.status_code
+    except OutboundRefused as exc:
+        return Answer(
+            status=None,
+            body="",
+            error=refusal_text(exc, allow_private_setting="NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE")
+            + " Nothing was sent.",
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
     except requests.RequestException as exc:
         elapsed = int((time.monotonic() - started) * 1000)
         return Answer(
@@ -216,8 +239,13 @@ def webhook_post(*, url: str, secret: str, message_id: str, body: str) -> Answer
             duration_ms=elapsed,
         )
     elapsed = int((time.monotonic() - started) * 1000)
-    error = "" if 200 <= status < 300 else f"HTTP {status}"
-    return Answer(status=status, body=text[:RESPONSE_KEEP], error=error, duration_ms=elapsed)
+    if 200 <= status < 300:
+        error = ""
+    elif 300 <= status < 400:
+        error = f"HTTP {status}: a redirect, not followed (give the endpoint its final URL)"
+    else:
+        error = f"HTTP {status}"
+    return Answer(status=status, body=text, error=error, duration_ms=elapsed)
 
 
 def _due(delivery: WebhookDelivery, now: datetime) -> bool:

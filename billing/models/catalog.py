@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import F, Q
 from djmoney.models.fields import MoneyField
 
+from core.outbound import PublicUrlValidator
 from customers.models import KEY_VALIDATOR, TsTzRange, validate_currency
 
 
@@ -216,7 +217,14 @@ class WebhookEndpoint(models.Model):
     """Where notifications are delivered, signed per Standard Webhooks."""
 
     key = models.CharField(max_length=100, unique=True, validators=[KEY_VALIDATOR])
-    url = models.URLField(max_length=500)
+    # Never this machine, a private network or a metadata service: checked here when
+    # saved, and again on the resolved addresses when sending (core.outbound).
+    url = models.URLField(
+        max_length=500,
+        validators=[PublicUrlValidator("NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE")],
+        help_text="A public http(s) URL. Private addresses need "
+        "NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE=true.",
+    )
     secret = models.CharField(
         max_length=200,
         help_text="The signing secret (whsec_...); receivers verify signatures with it.",

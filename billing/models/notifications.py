@@ -129,7 +129,11 @@ class WebhookDelivery(models.Model):
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    response_body = models.TextField(blank=True, help_text="The start of the last response.")
+    response_body = models.TextField(
+        blank=True,
+        help_text="The first 200 characters of the last response (a receiver's page is not "
+        "the product's to keep).",
+    )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 

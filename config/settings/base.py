@@ -271,6 +271,14 @@ WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "12"))
 WEBHOOK_RETRY_BASE_SECONDS = int(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "30"))
 WEBHOOK_RETRY_MAX_SECONDS = int(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", str(6 * 3600)))
 WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
+# Webhook endpoints must be public addresses (checked when saved, and on every address the
+# host resolves to when sending, see core.outbound); true allows loopback, RFC 1918,
+# 100.64.0.0/10 and fc00::/7 receivers on premises. Link-local, metadata and other
+# special addresses stay refused.
+NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE = env_bool("NOTIFICATION_WEBHOOKS_ALLOW_PRIVATE", default=False)
+# CA bundle (file or directory) to verify webhook receivers' TLS certificates with, e.g. an
+# in-house CA on premises; empty: the public CAs (certifi).
+WEBHOOK_CA_BUNDLE = os.environ.get("WEBHOOK_CA_BUNDLE", "")
 
 # Invoice documents: the company printed on every invoice and credit note.
 BILLING_SELLER = {
