@@ -26,7 +26,7 @@ from billing.config.report import ApplyReport
 from billing.models import BillingProfile, Invoice, InvoiceStatus, Subscription
 from billing.periods import period_iter
 from billing.run import billing_run
-from customers.models import Customer
+from customers.models import Customer, rail_label
 from demo.data import (
     OVER_LIMIT_BURST,
     OVER_LIMIT_EVENTS,
@@ -343,7 +343,9 @@ def demo_summary(*, now: datetime) -> list[str]:
         + f" ({in_grace} draft(s) in their grace period)",
         "settlements: " + ", ".join(f"{n} {state}" for state, n in sorted(settlements.items())),
         "  by rail: "
-        + "; ".join(f"{rail} {state} {n}" for (rail, state), n in sorted(by_rail.items())),
+        + "; ".join(
+            f"{rail_label(rail)} {n} {state}" for (rail, state), n in sorted(by_rail.items())
+        ),
         f"customers: {Customer.objects.count()}, ACH files: {AchFile.objects.count()}",
     ]
 

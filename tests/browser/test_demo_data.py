@@ -54,6 +54,7 @@ def test_the_demo_has_every_state_an_operator_meets_and_loads_only_once(api, cli
     drafts = Invoice.objects.filter(status=InvoiceStatus.DRAFT, grace_until__gt=now)
     assert set(drafts.values_list("customer__key", flat=True)) == {"pendant", "kramerica"}
     assert "2 draft(s) in their grace period" in report
+    assert "{" not in report and "netsuite" not in report  # words and the rails' names
     issued = Invoice.objects.exclude(status=InvoiceStatus.DRAFT)
     assert issued.count() >= 10 and not issued.filter(pdf="").exists()
     assert AchFile.objects.exists()

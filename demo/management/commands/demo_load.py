@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from billing.run import billing_run
+from billing.run import billing_run, counts_text
 from demo.models import DemoLoad
 from demo.services import (
     ach_history,
@@ -121,7 +121,7 @@ class Command(BaseCommand):
                 for line in netsuite_refusal_history(now=now):
                     self._note(line)
                 outcomes = settlements_drive_due(now=now)
-                self._note(f"settlements due now driven: {outcomes or 'none'}")
+                self._note(f"settlements due now driven: {counts_text(outcomes)}")
             state.history_made_at = now
             state.save()
 
