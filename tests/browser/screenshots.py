@@ -56,10 +56,10 @@ def page_save(
 
 
 def _admin_password() -> tuple[str, str]:
-    from django.conf import settings
+    from config.embedded import VAR_DIR
 
     password = os.environ.get("DEMO_ADMIN_PASSWORD") or ""
-    stored = Path(settings.BASE_DIR) / "var" / "demo-admin-password"
+    stored = VAR_DIR / "demo-admin-password"  # var/, or BILLING_VAR_DIR, as the demo keeps it
     if not password and stored.exists():
         password = stored.read_text().strip()
     if not password:
