@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from billing.display import period_text
 from billing.invoicing.base import InvoiceStateError, _chunk, _history
 from billing.invoicing.recompute import _Context, _grace, _rated_lines, _totals, invoice_rate
 from billing.models import (
@@ -82,7 +83,7 @@ def _drafts_create(
     InvoiceLine.objects.bulk_create(lines)
     InvoiceTax.objects.bulk_create(taxes)
     notes = {
-        invoice.pk: f"Period {invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d} closed."
+        invoice.pk: f"Period {period_text(invoice)} closed."  # as the invoice shows it
         for invoice in invoices
     }
     InvoiceEvent.objects.bulk_create(

@@ -139,6 +139,8 @@ def test_ended_periods_become_drafts_once(account):
     )
     assert draft.grace_until == NOV + timedelta(hours=24)
     assert draft.total == Decimal("49.00")
+    # its timeline reads the period as the invoice shows it: the last day inclusive
+    assert draft.events.get().note == "Period Oct\u00a01 – Oct\u00a031,\u00a02026 closed."
     with pytest.raises(IntegrityError), transaction.atomic():
         Invoice.objects.create(customer=account, currency="USD", period_start=OCT, period_end=NOV)
 
