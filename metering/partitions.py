@@ -1,9 +1,11 @@
 """Monthly partitions of ``metering_event``.
 
 A beat task creates the coming months ahead; ingestion creates a missing month on demand
-(a backfill of old events, or a clock far ahead), so no event is ever refused for want
-of a partition. There is no default partition: one would have to be emptied before each
-new month could be attached.
+(a backfill of old events, or a clock far ahead), so no event inside the accepted time
+window is refused for want of a partition. A request may create only a few months
+(``limit``; see docs/limits.md), so no request can fill the catalog with partitions.
+There is no default partition: one would have to be emptied before each new month could
+be attached.
 """
 
 from __future__ import annotations
@@ -45,11 +47,25 @@ def existing_partitions() -> set[date]:
     return months
 
 
-def partitions_ensure(months: Iterable[date]) -> list[date]:
+class TooManyPartitions(ValueError):
+    """Creating the partitions asked for would pass the limit; nothing was created."""
+
+    def __init__(self, missing: list[date], limit: int) -> None:
+        self.missing = missing
+        self.limit = limit
+        super().__init__(
+            f"The events fall in {len(missing)} months without a partition yet "
+            f"({missing[0]:%Y-%m} to {missing[-1]:%Y-%m}); one request may open at most "
+            f"{limit}. Send events of older months in batches spanning fewer months."
+        )
+
+
+def partitions_ensure(months: Iterable[date], *, limit: int | None = None) -> list[date]:
     """Create the partitions for ``months`` that do not exist yet; return those created.
 
-    Concurrent callers are serialised by an advisory lock, and ``IF NOT EXISTS`` makes a
-    second creation of the same month harmless.
+    Raises ``TooManyPartitions``, creating none, when more than ``limit`` are missing
+    (None: no limit). Concurrent callers are serialised by an advisory lock, and
+    ``IF NOT EXISTS`` makes a second creation of the same month harmless.
     """
     wanted = set(months)
     if not wanted:
@@ -57,6 +73,8 @@ def partitions_ensure(months: Iterable[date]) -> list[date]:
     # One catalog query per call; a process-local cache would go stale when the
     # transaction that created a partition rolls back.
     missing = sorted(wanted - existing_partitions())
+    if limit is not None and len(missing) > limit:
+        raise TooManyPartitions(missing, limit)
     if missing:
         with connection.cursor() as cursor:
             cursor.execute(

@@ -17,9 +17,16 @@ from metering.rollup import RollupResult, meters_rollup, subject_reattribute
 LOCKED_METER_FIELDS = ("event_type", "aggregation", "value_property")
 
 
-def events_ingest(*, events: list[CloudEvent], received_at: datetime) -> int:
-    """Store a validated batch; returns the number of new events (duplicates count once)."""
-    return events_store(events=events, received_at=received_at)
+def events_ingest(
+    *, events: list[CloudEvent], received_at: datetime, max_new_partitions: int | None = None
+) -> int:
+    """Store a validated batch; returns the number of new events (duplicates count once).
+
+    Raises ``TooManyPartitions`` (nothing stored) past ``max_new_partitions`` new months.
+    """
+    return events_store(
+        events=events, received_at=received_at, max_new_partitions=max_new_partitions
+    )
 
 
 @dataclass(frozen=True)

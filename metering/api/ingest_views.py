@@ -11,6 +11,8 @@ from rest_framework.views import APIView
 from core.api.errors import problem_response
 from metering.api.body import PayloadTooLarge, body_read, invalid_items
 from metering.ingest import BatchTooLarge, MalformedBody, events_parse
+from metering.ingest_limits import MAX_NEW_PARTITIONS
+from metering.partitions import TooManyPartitions
 from metering.services import events_ingest
 
 # content type -> True: a JSON array, False: one event, None: either
@@ -29,6 +31,11 @@ class EventIngest(APIView):
     rejects the request with 400 and a problem document listing each bad event's index and
     reason. A valid request is stored (and committed) before the 204. An event re-sent
     with the same `(source, id)` is counted once.
+
+    Limits (docs/limits.md): UTF-8 JSON; no NUL character (`\\u0000`) in any stored string
+    or key; `data` nested at most 32 levels; every number in `data` finite, less than
+    10^15 in magnitude, with at most 12 decimal places; `time` not before 2000-01-01 and
+    at most 24 hours after receipt; at most 12 new monthly partitions per request.
     """
 
     required_scope = "ingest"
@@ -40,7 +47,8 @@ class EventIngest(APIView):
         responses={
             204: OpenApiResponse(description="Stored."),
             400: OpenApiResponse(
-                description="Malformed JSON or invalid events (problem document)."
+                description="Malformed JSON, invalid events, or events beyond the ingestion "
+                "limits (problem document listing each bad event's index and reason)."
             ),
             413: OpenApiResponse(description="Batch or body too large."),
             415: OpenApiResponse(description="Unsupported content type."),
@@ -75,6 +83,7 @@ class EventIngest(APIView):
                 body,
                 batch=CONTENT_TYPES[content_type],
                 max_events=settings.METERING_MAX_BATCH_EVENTS,
+                received_at=received_at,
             )
         except BatchTooLarge as exc:
             return _too_large(str(exc))
@@ -84,7 +93,16 @@ class EventIngest(APIView):
             return invalid_items(
                 parsed.errors, detail=f"{len(parsed.errors)} invalid event(s); nothing was stored."
             )
-        events_ingest(events=parsed.events, received_at=received_at)
+        try:
+            events_ingest(
+                events=parsed.events,
+                received_at=received_at,
+                max_new_partitions=MAX_NEW_PARTITIONS,
+            )
+        except TooManyPartitions as exc:
+            return problem_response(
+                status_code=status.HTTP_400_BAD_REQUEST, detail=f"{exc} Nothing was stored."
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

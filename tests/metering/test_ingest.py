@@ -1,11 +1,14 @@
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 from metering.models import Event
+from metering.partitions import month_start, partition_name
 from tests.metering.conftest import cloud_event
 
 pytestmark = pytest.mark.django_db
@@ -154,19 +157,21 @@ def test_past_the_rate_limit_the_answer_is_429_with_retry_after(gateway):
 
 
 def test_events_land_in_monthly_partitions_created_on_demand(gateway):
-    post(
+    recent = timezone.now().replace(microsecond=0) - timedelta(hours=1)
+    response = post(
         gateway,
         [
             cloud_event("old", time="2019-03-15T00:00:00Z"),
-            cloud_event("new", time="2031-01-01T00:00:00Z"),
+            cloud_event("new", time=recent.isoformat()),
         ],
     )
+    assert response.status_code == 204, response.content
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT tableoid::regclass::text, event_id FROM metering_event ORDER BY event_id"
         )
         assert cursor.fetchall() == [
-            ("metering_event_p2031_01", "new"),
+            (partition_name(month_start(recent)), "new"),
             ("metering_event_p2019_03", "old"),
         ]
 
