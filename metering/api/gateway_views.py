@@ -14,6 +14,8 @@ from core.api.errors import problem_response
 from metering.api.body import PayloadTooLarge, body_read, invalid_items
 from metering.gateways.kong import kong_logs_parse, kong_logs_to_events, kong_options
 from metering.ingest import MalformedBody
+from metering.ingest_limits import MAX_NEW_PARTITIONS
+from metering.partitions import TooManyPartitions
 from metering.services import events_ingest
 
 DEFAULT_KONG_SOURCE = "kong"
@@ -110,13 +112,22 @@ class KongHttpLogReceiver(APIView):
         max_logs = settings.METERING_MAX_BATCH_EVENTS
         if len(logs) > max_logs:
             return _too_large(f"The batch has {len(logs)} logs; the limit is {max_logs}.")
-        parsed = kong_logs_to_events(logs, options=options)
+        parsed = kong_logs_to_events(logs, options=options, received_at=received_at)
         if parsed.errors:
             return invalid_items(
                 parsed.errors,
                 detail=f"{len(parsed.errors)} log(s) cannot be metered; nothing was stored.",
             )
-        events_ingest(events=parsed.events, received_at=received_at)
+        try:
+            events_ingest(
+                events=parsed.events,
+                received_at=received_at,
+                max_new_partitions=MAX_NEW_PARTITIONS,
+            )
+        except TooManyPartitions as exc:
+            return problem_response(
+                status_code=status.HTTP_400_BAD_REQUEST, detail=f"{exc} Nothing was stored."
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

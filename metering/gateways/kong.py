@@ -40,15 +40,22 @@ from typing import Any
 import msgspec
 
 from metering.ingest import CloudEvent, EventError, MalformedBody, ParsedBatch
+from metering.ingest_limits import (
+    EARLIEST_TIME,
+    VALUE_DECIMAL_PLACES,
+    VALUE_MAX_EXCLUSIVE,
+    number_problem,
+    time_problem,
+)
 
 REQUEST_TYPE = "request"
 LLM_TYPE = "llm"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A started_at before this is not milliseconds (most likely seconds): refuse it rather
-# than file the request in 1970.
-_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_KEY = 255
+# A count written as text: ASCII digits only (str.isdigit() also takes "²", which int()
+# refuses), and few enough to stay below the limit of every metered number.
+_MAX_COUNT_DIGITS = len(str(VALUE_MAX_EXCLUSIVE - 1))
 _MAX_ID = 200  # leaves room for the ":llm:<plugin>" suffix of the LLM event's id
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -66,6 +73,18 @@ class KongLogError(ValueError):
     """A log that cannot become events; the message is the reason shown to the sender."""
 
 
+@dataclass(frozen=True)
+class UnreadableLog:
+    """An item of the body that could not be decoded (not UTF-8, a number out of range),
+    kept in its place so that it is reported with its index like any other bad log."""
+
+    reason: str
+
+
+_decode_raw = msgspec.json.Decoder(msgspec.Raw)
+_decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
 def kong_options(*, source: str, subject_header: str | None) -> KongOptions:
     """Checked options; raises ``ValueError`` for an empty or too long source, or a
     subject header that is not an HTTP header name."""
@@ -79,14 +98,21 @@ def kong_options(*, source: str, subject_header: str | None) -> KongOptions:
 
 
 def kong_logs_parse(body: bytes) -> list[Any]:
-    """The logs in a request body: one JSON object, or a JSON array of them.
+    """The logs in a request body: one JSON object, or a JSON array of them. A log that
+    cannot be decoded (bytes that are not UTF-8, a number out of range) is an
+    ``UnreadableLog`` in its place.
 
-    Raises ``MalformedBody`` when the body is not JSON, or neither an object nor an array.
+    Raises ``MalformedBody`` when the body is not JSON, is nested too deeply to read, or
+    is neither an object nor an array.
     """
     try:
         value = msgspec.json.decode(body)
+    except (msgspec.ValidationError, UnicodeDecodeError):
+        return _logs_one_by_one(body)
     except msgspec.DecodeError as exc:
-        raise MalformedBody(f"Malformed JSON: {exc}") from exc
+        raise _malformed(body, exc) from exc
+    except RecursionError as exc:
+        raise MalformedBody("The body is nested too deeply to read.") from exc
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):
@@ -94,22 +120,57 @@ def kong_logs_parse(body: bytes) -> list[Any]:
     raise MalformedBody("Send one Kong log as a JSON object, or a batch as a JSON array.")
 
 
-def kong_logs_to_events(logs: list[Any], *, options: KongOptions) -> ParsedBatch:
+def _logs_one_by_one(body: bytes) -> list[Any]:
+    is_array = body.lstrip()[:1] == b"["
+    try:
+        raws = _decode_raw_list.decode(body) if is_array else [_decode_raw.decode(body)]
+    except msgspec.DecodeError as exc:
+        raise _malformed(body, exc) from exc
+    except RecursionError as exc:
+        raise MalformedBody("The body is nested too deeply to read.") from exc
+    if not is_array and body.lstrip()[:1] != b"{":
+        raise MalformedBody("Send one Kong log as a JSON object, or a batch as a JSON array.")
+    logs: list[Any] = []
+    for raw in raws:
+        try:
+            logs.append(msgspec.json.decode(raw))
+        except UnicodeDecodeError:
+            logs.append(UnreadableLog("the log is not valid UTF-8"))
+        except msgspec.ValidationError as exc:  # "Number out of range - at `$[...]`"
+            logs.append(UnreadableLog(f"the log cannot be read: {str(exc).split(' - at ')[0]}"))
+    return logs
+
+
+def _malformed(body: bytes, exc: msgspec.DecodeError) -> MalformedBody:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return MalformedBody(f"The body is not UTF-8 JSON: {exc}")
+    return MalformedBody(f"Malformed JSON: {exc}")
+
+
+def kong_logs_to_events(
+    logs: list[Any], *, options: KongOptions, received_at: datetime | None
+) -> ParsedBatch:
     """Convert every log; all or nothing, like the events endpoint: when any log is
-    invalid, no events and one ``EventError`` per bad log (its index in the batch)."""
+    invalid, no events and one ``EventError`` per bad log (its index in the batch).
+    ``received_at``: when the request arrived (None: no upper bound on event times)."""
     events: list[CloudEvent] = []
     errors: list[EventError] = []
     for index, log in enumerate(logs):
         try:
-            events.extend(kong_log_events(log, options=options))
+            events.extend(kong_log_events(log, options=options, received_at=received_at))
         except KongLogError as exc:
             errors.append(EventError(index, str(exc)))
     return ParsedBatch(events=[] if errors else events, errors=errors)
 
 
-def kong_log_events(log: Any, *, options: KongOptions) -> list[CloudEvent]:
-    """The events of one Kong log. Raises ``KongLogError`` when it has no subject, no
-    ``request`` (stream logs), an unreadable ``started_at`` or unreadable token counts.
+def kong_log_events(
+    log: Any, *, options: KongOptions, received_at: datetime | None
+) -> list[CloudEvent]:
+    """The events of one Kong log. Raises ``KongLogError`` when it is unreadable, has no
+    subject, no ``request`` (stream logs), a ``started_at`` that is unreadable or outside
+    the accepted time window (docs/limits.md), or unreadable token counts.
 
     - ``request``: ``data`` = route (route name, else its first path), service (name,
       else host), method, status (a string), path, latency_ms / kong_latency_ms /
@@ -120,8 +181,12 @@ def kong_log_events(log: Any, *, options: KongOptions) -> list[CloudEvent]:
 
     Subject: the configured request header when the log carries it, else the consumer's
     custom_id, username or id. Time: ``started_at``. Id: Kong's request id, so a re-sent
-    log counts once (a hash of the log's identifying fields before Kong 3.5).
+    log counts once (a hash of the log's identifying fields before Kong 3.5). Numbers
+    that a meter could not sum (10^15 or more) are left out; fractions are rounded to the
+    decimal places a usage bucket keeps.
     """
+    if isinstance(log, UnreadableLog):
+        raise KongLogError(log.reason)
     if not isinstance(log, dict):
         raise KongLogError("must be a Kong log object")
     request = log.get("request")
@@ -129,7 +194,7 @@ def kong_log_events(log: Any, *, options: KongOptions) -> list[CloudEvent]:
         raise KongLogError("request: required (stream, i.e. TCP/UDP, logs are not metered here)")
     response = _dict(log.get("response"))
     subject = _subject(log, request, options)
-    time = _time(log.get("started_at"))
+    time = _time(log.get("started_at"), received_at=received_at)
     event_id = _event_id(log, request, response)
     route = _route_name(_dict(log.get("route")))
     service = _service_name(_dict(log.get("service")))
@@ -249,7 +314,7 @@ def _checked_subject(value: str, where: str) -> str:
     return value
 
 
-def _time(started_at: Any) -> datetime | None:
+def _time(started_at: Any, *, received_at: datetime | None) -> datetime | None:
     if started_at is None:
         return None  # the event then takes the time it was received
     if isinstance(started_at, bool) or not isinstance(started_at, int | float):
@@ -258,8 +323,13 @@ def _time(started_at: Any) -> datetime | None:
         time = _EPOCH + timedelta(milliseconds=started_at)
     except OverflowError as exc:
         raise KongLogError("started_at: out of range") from exc
-    if time < _EARLIEST:
-        raise KongLogError("started_at: before 2000; Kong sends milliseconds since the epoch")
+    if time < EARLIEST_TIME:
+        # most likely seconds, not milliseconds: refuse it rather than file it in 1970
+        raise KongLogError(
+            f"started_at: before {EARLIEST_TIME:%Y}; Kong sends milliseconds since the epoch"
+        )
+    if reason := time_problem(time, received_at=received_at):
+        raise KongLogError(f"started_at: {reason}")
     return time
 
 
@@ -325,15 +395,24 @@ def _path(uri: Any) -> str | None:
 
 
 def _number(value: Any) -> int | float | None:
+    """A number a meter can sum: None for anything else, and for magnitudes of 10^15 or
+    more; a fraction rounded (half to even) to the decimal places a usage bucket keeps."""
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        value = round(value, VALUE_DECIMAL_PLACES)
+    if number_problem(value):
         return None
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _count(value: Any) -> int | None:
     """A non-negative integer, also from the numeric strings older Kong releases logged."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_COUNT_DIGITS:
+            return int(digits)
+        return None
     number = _number(value)
     return number if isinstance(number, int) and number >= 0 else None
 

@@ -328,3 +328,99 @@ def test_a_key_without_the_ingest_scope_is_forbidden(api_client_for):
     assert response.status_code == 403
     assert "ingest" in response.json()["detail"]
     assert stored() == []
+
+
+# -- hostile logs: never a 500, never a value a meter cannot sum ----------------------
+
+
+def test_sizes_and_statuses_in_digits_that_are_not_ascii_are_left_out(kong):
+    log = kong_log("kong_api_call")
+    log["request"]["size"] = "²"  # str.isdigit() says yes; int() says no
+    log["response"]["size"] = "١٢"  # Arabic-Indic digits
+    log["response"]["status"] = "9" * 5000  # int() refuses past 4,300 digits
+
+    response = post(kong, log)
+
+    assert response.status_code == 204, response.content
+    [event] = stored()
+    assert {"request_bytes", "response_bytes", "status"}.isdisjoint(event.data)
+
+
+def test_token_counts_in_digits_that_are_not_ascii_make_the_log_unreadable(kong):
+    log = kong_log("kong_ai_proxy")
+    log["ai"]["proxy"]["usage"]["prompt_tokens"] = "²"
+
+    response = post(kong, log)
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["reason"].startswith("ai.proxy.usage.prompt_tokens:")
+    assert stored() == []
+
+
+def test_numbers_a_meter_cannot_sum_are_left_out_or_rounded(kong):
+    log = kong_log("kong_ai_proxy")
+    log["latencies"]["request"] = 1e30
+    log["latencies"]["kong"] = 0.1 + 0.2  # 0.30000000000000004
+    log["ai"]["proxy"]["usage"]["cost"] = 1e-15
+
+    response = post(kong, log)
+
+    assert response.status_code == 204, response.content
+    request, llm = sorted(stored(), key=lambda e: e.type, reverse=True)
+    assert "latency_ms" not in request.data
+    assert request.data["kong_latency_ms"] == 0.3
+    assert llm.data["cost"] == "0"
+
+
+def test_a_log_from_centuries_ahead_is_refused_and_opens_no_partition(kong):
+    from metering.partitions import existing_partitions
+
+    partitions = existing_partitions()
+    log = kong_log("kong_api_call")
+    log["started_at"] = int(datetime(2300, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+    response = post(kong, [kong_log("kong_batch")[0], log])
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error == {
+        "index": 1,
+        "reason": "started_at: more than 24 hours after the request was received",
+    }
+    assert stored() == []
+    assert existing_partitions() == partitions
+
+
+def test_a_log_that_is_not_utf8_or_holds_an_unreadable_number_is_named(kong):
+    good = json.dumps(kong_log("kong_api_call")).encode()
+    latin1 = good.replace(b'"acme-app"', b'"acm\xe9"')
+    too_big = good.replace(b'"receive": 0', b'"receive": 1e400')
+
+    response = kong.post(
+        URL, data=b"[" + b",".join([good, latin1, too_big]) + b"]", content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
+    assert reasons == {
+        1: "the log is not valid UTF-8",
+        2: "the log cannot be read: Number out of range",
+    }
+    assert stored() == []
+
+
+def test_a_body_nested_too_deeply_to_read_is_a_bad_request(kong):
+    response = kong.post(URL, data=b"[" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_a_body_that_is_not_utf8_json_is_a_bad_request(kong):
+    body = json.dumps(kong_log("kong_api_call")).encode("utf-16")
+
+    response = kong.post(URL, data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("The body is not UTF-8 JSON")
