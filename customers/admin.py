@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from customers import services
 from customers.models import BILL_TO_PARENT_NEEDS_PARENT, ConsumerMapping, Customer, rail_choices
+from customers.rail_settings import rail_settings_shown
 from customers.selectors import (
     billed_customer_ids_many,
     billing_account_ids,
@@ -44,6 +45,9 @@ class CustomerForm(forms.ModelForm):
 
     def __init__(self, *args, initial=None, **kwargs):
         super().__init__(*args, initial=initial, **kwargs)
+        # A bank account number shows as ****6789 (never the number or its ciphertext);
+        # the mask saved back stands for the stored number (customers.rail_settings).
+        self.initial["rail_settings"] = rail_settings_shown(self.initial.get("rail_settings"))
         if self.instance._state.adding and "bill_to_parent" not in (initial or {}):
             # On, as for a subsidiary; a new customer left without a parent is saved with
             # it off (clean). Also the initial value its POST is compared with.
@@ -204,7 +208,15 @@ class CustomerAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Settlement", {"fields": ["rail", "rail_settings"]}),
+        (
+            "Settlement",
+            {
+                "fields": ["rail", "rail_settings"],
+                "description": "A bank account_number is stored encrypted, whatever the "
+                "rail, and shown as ****6789: leave the mask to keep it, or type the full "
+                "number to change it.",
+            },
+        ),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 

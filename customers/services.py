@@ -21,6 +21,7 @@ from customers.models import (
     ConsumerMappingChange,
     Customer,
 )
+from customers.rail_settings import rail_settings_unmask
 from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
 
 CUSTOMER_FIELDS = {
@@ -81,17 +82,24 @@ def rail_settings_clean(*, customer: Customer, rail: str, rail_settings: dict) -
 
 def _rail_settings_clean(customer: Customer) -> None:
     """Let the customer's rail validate and normalise its settings (a routing number's
-    check digit, an account number encrypted at rest). Rails plug in through the
-    ``CUSTOMER_RAIL_SETTINGS_HOOK`` setting, so customers never imports them."""
+    check digit, an account number encrypted at rest, whatever the rail). Rails plug in
+    through the ``CUSTOMER_RAIL_SETTINGS_HOOK`` setting, so customers never imports them.
+    A masked account number (``****6789``, as shown) stands for the stored one, also when
+    the rail changes."""
+    stored = (
+        Customer.objects.filter(pk=customer.pk).values_list("rail", "rail_settings").first()
+        if customer.pk
+        else None
+    )
+    customer.rail_settings = rail_settings_unmask(
+        given=customer.rail_settings or {}, stored=stored[1] if stored else None
+    )
     path = getattr(settings, "CUSTOMER_RAIL_SETTINGS_HOOK", "")
     if path and customer.rail:
-        stored = Customer.objects.filter(pk=customer.pk, rail=customer.rail).values_list(
-            "rail_settings", flat=True
-        )
         customer.rail_settings = import_string(path)(
             rail=customer.rail,
-            rail_settings=customer.rail_settings or {},
-            previous=stored.first() if customer.pk else None,
+            rail_settings=customer.rail_settings,
+            previous=stored[1] if stored and stored[0] == customer.rail else None,
         )
 
 

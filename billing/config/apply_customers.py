@@ -19,6 +19,7 @@ from billing.config.schema import CONSUMER_VALID_FROM_DEFAULT
 from billing.models import Plan, PlanVersion, Subscription
 from billing.services import plan_latest_version, subscription_cancel, subscription_create
 from customers.models import ConsumerMapping, Customer
+from customers.rail_settings import rail_settings_unmask
 from customers.services import (
     consumer_mapping_create,
     consumer_mapping_update,
@@ -61,9 +62,14 @@ class _Consumer:
 
 
 def rail_settings_as_stored(rail: str, rail_settings: dict, previous: dict | None = None) -> dict:
-    """The settings as saving them would store them: the rail's own cleaning hook (the
-    one customers' services run) normalises them, so a re-apply compares like with like.
-    Settings the hook refuses come back as given; the save reports why."""
+    """The settings as saving them would store them: a masked account number stands for
+    the stored one, and the rail's own cleaning hook (the one customers' services run)
+    normalises them, so a re-apply compares like with like. Settings the hook refuses
+    come back as given; the save reports why."""
+    try:
+        rail_settings = rail_settings_unmask(given=rail_settings, stored=previous)
+    except ValidationError:
+        return rail_settings
     path = getattr(settings, "CUSTOMER_RAIL_SETTINGS_HOOK", "")
     if not path or not rail:
         return rail_settings

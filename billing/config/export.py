@@ -20,12 +20,14 @@ from typing import Any
 import yaml
 
 from billing.catalog import price_dump, price_parse
+from billing.config.apply_customers import rail_settings_as_stored
 from billing.config.report import instant_text
 from billing.config.schema import CONSUMER_VALID_FROM_DEFAULT, SECTIONS, SHAPES
 from billing.models import Plan, PlanVersion, Subscription, WebhookEndpoint
 from billing.models.notifications import NotificationRule
 from billing.services import plan_latest_version
 from customers.models import ConsumerMapping, Customer
+from customers.rail_settings import ACCOUNT_NUMBER, rail_settings_shown
 from metering.models import Feature, Meter
 
 ADDRESS_FIELDS = (
@@ -56,6 +58,19 @@ def _entitlement(entitlement: dict) -> dict:
             entitlement, key=lambda k: (order.index(k) if k in order else len(order), k)
         )
     }
+
+
+def _rail_settings(customer: Customer) -> dict:
+    """The settings as stored: a bank account number encrypted, as every save stores it
+    (an export applies as is to a database with the same keys). A number found in clear
+    (saved before it was encrypted for every rail, or with the rails' hook off) is
+    written encrypted as a save would store it, or masked when nothing can encrypt it:
+    an export never prints an account number."""
+    settings_ = customer.rail_settings or {}
+    if not settings_.get(ACCOUNT_NUMBER):
+        return settings_
+    stored = rail_settings_as_stored(customer.rail, settings_)
+    return rail_settings_shown(stored) if stored.get(ACCOUNT_NUMBER) else stored
 
 
 def _present(**fields: Any) -> dict[str, Any]:
@@ -188,7 +203,7 @@ class _CustomerTree:
                 else {"timezone": customer.timezone}
             ),
             **({} if customer.rail == "manual" else {"rail": customer.rail}),
-            **_present(rail_settings=_sorted(customer.rail_settings)),
+            **_present(rail_settings=_sorted(_rail_settings(customer))),
             **_present(**{name: getattr(customer, name) for name in ADDRESS_FIELDS}),
         }
         if parent is not None and not customer.bill_to_parent:

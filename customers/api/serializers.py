@@ -3,11 +3,15 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from customers.models import ConsumerMapping, Customer
+from customers.rail_settings import rail_settings_shown
 from customers.selectors import billing_account_ids
 
 
 class CustomerSerializer(serializers.ModelSerializer):
-    """A customer addressed by its key; ``parent`` and ``subsidiaries`` are customer keys."""
+    """A customer addressed by its key; ``parent`` and ``subsidiaries`` are customer keys.
+
+    ``rail_settings`` are answered with a bank account number masked (``****6789``, the
+    ciphertext left out); sending the mask back keeps the stored number."""
 
     parent = serializers.SlugRelatedField(
         slug_field="key", queryset=Customer.objects.all(), required=False, allow_null=True
@@ -65,6 +69,12 @@ class CustomerSerializer(serializers.ModelSerializer):
 
     def validate_currency(self, value: str) -> str:
         return value.upper()
+
+    def to_representation(self, instance: Customer) -> dict:
+        data = super().to_representation(instance)
+        if "rail_settings" in data:
+            data["rail_settings"] = rail_settings_shown(data["rail_settings"])
+        return data
 
 
 class CustomerUpdateSerializer(CustomerSerializer):

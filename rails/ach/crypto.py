@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from customers.rail_settings import account_masked
+
 # Binds derived keys to this use: the same SECRET_KEY yields unrelated keys elsewhere.
 _HKDF_INFO = b"usage-billing/rails/ach/bank-account/v1"
 
@@ -107,5 +109,6 @@ def rotate_text(token: str) -> str:
 
 
 def masked(last4: str) -> str:
-    """How an account number is shown anywhere but inside a NACHA file: ``****1234``."""
-    return f"****{last4}" if last4 else "****"
+    """How an account number is shown anywhere but inside a NACHA file: ``****1234``
+    (``customers.rail_settings.account_masked``, the one rule for every rail)."""
+    return account_masked(last4)

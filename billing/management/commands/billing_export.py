@@ -10,8 +10,8 @@ class Command(BaseCommand):
         "Write the current configuration in the format billing_apply reads (standard "
         "output by default). Webhook signing secrets are written as references to "
         "environment variables (secret: {env: WEBHOOK_SECRET_<KEY>}), never in clear; "
-        "rail settings are written as stored (the ACH account number encrypted): keep the "
-        "file as safe as the database."
+        "rail settings are written as stored (a bank account number encrypted, whatever the "
+        "rail; never in clear): keep the file as safe as the database."
     )
 
     def add_arguments(self, parser):

@@ -8,7 +8,8 @@ from rails.models_ach import AchFile
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every stored ACH account number and ACH file under the first secret of "
+        "Re-encrypt every stored bank account number (customers of any rail) and ACH file "
+        "under the first secret of "
         "ACH_ENCRYPTION_KEY (or SECRET_KEY). Run it after adding a new secret in front, "
         "before removing the old one."
     )
@@ -16,7 +17,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         failed = 0
         customers = 0
-        for customer in Customer.objects.filter(rail="ach").order_by("pk"):
+        # Every rail's customers: an account number is encrypted whatever the rail.
+        with_number = Customer.objects.filter(rail_settings__has_key="account_number_encrypted")
+        for customer in with_number.order_by("pk"):
             token = (customer.rail_settings or {}).get("account_number_encrypted")
             if not token:
                 continue
