@@ -6,7 +6,8 @@
   invoice's ``change`` permission) and retries failed settlements.
 - **Billing admin**: everything in customers, metering, billing and rails (customers,
   mappings, meters, features, plans and prices), plus issuing, voiding, credit notes,
-  cancelling or marking settlements paid, and writes through the API.
+  cancelling or marking settlements paid, downloading NACHA files (they hold clear
+  account numbers), and writes through the API.
 
 Where Django's add/change/delete/view do not say it, custom permissions do; models'
 ``Meta`` stays untouched (they belong to their apps), so they are created here, on their
@@ -33,6 +34,9 @@ CUSTOM_PERMISSIONS = [
     ("billing", "invoice", "void_invoice", "Can void issued invoices"),
     ("billing", "creditnote", "create_creditnote", "Can create credit notes"),
     ("rails", "settlement", "retry_settlement", "Can retry failed settlements"),
+    # A NACHA file holds customers' account numbers in clear: seeing the file's page
+    # (view_achfile, every role) is not downloading it.
+    ("rails", "achfile", "download_achfile", "Can download NACHA files (clear account numbers)"),
     ("core", "apikey", "api_read", "Can read through the API when signed in to the admin"),
     ("core", "apikey", "api_write", "Can change through the API when signed in to the admin"),
 ]
@@ -56,6 +60,7 @@ ROLE_PERMISSIONS: dict[str, dict] = {
             "billing.void_invoice",
             "billing.create_creditnote",
             "rails.retry_settlement",
+            "rails.download_achfile",
         ],
     },
 }

@@ -2,7 +2,9 @@
 and returns), an "Export ACH file now" button and a return file upload.
 
 Account numbers appear here only as ``****1234``; the clear numbers exist only inside
-the downloaded NACHA file. Registers itself on import.
+the downloaded NACHA file, which needs its own permission (``rails.download_achfile``,
+the billing admin role's): viewing the files' pages is not downloading them. Registers
+itself on import.
 """
 
 from __future__ import annotations
@@ -159,6 +161,21 @@ class AchFileAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_download_permission(self, request) -> bool:
+        return request.user.has_perm("rails.download_achfile")
+
+    def get_list_display(self, request):
+        shown = super().get_list_display(request)
+        return (
+            shown
+            if self.has_download_permission(request)
+            else [name for name in shown if name != "download"]
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"can_download": self.has_download_permission(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
+
     @admin.display(description="Total debits")
     def total(self, ach_file: AchFile) -> str:
         return _usd(ach_file.total_debit_minor)
@@ -186,7 +203,12 @@ class AchFileAdmin(admin.ModelAdmin):
         ]
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"ach_sandbox": ach_is_sandbox(), **(extra_context or {})}
+        extra = {
+            "ach_sandbox": ach_is_sandbox(),
+            "can_export": self._may_export(request),
+            "can_import": request.user.has_perm("rails.change_achfileentry"),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, extra_context=extra)
 
     def _context(self, request, title: str, **extra) -> dict:
@@ -198,8 +220,12 @@ class AchFileAdmin(admin.ModelAdmin):
             **extra,
         }
 
+    def _may_export(self, request) -> bool:
+        # The export answers with the new file: making one is downloading one.
+        return request.user.has_perm("rails.add_achfile") and self.has_download_permission(request)
+
     def download_view(self, request, pk: int):
-        if not self.has_view_permission(request):
+        if not self.has_download_permission(request):
             raise PermissionDenied
         ach_file = get_object_or_404(AchFile, pk=pk)
         try:
@@ -211,7 +237,7 @@ class AchFileAdmin(admin.ModelAdmin):
         return _attachment(content, ach_file.file_name)
 
     def export_view(self, request):
-        if not request.user.has_perm("rails.add_achfile"):
+        if not self._may_export(request):
             raise PermissionDenied
         changelist = reverse("admin:rails_achfile_changelist")
         if request.method != "POST":
