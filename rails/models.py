@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from customers.models import rail_choices
+from customers.models import rail_choices, rail_label
 
 
 class SettlementState(models.TextChoices):
@@ -54,7 +54,7 @@ class Settlement(models.Model):
         indexes = [models.Index(fields=["state", "next_action_at"])]
 
     def __str__(self) -> str:
-        return f"Settlement of {self.invoice.number or self.invoice_id} on {self.rail}"
+        return f"Settlement of {self.invoice.number or self.invoice_id} on {rail_label(self.rail)}"
 
 
 class SettlementEvent(models.Model):

@@ -23,7 +23,7 @@ from django.db.models import Q
 from billing.invoicing import InvoiceStateError, invoice_mark
 from billing.models import CreditNote, Invoice, InvoiceStatus
 from billing.notifications import notify_settlement_failed
-from customers.models import Customer
+from customers.models import Customer, rail_label
 from customers.selectors import billing_account_ids
 from rails.base import RailResult, Step, redact
 from rails.documents import credit_note_document, invoice_document
@@ -110,7 +110,7 @@ def settlement_open_for_invoices(*, invoices: list[Invoice], now: datetime) -> l
             from_state="",
             to_state=S.PENDING,
             actor="billing",
-            note=f"Opened on {settlement.rail}"
+            note=f"Opened on {rail_label(settlement.rail)}"
             f"{' (sandbox: nothing will be sent)' if settlement.sandbox else ''}.",
         )
         for settlement in settlements

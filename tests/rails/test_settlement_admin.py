@@ -207,6 +207,9 @@ def test_a_manual_settlement_waits_for_an_operator_with_nothing_scheduled(admin_
     assert field(html, "next_action") == "Next action: —"
     assert f"{SOON.year + 10}" not in html
     assert 'id="settlement-mark-paid"' in html  # the operator's way forward, on the page
+    # the rail named as the product spells it, in the title and the timeline
+    assert f"Settlement of {settlement.invoice.number} on Manual" in html
+    assert "Opened on Manual" in html
 
 
 def test_an_operator_marks_a_manual_settlement_paid_from_its_page(admin_client):
