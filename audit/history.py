@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from billing.models import Invoice, InvoiceLine, Plan, PlanVersion, RateCard
+from billing.models import CustomerAccess, Invoice, InvoiceLine, Plan, PlanVersion, RateCard
 from customers.models import ConsumerMapping, Customer
 
 AUDITED_MODELS: tuple[type[models.Model], ...] = (
@@ -24,6 +24,7 @@ AUDITED_MODELS: tuple[type[models.Model], ...] = (
     RateCard,
     Invoice,
     InvoiceLine,
+    CustomerAccess,
 )
 TYPES = {"+": "created", "~": "changed", "-": "deleted"}
 MAX_ROWS_PER_MODEL = 2000  # an object's page reads at most this many rows of each model
@@ -111,6 +112,8 @@ def _repr(row, model) -> str:
         return f"v{row.version} (#{row.id})"
     if model is RateCard:
         return f"{row.key} (version #{row.plan_version_id})"
+    if model is CustomerAccess:
+        return "invoice links and portal sessions"
     return getattr(row, "key", None) or str(row.id)
 
 
@@ -176,6 +179,7 @@ def object_history(*, model: type[models.Model], pk) -> list[HistoryEntry]:
     entries = _entries(model, _rows(model, id=pk))
     if model is Customer:
         entries += _entries(ConsumerMapping, _rows(ConsumerMapping, customer_id=pk))
+        entries += _entries(CustomerAccess, _rows(CustomerAccess, customer_id=pk))
     elif model is Invoice:
         entries += _entries(InvoiceLine, _rows(InvoiceLine, invoice_id=pk))
     elif model in (Plan, PlanVersion):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import simple_history
 
 from audit.records import AuditRecords
-from billing.models import Invoice, InvoiceLine, Plan, PlanVersion, RateCard
+from billing.models import CustomerAccess, Invoice, InvoiceLine, Plan, PlanVersion, RateCard
 from customers.models import ConsumerMapping, Customer
 
 # (model, fields left out of its history, which rows are recorded). Nothing secret goes
@@ -24,6 +24,7 @@ from customers.models import ConsumerMapping, Customer
 # A draft's computed lines are rewritten in bulk when a recompute changes them (no row for their
 # creation, and their deletion would be noise and a per-line write): only manual lines,
 # added and removed by operators, are recorded; the invoice's rows carry the totals.
+# A customer's document access is recorded when its links are revoked.
 AUDITED = [
     (Customer, [], None),
     (ConsumerMapping, [], None),
@@ -32,6 +33,13 @@ AUDITED = [
     (RateCard, [], None),
     (Invoice, ["pdf", "pdf_rendered_at"], None),
     (InvoiceLine, [], lambda line: line.manual),
+    # A revocation of the customer's invoice links (not the portal's single-use sign-in
+    # bookkeeping, nor the empty row a first sign-in creates).
+    (
+        CustomerAccess,
+        ["sign_in_links_used_until"],
+        lambda access: access.links_valid_after is not None,
+    ),
 ]
 
 for _model, _excluded, _record_if in AUDITED:

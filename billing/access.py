@@ -141,15 +141,17 @@ def credit_note_for_invoice(*, invoice: Invoice, credit_note_id: uuid.UUID) -> C
     return note
 
 
-def customer_links_revoke(*, customer: Customer, now: datetime) -> CustomerAccess:
+def customer_links_revoke(*, customer: Customer, now: datetime, reason: str = "") -> CustomerAccess:
     """Revoke every link made for ``customer`` up to ``now`` (hosted invoices, PDFs,
     pending sign-in links) and end its portal sessions. Links made later work. The
     cut-off never moves back, so a billing run replayed with an earlier ``--now``
-    cannot revive revoked links."""
+    cannot revive revoked links. The change is recorded in the customer's audit history
+    (who, from the request; ``reason`` as the change reason)."""
     with transaction.atomic():
         access, _ = CustomerAccess.objects.select_for_update().get_or_create(customer=customer)
         if access.links_valid_after is None or access.links_valid_after < now:
             access.links_valid_after = now
+            access._change_reason = reason
             access.save(update_fields=["links_valid_after", "updated_at"])
     return access
 

@@ -20,6 +20,7 @@ __all__ = [
     "WebhookEndpointAdmin",
 ]
 
+import billing.admin_access  # noqa: E402,F401  revoking a customer's invoice links
 import billing.admin_entitlements  # noqa: E402,F401  overrides, grants, entitlement status
 import billing.admin_invoices  # noqa: E402,F401  invoices and credit notes
 import billing.admin_notify  # noqa: E402,F401  credits, notification rules, webhook deliveries
