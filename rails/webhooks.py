@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,41 @@ OUTCOMES = {
     "charge.refunded": "refunded",
 }
 _KEPT_HEADERS = ("Content-Type", "User-Agent", "Stripe-Signature")
+# Stripe's ids and types are short printable ASCII ("evt_1N...", "invoice.paid"); the row
+# keeps an id up to InboundWebhook.event_id's 200 characters, a type up to 100.
+_EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_EVENT_TYPE = re.compile(r"[\x21-\x7e]{1,100}")
+
+
+class NotAnEvent(ValueError):
+    """A verified body that is not a Stripe event this endpoint can store and apply."""
+
+
+def stripe_event_parse(payload: bytes) -> dict:
+    """The event in a verified body: a JSON object (UTF-8) with a text ``id`` and
+    ``type`` and, as every Stripe event has, ``data.object`` an object.
+
+    Raises ``NotAnEvent`` saying what is wrong: the sender (Stripe, or whoever holds the
+    secret) is answered 400 and nothing is stored, where a missing id used to be stored
+    as the event "None" and a malformed ``data`` failed in processing (a 500 redelivered
+    for days)."""
+    try:
+        event = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise NotAnEvent("Not a Stripe event: the body is not JSON text.") from None
+    if not isinstance(event, dict):
+        raise NotAnEvent("Not a Stripe event: the body is not a JSON object.")
+    event_id, event_type = event.get("id"), event.get("type")
+    if event_id in (None, ""):
+        raise NotAnEvent("Not a Stripe event: it has no id.")
+    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+        raise NotAnEvent("Not a Stripe event: its id is not an event id (evt_...).")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+        raise NotAnEvent("Not a Stripe event: it has no type.")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise NotAnEvent("Not a Stripe event: its data.object is not an object.")
+    return event
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,8 @@ def stripe_webhook_receive(
     *, payload: bytes, signature: str, headers: dict, now: datetime
 ) -> WebhookAnswer:
     """Verify, store and process one delivery. Answers what Stripe should be told:
-    400 for a bad signature or body (nothing stored), 200 once stored and processed (or
+    400 for a bad signature or a body that is not an event (``stripe_event_parse``;
+    nothing stored), 200 once stored and processed (or
     already processed), 500 when processing failed (recorded; Stripe will redeliver)."""
     secret = getattr(settings, "STRIPE_WEBHOOK_SECRET", "") or ""
     if not secret:
@@ -138,18 +175,21 @@ def stripe_webhook_receive(
         stripe.WebhookSignature.verify_header(
             payload, signature, secret, tolerance=TOLERANCE_SECONDS
         )
-        event = json.loads(payload)
-        event_id, event_type = str(event["id"]), str(event["type"])
     except stripe.SignatureVerificationError:
         return WebhookAnswer(400, "Invalid Stripe-Signature.")
-    except (ValueError, TypeError, KeyError):  # undecodable or not an event
-        return WebhookAnswer(400, "Not a Stripe event.")
+    except UnicodeDecodeError:  # the library decodes the body before checking anything
+        return WebhookAnswer(400, "Not a Stripe event: the body is not UTF-8 text.")
+    try:
+        event = stripe_event_parse(payload)
+    except NotAnEvent as exc:
+        return WebhookAnswer(400, str(exc))
+    event_id, event_type = event["id"], event["type"]
 
     row, created = InboundWebhook.objects.get_or_create(
         rail=RAIL,
         event_id=event_id,
         defaults={
-            "event_type": event_type[:100],
+            "event_type": event_type,
             "payload": payload.decode("utf-8"),
             "received_at": now,
             "headers": redact({k: v for k, v in headers.items() if k in _KEPT_HEADERS}),
