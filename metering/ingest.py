@@ -225,11 +225,9 @@ def _check_batch(body: bytes, events: list[CloudEvent], checks: _Checks) -> Pars
             or (time is not None and (time < EARLIEST_TIME or (latest and time > latest)))
         ) and (error := _event_error(event, raw, checks, data_screened=True)):
             errors[index] = error
-    plain, brackets = text_screen(body)
+    # the array, each event and each data object: the brackets before any data nests
+    plain, shallow = text_screen(body, containers=1 + len(events) + objects)
     plain = plain and not checks.nul_possible
-    # The array, each event and each data object hold one bracket; a data nested past
-    # the limit holds MAX_DATA_DEPTH more than its own.
-    shallow = brackets < 1 + len(events) + objects + MAX_DATA_DEPTH
     if not (plain and shallow):
         for index, raw in enumerate(raws):
             if index in errors or raw[:1] != b"{":

@@ -67,34 +67,37 @@ _SHAPE = _shape_table()
 _WHITESPACE = b" \t\r\n"
 _LONG_INTEGER = b"0" * len(str(VALUE_MAX_EXCLUSIVE))  # 16 digits: 10^15 or more
 _LONG_FRACTION = b"." + b"0" * (VALUE_DECIMAL_PLACES + 1)
+_LONG_RUN = _LONG_FRACTION[1:]  # in both of the above: one search clears most texts
 # A number with an exponent, read backwards: ``e``, a digit, digits and a point, maybe a
 # minus, and the ``:`` ``,`` or ``[`` a JSON number follows. Backwards, the pattern starts
 # with a literal, which the regex engine finds fast; forwards it would try every colon.
 _EXPONENT_BACKWARDS = re.compile(rb"e0[0.]*-?[:\[]")
 
 
-def text_screen(text: bytes) -> tuple[bool, int]:
-    """Screens JSON ``text`` from its bytes alone: (True when it holds no number that
-    could be out of bounds, at least how many objects and arrays it holds: its ``{`` and
-    ``[``, less those plainly inside a string). The caller looks for ``NUL_ESCAPE``
-    itself (once per body).
+def text_screen(text: bytes, *, containers: int) -> tuple[bool, bool]:
+    """Screens JSON ``text`` from its bytes alone: (True when no number in it can be out
+    of bounds, True when no value in it can be nested past ``MAX_DATA_DEPTH``), where
+    ``containers`` is how many objects and arrays the text holds before any ``data``
+    nests (one per ``data``; for a batch, also one per event and one for the array). The
+    caller looks for ``NUL_ESCAPE`` itself (once per body).
 
     A number could be out of bounds when it has 16 or more integer digits, more decimals
-    than a bucket keeps, or an exponent. The brackets bound the nesting: a value nested
-    n levels holds at least n of them. Both answers err one way only: the same text
-    inside a string (an id of 16 digits, a route ``/items/{id}``) only sends the text to
-    the exact check. The hot path: a batch of ordinary events passes on a few scans of
-    its bytes, without decoding any ``data``.
+    than a bucket keeps, or an exponent. A value nested n levels holds at least n ``{``
+    or ``[``. Both answers err one way only: the same text inside a string (an id of 16
+    digits, a route ``/items/{id}``) only sends the text to the exact check. The hot
+    path: a batch of ordinary events passes on a few scans of its bytes, without
+    decoding any ``data``.
     """
     shape = text.translate(_SHAPE, _WHITESPACE)
-    plain = (
-        _LONG_INTEGER not in shape
-        and _LONG_FRACTION not in shape
-        and _EXPONENT_BACKWARDS.search(shape[::-1]) is None
+    plain = not (_LONG_RUN in shape and (_LONG_INTEGER in shape or _LONG_FRACTION in shape)) and (
+        b"0e" not in shape or _EXPONENT_BACKWARDS.search(shape[::-1]) is None
     )
+    limit = containers + MAX_DATA_DEPTH
+    brackets = shape.count(b"[")
     # "x[": a bracket after a letter, a quote or a slash is inside a string (a route
     # "/items/{id}"): no structural bracket follows anything but ":", "," or a bracket.
-    return plain, shape.count(b"[") - shape.count(b"x[")
+    shallow = brackets < limit or brackets - shape.count(b"x[") < limit
+    return plain, shallow
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -127,8 +130,8 @@ def data_problem(raw: bytes) -> str | None:
     whose text could hold a NUL, a deep nesting or an out-of-bounds number is decoded and
     walked.
     """
-    plain, brackets = text_screen(raw)
-    if plain and brackets <= MAX_DATA_DEPTH and NUL_ESCAPE not in raw:
+    plain, shallow = text_screen(raw, containers=1)
+    if plain and shallow and NUL_ESCAPE not in raw:
         return None
     try:
         value = _decode_exact.decode(raw)
