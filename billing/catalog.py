@@ -271,6 +271,11 @@ def price_describe(
     extras = []
     if parsed.included:
         extras.append(f"first {format_quantity(parsed.included)} included")
+    if tiers and parsed.tiers[0].flat_price:
+        # As Stripe, OpenMeter and Lago bill it: see billing.pricing.usage_price.
+        extras.append(
+            f"the first tier's {tiers[0].flat_price} flat fee is charged even with no usage"
+        )
     if parsed.minimum is not None:
         extras.append(f"at least {money(parsed.minimum)} per period")
     if parsed.maximum is not None:

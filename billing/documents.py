@@ -150,11 +150,12 @@ def _breakdown_rows(line, currency: str) -> list[dict]:
             tier = entry.get("tier")
             label = "All units" if tier is None else f"Tier {int(tier) + 1}"
             whole = low == low.to_integral_value()
-            span = (
-                f"{format_quantity(low + 1 if whole else low)} – {format_quantity(high)}"
-                if high not in (None, "None")
-                else f"over {format_quantity(low)}"
-            )
+            if high not in (None, "None") and Decimal(high) == low:
+                span = "no usage"  # the first tier's flat fee, charged at zero usage
+            elif high not in (None, "None"):
+                span = f"{format_quantity(low + 1 if whole else low)} – {format_quantity(high)}"
+            else:
+                span = f"over {format_quantity(low)}"
             label = f"{label}: {span}" if tier is not None else label
         flat = Decimal(entry.get("flat_price") or 0)
         rows.append(

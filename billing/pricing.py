@@ -259,7 +259,9 @@ class TierLine:
     The slice is the quantity in ``(from_quantity, to_quantity]``: for whole units,
     units ``from_quantity + 1`` to ``to_quantity``. ``tier`` is the tier's index (None
     for unit and package prices). Graduated prices give one line per tier touched;
-    volume, unit and package prices one line from zero to the billable quantity.
+    volume, unit and package prices one line from zero to the billable quantity. At
+    zero billable usage a graduated or volume price whose first tier has a flat price
+    gives one empty slice of tier 0 (``quantity`` 0) charging that flat price.
     ``amount`` is exact: ``quantity * unit_price + flat_price``, or for package prices
     ``packages * unit_price`` (``unit_price`` is then the price of one package).
     """
@@ -349,6 +351,19 @@ def _package_lines(price: UsagePrice, billable: Decimal) -> list[TierLine]:
     return [TierLine(None, ZERO, billable, billable, package_price, ZERO, amount, packages, size)]
 
 
+def _first_tier_flat_lines(price: UsagePrice) -> list[TierLine]:
+    """A tiered price at zero billable usage: the first tier's flat price, if it has one.
+
+    Stripe, OpenMeter and Lago all bill the first tier's flat price when the quantity is
+    zero, for graduated and volume prices alike: it is a fee for having the price, not
+    for a unit. The line is the empty slice ``(0, 0]`` of the first tier.
+    """
+    first = price.tiers[0]
+    if not first.flat_price:
+        return []
+    return [TierLine(0, ZERO, ZERO, ZERO, first.unit_price, first.flat_price, first.flat_price)]
+
+
 _RATERS = {
     "unit": _unit_lines,
     "graduated": _graduated_lines,
@@ -364,7 +379,10 @@ def usage_price(*, price: UsagePrice, quantity: Decimal, currency: str) -> Usage
     unit = quantity x unit price; graduated = each unit at the tier it falls in, plus
     the flat price of every tier touched; volume = every unit at the tier the quantity
     falls in, plus that tier's flat price; package = ceil(quantity / size) packages.
-    A billable quantity of zero touches no tier (no lines, no flat price).
+    A billable quantity of zero (no usage, or all of it included) is no units: unit and
+    package prices charge nothing, and graduated and volume prices charge the first
+    tier's flat price (one line, the empty slice of tier 0), as Stripe, OpenMeter and
+    Lago do; a first tier without a flat price charges nothing (no lines).
 
     Then the minimum and maximum spend clamp the amount. The minimum applies even to
     a period with no usage at all: it is a spend the customer committed to for every
@@ -383,7 +401,12 @@ def usage_price(*, price: UsagePrice, quantity: Decimal, currency: str) -> Usage
 
     with decimal.localcontext(_EXACT):
         billable = max(quantity - price.included, ZERO)
-        lines = _RATERS[price.model](price, billable) if billable > 0 else []
+        if billable > 0:
+            lines = _RATERS[price.model](price, billable)
+        elif price.model in ("graduated", "volume"):
+            lines = _first_tier_flat_lines(price)
+        else:
+            lines = []
         rated = sum((line.amount for line in lines), ZERO)
         total: Decimal = rated
         kind: Literal["minimum", "maximum"] | None = None

@@ -299,8 +299,11 @@ def _quantity(text) -> str:
 
 
 def _units(start: str, end: str) -> str:
-    """A slice ``(start, end]``: whole units ``start + 1`` to ``end``."""
+    """A slice ``(start, end]``: whole units ``start + 1`` to ``end``; "no usage" for the
+    empty slice that charges a first tier's flat fee at zero usage."""
     low = Decimal(start)
+    if Decimal(end) == low:
+        return "no usage"
     first = _quantity(low + 1) if low == low.to_integral_value() else f"over {_quantity(low)}"
     return f"{first} – {_quantity(end)}"
 

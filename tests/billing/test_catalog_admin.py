@@ -411,6 +411,19 @@ def test_the_plan_version_page_reads_its_prices_in_words_with_tiers_as_a_table(
             {"model": "flat", "amount": "49", "timing": "in_advance"},
             "$49.00 flat fee per period, billed in advance",
         ),
+        (
+            {
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": 1000, "unit_price": "0.01", "flat_price": "5"},
+                    {"up_to": None, "unit_price": "0.005"},
+                ],
+                "included": 100,
+            },
+            "Graduated per API call: each tier prices the API calls that fall in it, "
+            "first 100 included, "
+            "the first tier's $5.00 flat fee is charged even with no usage",
+        ),
     ],
 )
 def test_a_price_reads_as_a_sentence_with_money_as_the_invoice_prints_it(price, reads):

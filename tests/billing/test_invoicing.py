@@ -256,3 +256,44 @@ def test_late_usage_lands_on_the_next_invoice_and_the_issued_one_stays(account, 
     periods_close(now=datetime(2027, 1, 1, tzinfo=UTC))
     december = Invoice.objects.get(period_start=DEC)
     assert not december.lines.filter(kind=LineKind.PRIOR_PERIOD_ADJUSTMENT).exists()
+
+
+@pytest.mark.django_db
+def test_a_period_without_usage_bills_the_first_tiers_flat_fee():
+    # Stripe, OpenMeter and Lago charge a tiered price's first flat fee at zero usage;
+    # a subscription with no usage at all gets it on its invoice, explained on the PDF.
+    from billing.documents import invoice_html
+
+    initech = CustomerFactory(key="initech")
+    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
+    calls_feature = feature_create(key="api_calls", name="API calls", meter=meter)
+    tiers = [
+        {"up_to": 1000, "unit_price": "0.01", "flat_price": "25.00"},
+        {"up_to": None, "unit_price": "0.005"},
+    ]
+    version = plan_save(
+        key="tiered",
+        name="Tiered",
+        spec=PlanVersionSpec(
+            currency="USD",
+            cadence="monthly",
+            minimum_commitment=Decimal(0),
+            rate_cards=(
+                RateCardSpec(
+                    key="calls",
+                    feature=calls_feature,
+                    price={"model": "graduated", "tiers": tiers, "included": 500},
+                ),
+            ),
+        ),
+    )[1]
+    subscription_create(customer=initech, plan_version=version, start=OCT)
+
+    periods_close(now=NOV + timedelta(hours=1))
+
+    draft = Invoice.objects.get(customer=initech)
+    (usage,) = draft.lines.all()
+    assert (usage.kind, usage.quantity, usage.amount) == (LineKind.USAGE, 0, Decimal("25.00"))
+    assert draft.total == Decimal("25.00")
+    html = invoice_html(invoice=draft, for_pdf=False)
+    assert "Tier 1: no usage" in html and "$25.00 flat fee" in html

@@ -137,7 +137,7 @@ def test_graduated_breakdown_names_each_tiers_slice_of_the_quantity():
 @pytest.mark.parametrize(
     ("quantity", "unrounded", "amount"),
     [
-        ("0", "0", "0.00"),
+        ("0", "5", "5.00"),  # the first tier's flat price, at zero usage too
         ("0.5", "5.005", "5.01"),
         ("1", "5.01", "5.01"),
         ("1000", "15", "15.00"),
@@ -151,6 +151,33 @@ def test_graduated_charges_a_tiers_flat_price_once_when_any_unit_falls_in_it(
 
     assert result.unrounded_amount == D(unrounded)
     assert str(result.amount) == amount
+
+
+def test_graduated_at_zero_usage_charges_the_first_tiers_flat_price_as_an_empty_slice():
+    result = charge(GRADUATED_WITH_FLAT, "0")
+
+    (line,) = result.breakdown
+    assert (line.tier, line.from_quantity, line.to_quantity, line.quantity) == (0, 0, 0, 0)
+    assert (line.flat_price, line.amount) == (D(5), D(5))
+    assert str(result.amount) == "5.00"
+
+
+@pytest.mark.parametrize("model", ["graduated", "volume"])
+@pytest.mark.parametrize(("quantity", "amount"), [("0", "5.00"), ("100", "5.00"), ("101", "5.01")])
+def test_usage_within_the_included_units_still_charges_the_first_tiers_flat_price(
+    model, quantity, amount
+):
+    price = dataclasses.replace(GRADUATED_WITH_FLAT, model=model, included=D(100))
+
+    assert str(charge(price, quantity).amount) == amount
+
+
+@pytest.mark.parametrize("price", [GRADUATED, VOLUME, UNIT, PACKAGE], ids=lambda p: p.model)
+def test_zero_usage_charges_nothing_without_a_first_tier_flat_price(price):
+    result = charge(price, "0")
+
+    assert result.breakdown == ()
+    assert result.amount == D("0.00")
 
 
 @pytest.mark.parametrize(
@@ -199,6 +226,26 @@ def test_volume_with_everything_included_charges_no_flat_price(quantity, unround
     result = charge(VOLUME_WITH_INCLUDED, quantity)
 
     assert result.unrounded_amount == D(unrounded)
+
+
+VOLUME_WITH_FIRST_FLAT = UsagePrice(
+    model="volume",
+    tiers=(
+        Tier(up_to=D(1000), unit_price=D("0.01"), flat_price=D(7)),
+        Tier(up_to=None, unit_price=D("0.005"), flat_price=D(2)),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unrounded", "tier"),
+    [("0", "7", 0), ("1", "7.01", 0), ("1000", "17", 0), ("1001", "7.005", 1)],
+)
+def test_volume_at_zero_usage_charges_the_first_tiers_flat_price(quantity, unrounded, tier):
+    result = charge(VOLUME_WITH_FIRST_FLAT, quantity)
+
+    assert result.unrounded_amount == D(unrounded)
+    assert [line.tier for line in result.breakdown] == [tier]
 
 
 @pytest.mark.parametrize(
@@ -709,13 +756,29 @@ def test_graduated_never_exceeds_the_quantity_at_the_first_tiers_price(tiers, qu
     assert result.unrounded_amount <= quantity * tiers[0].unit_price
 
 
+@given(tiers=tier_lists(descending=True), quantity=quantities)
+def test_graduated_never_exceeds_the_first_tiers_price_plus_the_flat_prices_it_reaches(
+    tiers, quantity
+):
+    # With flat prices the law holds with them added: the first tier's always (it is
+    # charged at zero usage too), and every other tier's that a unit reaches.
+    floors = [D(0), *(t.up_to for t in tiers[:-1])]
+    reached = [t.flat_price for i, t in enumerate(tiers) if i == 0 or quantity > floors[i]]
+
+    result = usage_price(
+        price=UsagePrice("graduated", tiers=tiers), quantity=quantity, currency="USD"
+    )
+
+    assert result.unrounded_amount <= quantity * tiers[0].unit_price + sum(reached, D(0))
+
+
 @given(
     tiers=tier_lists(whole_bounds=True, max_bound=300),
     quantity=st.integers(min_value=0, max_value=300),
 )
 def test_graduated_agrees_with_pricing_whole_units_one_by_one(tiers, quantity):
     expected = Fraction(0)
-    touched = set()
+    touched = {0}  # the first tier's flat price is charged at zero usage too
     for unit in range(1, quantity + 1):
         index = next(i for i, t in enumerate(tiers) if t.up_to is None or unit <= t.up_to)
         expected += Fraction(tiers[index].unit_price)
@@ -762,7 +825,14 @@ def test_included_units_never_make_a_charge_negative(price, quantity, included):
 
     assert result.billable_quantity == max(quantity - included, 0)
     assert result.unrounded_amount >= 0
-    assert all(line.amount >= 0 and line.quantity > 0 for line in result.breakdown)
+    assert all(line.amount >= 0 for line in result.breakdown)
+    if result.billable_quantity:
+        assert all(line.quantity > 0 for line in result.breakdown)
+    else:  # at most the first tier's flat price, charged on an empty slice
+        assert all(
+            (line.tier, line.quantity, line.amount) == (0, 0, line.flat_price)
+            for line in result.breakdown
+        )
 
 
 @given(tiers=tier_lists(), data=st.data())
@@ -772,13 +842,14 @@ def test_volume_never_charges_less_for_more_usage_inside_a_tier(tiers, data):
     ceiling = tiers[index].up_to if tiers[index].up_to is not None else floor + 10**6
     offsets = st.decimals(min_value=0, max_value=ceiling - floor, places=3)
     low, high = sorted([floor + data.draw(offsets), floor + data.draw(offsets)])
-    assume(low > floor)
+    assume(low > floor or index == 0)  # zero usage is in the first tier (its flat price)
+    assume(high > floor)
     price = UsagePrice("volume", tiers=tiers)
 
     low_charge = usage_price(price=price, quantity=low, currency="USD")
     high_charge = usage_price(price=price, quantity=high, currency="USD")
 
-    assert low_charge.breakdown[0].tier == high_charge.breakdown[0].tier == index
+    assert {line.tier for line in low_charge.breakdown + high_charge.breakdown} == {index}
     assert low_charge.unrounded_amount <= high_charge.unrounded_amount
 
 
@@ -790,6 +861,30 @@ def test_splitting_unit_priced_usage_never_changes_the_total(unit_price, first, 
         return usage_price(price=price, quantity=quantity, currency="USD").unrounded_amount
 
     assert total(first) + total(second) == total(first + second)
+
+
+@given(
+    price=usage_prices(),
+    shares=st.lists(quantities, min_size=1, max_size=6),
+    currency=currencies,
+)
+def test_splitting_a_groups_usage_among_subsidiaries_never_changes_its_total(
+    price, shares, currency
+):
+    # A consolidated invoice prices the group's combined quantity once and allocates the
+    # charge by each subsidiary's quantity: whatever the split (all zero included, where
+    # a first tier's flat price is still charged once, never once per subsidiary), the
+    # shares add up to the group's charge.
+    group = usage_price(price=price, quantity=sum(shares, D(0)), currency=currency)
+    weights = [share for share in shares if share]
+
+    parts = allocate(group.amount, weights, currency) if weights else [group.amount]
+
+    assert sum(parts, D(0)) == group.amount
+    if not weights and price.model in ("graduated", "volume") and price.included == 0:
+        once = max(price.tiers[0].flat_price, price.minimum or D(0))
+        once = once if price.maximum is None else min(once, price.maximum)
+        assert group.amount == quantize(once, currency)
 
 
 @given(
@@ -805,3 +900,26 @@ def test_allocated_parts_add_up_exactly_to_the_total(total, weights, currency):
     assert len(parts) == len(weights)
     assert sum(parts, D(0)) == amount
     assert all(part == quantize(part, currency) for part in parts)
+
+
+DOCS_EXAMPLE_TIERS = (
+    Tier(up_to=D(1000), unit_price=D("0.01"), flat_price=D("25.00")),
+    Tier(up_to=None, unit_price=D("0.005"), flat_price=D("10.00")),
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "quantity", "amount"),
+    [
+        ("graduated", "0", "25.00"),
+        ("graduated", "500", "25.00"),
+        ("graduated", "800", "28.00"),
+        ("graduated", "2000", "47.50"),
+        ("volume", "0", "25.00"),
+        ("volume", "2000", "17.50"),
+    ],
+)
+def test_the_worked_example_in_the_configuration_docs(model, quantity, amount):
+    price = UsagePrice(model=model, tiers=DOCS_EXAMPLE_TIERS, included=D(500))
+
+    assert str(charge(price, quantity).amount) == amount

@@ -308,3 +308,59 @@ def test_a_billing_runs_shared_context_rates_every_account_as_rating_it_alone_do
     }
     assert users_of[accounts[0].pk] == {Decimal(2)}
     assert users_of[accounts[1].pk] == {Decimal(3)}  # user-0, user-1 in both, and the late user-9
+
+
+def first_flat_plan(calls, model="graduated"):
+    return plan_save(
+        key=f"{model}-flat",
+        name="Tiered",
+        spec=spec(
+            RateCardSpec(
+                key="calls",
+                feature=calls,
+                price={
+                    "model": model,
+                    "tiers": [
+                        {"up_to": 10, "unit_price": "1.00", "flat_price": "20.00"},
+                        {"up_to": None, "unit_price": "0.10", "flat_price": "5.00"},
+                    ],
+                },
+            )
+        ),
+    )[1]
+
+
+@pytest.mark.parametrize("model", ["graduated", "volume"])
+def test_a_group_without_usage_pays_the_first_tiers_flat_fee_once(ingest, calls, model):
+    globex = CustomerFactory(key="globex")
+    for key in ("globex-eu", "globex-us"):
+        sub = CustomerFactory(key=key, parent=globex)
+        ConsumerMappingFactory(consumer_key=key, customer=sub, valid_from=NOV)
+    subscription_create(customer=globex, plan_version=first_flat_plan(calls, model), start=NOV)
+
+    rated = rate_period(account=globex, period=Period(NOV, DEC))
+
+    (line,) = rated.lines  # once for the group, on the billing account
+    assert (line.customer_id, line.quantity, line.amount) == (globex.pk, 0, Decimal("20.00"))
+    assert rated.subtotal == Decimal("20.00")
+
+
+def test_a_groups_tiers_and_first_flat_fee_are_shared_among_its_subsidiaries(ingest, calls):
+    globex = CustomerFactory(key="globex")
+    eu = CustomerFactory(key="globex-eu", parent=globex)
+    us = CustomerFactory(key="globex-us", parent=globex)
+    ConsumerMappingFactory(consumer_key="eu", customer=eu, valid_from=NOV)
+    ConsumerMappingFactory(consumer_key="us", customer=us, valid_from=NOV)
+    subscription_create(customer=globex, plan_version=first_flat_plan(calls), start=NOV)
+    requests(ingest, "eu", 3, NOV)
+    requests(ingest, "us", 1, NOV)
+    usage_rollup(now=DEC)
+
+    rated = rate_period(account=globex, period=Period(NOV, DEC))
+
+    # 4 calls in the first tier: 20.00 flat + 4 × 1.00, once, split 3 : 1
+    assert {line.group_amount for line in rated.lines} == {Decimal("24.00")}
+    assert {line.customer_id: line.amount for line in rated.lines} == {
+        eu.pk: Decimal("18.00"),
+        us.pk: Decimal("6.00"),
+    }
