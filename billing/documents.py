@@ -353,9 +353,16 @@ def invoice_html(
 
 
 def _pdf(html: str) -> bytes:
-    from weasyprint import HTML  # heavy: imported when a PDF is made, not at startup
+    # heavy: imported when a PDF is made, not at startup
+    from weasyprint import HTML
+    from weasyprint.urls import URLFetcher
 
-    return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    # Documents load nothing (styles are inline, no image or font is referenced), so the
+    # renderer may fetch nothing: no scheme is allowed. A URL that found its way into a
+    # document (customer text is escaped; this is the second line) never makes the
+    # server call an address, follow a redirect or read a local file while rendering.
+    fetch_nothing = URLFetcher(allowed_protocols=(), allow_redirects=False, timeout=1)
+    return HTML(string=html, base_url=str(settings.BASE_DIR), url_fetcher=fetch_nothing).write_pdf()
 
 
 def invoice_pdf_bytes(*, invoice: Invoice) -> bytes:
