@@ -10,6 +10,9 @@ admin.site.site_title = "Usage billing"
 admin.site.index_title = "Dashboard"
 admin.site.site_url = "/"
 
+handler404 = "config.views.not_found"
+handler500 = "config.views.server_error"
+
 urlpatterns = [
     path("", landing, name="landing"),
     path("admin/", admin.site.urls),

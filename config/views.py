@@ -4,14 +4,18 @@ error page for a newcomer."""
 
 from __future__ import annotations
 
+from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import URLPattern, URLResolver, get_resolver, get_script_prefix, reverse
+from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from core.api.errors import PROBLEM_CONTENT_TYPE, TITLES
 
 API_PREFIX = "api/v1/"
 
@@ -104,3 +108,28 @@ class ApiRoot(APIView):
                 "docs": request.build_absolute_uri(reverse("api-docs")),
             }
         )
+
+
+def _api_problem(request, status: int, detail: str) -> JsonResponse | None:
+    """A problem document for a request under ``/api/``, where clients read JSON."""
+    if not request.path_info.startswith("/api/"):
+        return None
+    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    return JsonResponse(
+        {**body, "detail": detail}, status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def not_found(request, exception=None):
+    """``handler404``: a URL no route matches (``/api/v1/subscriptions/-1``: ids are
+    digits) answers the API's problem document under ``/api/``, Django's page elsewhere."""
+    return _api_problem(request, 404, "Nothing is found at this URL.") or (
+        defaults.page_not_found(request, exception)
+    )
+
+
+def server_error(request):
+    """``handler500``: still a server error (always a bug), but one an API client can read."""
+    return _api_problem(request, 500, "The server failed; the error is logged.") or (
+        defaults.server_error(request)
+    )

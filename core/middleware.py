@@ -20,6 +20,7 @@ from __future__ import annotations
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpResponseBadRequest, JsonResponse
 
 API_PREFIX = "/api/"
 
@@ -51,3 +52,36 @@ class BrowserAuthenticationMiddleware(_SkippedForBearerApi, AuthenticationMiddle
 
 class BrowserMessageMiddleware(_SkippedForBearerApi, MessageMiddleware):
     pass
+
+
+class NulInUrlRefusalMiddleware:
+    """Answers 400 to a request whose path or query string holds a NUL character
+    (``%00``), before any view or lookup sees it.
+
+    PostgreSQL cannot hold NUL in text, so a NUL in a key looked up (``/api/v1/customers/
+    a%00b``, ``?customer=a%00b``, an admin page's id) would end as a server error wherever
+    it reaches the database; no key, id or parameter of the product contains one. The API
+    answers a problem document, other pages a plain 400.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" in request.path_info or "%00" in query or "\x00" in query:
+            where = "path" if "\x00" in request.path_info else "query string"
+            detail = f"The URL's {where} holds a NUL character (%00), which no key or value can."
+            if request.path_info.startswith(API_PREFIX):
+                return JsonResponse(
+                    {
+                        "type": "about:blank",
+                        "title": "Bad request",
+                        "status": 400,
+                        "detail": detail,
+                    },
+                    status=400,
+                    content_type="application/problem+json",
+                )
+            return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

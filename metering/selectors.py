@@ -21,7 +21,7 @@ from django.db.models import Q
 from customers.models import Customer
 from customers.selectors import consumer_mapping_at
 from metering.models import Aggregation, Event, Feature, Meter
-from metering.services import meter_has_data
+from metering.services import meter_counted_nothing, meter_has_data
 
 Window = Literal["day", "hour"]
 MAX_SERIES_WINDOWS = 5000
@@ -269,6 +269,6 @@ def meter_delete_blocker(*, meter: Meter) -> str | None:
     features = list(meter.features.order_by("key").values_list("key", flat=True)[:5])
     if features:
         return f"Features use this meter: {', '.join(features)}."
-    if meter_has_data(meter=meter):
+    if meter_has_data(meter=meter) and not meter_counted_nothing(meter=meter):
         return "The meter has data (stored events of its type or rolled-up usage)."
     return None

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from customers.models import ConsumerMappingChange
+from metering import sql
 from metering.ingest import CloudEvent, events_store
 from metering.models import Aggregation, Feature, Meter
 from metering.rollup import RollupResult, meters_rollup, subject_reattribute
@@ -111,8 +112,28 @@ def meter_validate(*, meter: Meter) -> None:
         for name, path in meter.group_by.items():
             if not isinstance(path, str) or not path.startswith("$"):
                 errors.setdefault("group_by", []).append(f"{name}: a JSONPath starting with '$'.")
+    if not errors:  # each path as the rollup's SQL will read it (asks PostgreSQL)
+        for field, messages in sql.meter_path_problems(meter).items():
+            errors.setdefault(field, []).extend(messages)
     if errors:
         raise ValidationError(errors)
+
+
+def meter_counted_nothing(*, meter: Meter) -> bool:
+    """Whether ``meter`` (as stored) cannot be evaluated and has no bucket: nothing was
+    ever counted under it, so changing or deleting it changes no usage. Such a meter
+    (saved before its paths were checked) stays fixable and deletable."""
+    if meter.pk is None or meter.buckets.exists():
+        return False
+    return bool(sql.meter_path_problems(meter))
+
+
+def meter_locked_fields(*, meter: Meter) -> tuple[str, ...]:
+    """The fields of the stored ``meter`` that can no longer change: its event type,
+    aggregation and value once it has data (but see ``meter_counted_nothing``)."""
+    if not meter_has_data(meter=meter) or meter_counted_nothing(meter=meter):
+        return ()
+    return LOCKED_METER_FIELDS
 
 
 def _meter_locked_change(meter: Meter) -> list[str]:
@@ -123,9 +144,8 @@ def _meter_locked_change(meter: Meter) -> list[str]:
     if not changed:
         return []
     # the data question is about the stored meaning: events of the old type
-    if meter_has_data(meter=before):
-        return changed
-    return []
+    locked = meter_locked_fields(meter=before)
+    return [f for f in changed if f in locked]
 
 
 def meter_save(*, meter: Meter) -> Meter:

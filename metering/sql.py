@@ -3,11 +3,21 @@
 Simple JSONPaths (``$.a`` or ``$.a.b``) become the ``->`` / ``->>`` operators, which are
 several times faster than evaluating a JSONPath per row; anything else is evaluated with
 ``jsonb_path_query_first``. Paths are passed as bound parameters, never interpolated.
+
+Any other path is evaluated *silently* (``jsonb_path_query_first``'s ``silent``
+argument): a path that meets the wrong shape in one event (``strict`` and a missing key,
+``.double()`` of a word, a division by zero) gives that event no value, as ``->`` does
+when a key is missing, instead of failing the statement that reads every event. What is
+wrong with a path itself (its syntax, a variable it does not define) fails whatever the
+events hold; ``path_problem`` finds that before a meter is saved, by asking PostgreSQL,
+the one grammar that counts.
 """
 
 from __future__ import annotations
 
 import re
+
+from django.db import DatabaseError, connection, transaction
 
 from metering.models import Aggregation, Meter
 
@@ -30,7 +40,7 @@ def json_expr(path: str, params: dict, *, column: str = "e.data") -> str:
     keys = _keys(path)
     if keys:
         return "(" + column + "".join(f" -> {_bind(params, key)}::text" for key in keys) + ")"
-    return f"jsonb_path_query_first({column}, {_bind(params, path)}::jsonpath)"
+    return f"jsonb_path_query_first({column}, {_bind(params, path)}::jsonpath, '{{}}', true)"
 
 
 def text_expr(path: str, params: dict, *, column: str = "e.data") -> str:
@@ -76,3 +86,45 @@ def value_expr(meter: Meter, params: dict, *, column: str = "e.data") -> str:
 def unique_expr(meter: Meter, params: dict, *, column: str = "e.data") -> str:
     """The event's value as text, for distinct counting."""
     return text_expr(meter.value_property or "$", params, column=column)
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` cannot be read out of an event's data by the SQL above, or None.
+
+    A path the ``->`` operators read is fine as it is; any other is parsed and evaluated
+    by PostgreSQL (on an empty object, silently, as the rollup evaluates it), in a
+    savepoint, so the caller's transaction is untouched. Costs one round trip for a path
+    that is not simple; raises nothing.
+    """
+    if not isinstance(path, str) or not path.startswith("$"):
+        return "a JSONPath starting with '$', e.g. $.tokens"
+    if _keys(path):
+        return None
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT jsonb_path_query_first('{}'::jsonb, %s::jsonpath, '{}'::jsonb, true)",
+                [path],
+            )
+    except DatabaseError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{path!r} is not a JSONPath PostgreSQL can evaluate: {reason}"
+    except ValueError as exc:  # NUL characters, unpaired surrogates: psycopg refuses to send
+        return f"{path!r} cannot be sent to PostgreSQL: {exc}"
+    return None
+
+
+def meter_path_problems(meter: Meter) -> dict[str, list[str]]:
+    """The meter's JSONPaths that cannot be evaluated, by field: ``value_property`` and
+    ``group_by`` (each message naming its dimension). Empty when every path is fine."""
+    problems: dict[str, list[str]] = {}
+    if meter.value_property:
+        problem = path_problem(meter.value_property)
+        if problem:
+            problems["value_property"] = [problem[0].upper() + problem[1:] + "."]
+    if isinstance(meter.group_by, dict):
+        for name, path in sorted(meter.group_by.items()):
+            problem = path_problem(path)
+            if problem:
+                problems.setdefault("group_by", []).append(f"{name}: {problem}.")
+    return problems

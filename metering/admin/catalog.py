@@ -58,8 +58,9 @@ class MeterForm(forms.ModelForm):
         changed = [f for f in services.LOCKED_METER_FIELDS if f in self.changed_data]
         if self.instance.pk and changed:
             stored = Meter.objects.get(pk=self.instance.pk)
-            if services.meter_has_data(meter=stored):
-                for field in changed:
+            locked = services.meter_locked_fields(meter=stored)
+            if locked:
+                for field in (f for f in changed if f in locked):
                     self.add_error(
                         field,
                         f"{self.fields[field].label} cannot change once the meter has data "
@@ -142,8 +143,8 @@ class MeterAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        if obj is not None and services.meter_has_data(meter=obj):
-            for name in services.LOCKED_METER_FIELDS:
+        if obj is not None:
+            for name in services.meter_locked_fields(meter=obj):
                 field = form.base_fields[name]
                 field.help_text = f"{LOCKED_HELP} {field.help_text}".strip()
         return form

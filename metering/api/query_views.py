@@ -18,6 +18,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from core.api.renderers import ExactNumberJSONRenderer
+from metering import sql
+from metering.api.catalog_views import Conflict
 from metering.api.query_serializers import (
     MeterQueryRequestSerializer,
     MeterQueryResultSerializer,
@@ -89,6 +91,10 @@ _RESPONSES = {
     200: MeterQueryResultSerializer,
     400: OpenApiResponse(description="Invalid parameters (problem document with errors)."),
     404: OpenApiResponse(description="No meter with this key."),
+    409: OpenApiResponse(
+        description="The meter's JSONPaths cannot be evaluated (saved before they were "
+        "checked): fix the meter first (problem)."
+    ),
 }
 
 
@@ -117,6 +123,12 @@ class MeterQueryView(APIView):
 
     def _answer(self, key: str, data) -> Response:
         meter = get_object_or_404(Meter, key=key)
+        problems = sql.meter_path_problems(meter)
+        if problems:
+            raise Conflict(
+                f"Meter {meter.key!r} cannot be queried until it is fixed: "
+                + " ".join(m for ms in problems.values() for m in ms)
+            )
         serializer = MeterQueryRequestSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         query = serializer.to_query()

@@ -613,3 +613,19 @@ def test_a_dry_run_shows_new_rules_and_makes_none(tmp_path):
 
     assert lines[:2] == ["+ notification rule api-calls-usage", "+ notification rule globex-spend"]
     assert not NotificationRule.objects.exists()
+
+
+def test_a_meter_path_postgresql_cannot_evaluate_is_named_by_its_place(tmp_path):
+    text = edited(
+        ("    value: $.tokens\n", '    value: "$.tokens b"\n'),
+        (
+            "group_by: {route: $.route, status: $.status}",
+            'group_by: {route: "$.r[", status: $.status}',
+        ),
+    )
+
+    errors = apply_failing(tmp_path, text)
+
+    assert errors[0].startswith("meters[0].group_by: route: '$.r[' is not a JSONPath"), errors
+    assert errors[1].startswith("meters[1].value: '$.tokens b' is not a JSONPath"), errors
+    assert set(counts().values()) == {0}
