@@ -72,6 +72,10 @@ class OutboundRefused(ValueError):
         self.private = private
 
 
+class OutboundUnresolved(OutboundRefused):
+    """The host name does not resolve (now): nothing to check, nothing to call."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     address: Address
@@ -198,14 +202,14 @@ def outbound_resolve(
                 target.host, target.port, type=socket.SOCK_STREAM
             )
         except (OSError, UnicodeError) as exc:
-            raise OutboundRefused(f"{target.host} does not resolve ({exc})") from None
+            raise OutboundUnresolved(f"Cannot resolve {target.host} ({exc})") from None
         addresses = []
         for info in infos:
             address = ipaddress.ip_address(info[4][0].split("%")[0])
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise OutboundRefused(f"{target.host} resolves to no address")
+            raise OutboundUnresolved(f"Cannot resolve {target.host}: no address")
     for address in addresses:
         refusal = address_refusal(address, allow_private=allow_private)
         _refuse(refusal, host=None if literal is not None else target.host)
@@ -269,6 +273,8 @@ def outbound_post(
 
 def refusal_text(exc: OutboundRefused, *, allow_private_setting: str) -> str:
     """``exc`` for an operator, naming the setting that would allow it when one would."""
+    if isinstance(exc, OutboundUnresolved):
+        return f"{exc}."
     hint = f" (receivers on premises: set {allow_private_setting}=true)" if exc.private else ""
     return f"Refused: {exc}{hint}."
 
@@ -302,6 +308,7 @@ __all__ = [
     "METADATA_ADDRESSES",
     "PRIVATE_NETWORKS",
     "OutboundRefused",
+    "OutboundUnresolved",
     "PinnedAddressAdapter",
     "PublicUrlValidator",
     "Refusal",

@@ -232,6 +232,25 @@ def test_a_public_looking_name_that_resolves_to_a_private_address_is_refused_at_
     assert connections == []
 
 
+def test_a_name_that_does_not_resolve_is_a_failed_attempt_that_says_so(
+    db, connections, monkeypatch
+):
+    def nowhere(host, port, *args, **kwargs):
+        if host == "hooks.gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return _real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", nowhere)
+    endpoint = endpoint_for("https://hooks.gone.example/billing")
+
+    delivery = delivery_send(delivery_id=one_delivery(endpoint).pk, now=timezone.now())
+
+    assert delivery.state == "failed"
+    assert delivery.last_error.startswith("Cannot resolve hooks.gone.example (")
+    assert delivery.last_error.endswith("Nothing was sent.")
+    assert connections == []
+
+
 def test_the_connection_goes_to_the_address_checked_not_to_a_second_lookup(
     db, monkeypatch, settings
 ):
