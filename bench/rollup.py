@@ -240,7 +240,7 @@ def catalog_create(*, subjects: int) -> list:
             consumer_mapping_create(consumer_key=key, customer=owner, valid_from=long_ago)
     # The mapping outbox is drained before there is any usage, so the rollup times below
     # are the meters' own work.
-    while mapping_changes_apply(limit=1000)[0]:
+    while mapping_changes_apply(now=NOW, limit=1000)[0]:
         pass
     # The events below land in October 2026 (and the incremental batch after it): their
     # monthly partitions must exist, as ingestion would have made them.

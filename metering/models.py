@@ -210,3 +210,95 @@ class UsageTouch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.day} @ {self.xid}"
+
+
+class RollupFailure(models.Model):
+    """A meter whose rollup fails, and has failed every time since ``first_failed_at``:
+    what the dashboard lists under "Needs attention".
+
+    ``stage`` says what fails. ``rollup``: rolling up the meter's new events (one row per
+    meter); its watermark stays where it was, so nothing after it is counted until the
+    rollup succeeds, and the row is deleted by the run that succeeds. ``reattribution``:
+    rebuilding one consumer key's rolled-up usage after its mapping changed (one row per
+    meter, key and range); each run tries again, and the row is deleted once it works.
+    ``event_ids`` names the events found to cause it (``metering_event.id``, at most
+    ``ROLLUP_FAILURE_EVENT_IDS``), when they could be found.
+    """
+
+    class Stage(models.TextChoices):
+        ROLLUP = "rollup", "Rollup of new events"
+        REATTRIBUTION = "reattribution", "Re-attribution after a mapping change"
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="rollup_failures")
+    stage = models.CharField(max_length=16, choices=Stage.choices)
+    consumer_key = models.CharField(max_length=255, blank=True)  # reattribution only
+    range_start = models.DateTimeField(null=True, blank=True)  # reattribution only
+    range_end = models.DateTimeField(null=True, blank=True)  # reattribution only; open: None
+    error = models.TextField()
+    event_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["first_failed_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter"],
+                condition=models.Q(stage="rollup"),
+                name="rollup_failure_one_per_meter",
+            ),
+            models.UniqueConstraint(
+                fields=["meter", "consumer_key", "range_start", "range_end"],
+                condition=models.Q(stage="reattribution"),
+                name="rollup_failure_one_per_reattribution",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id}: {self.stage} failing since {self.first_failed_at.isoformat()}"
+
+
+ROLLUP_FAILURE_EVENT_IDS = 10
+
+
+class RefusedEvent(models.Model):
+    """A stored event that a meter leaves out of its buckets, because they cannot hold
+    what it says: a value of ``10^28`` or more (the buckets keep 28 digits before the
+    point), or a value PostgreSQL cannot compute at all (``reason`` says which).
+
+    The event itself stays stored and unchanged; only this meter does not count it, and
+    the operator sees it (the dashboard, until acknowledged). The meter's other events
+    are rolled up as usual. Refused events are always below the meter's watermark, so
+    the reads that add up the events not rolled up yet never meet them.
+    """
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="refused_events")
+    # metering_event is partitioned, with the key (id, time): no foreign key to it
+    event_pk = models.BigIntegerField("event row id")
+    event_time = models.DateTimeField()
+    source = models.CharField(max_length=255)
+    event_id = models.CharField("id", max_length=255)
+    subject = models.CharField(max_length=255)
+    xid = models.BigIntegerField()
+    reason = models.TextField()
+    refused_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-refused_at", "event_pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "event_pk"], name="refused_event_once")
+        ]
+        indexes = [
+            models.Index(fields=["meter", "xid"], name="refused_event_meter_xid"),
+            models.Index(
+                fields=["meter"],
+                name="refused_event_unacknowledged",
+                condition=models.Q(acknowledged_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.event_id} refused by meter {self.meter_id}"

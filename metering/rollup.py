@@ -8,20 +8,33 @@ temporary table with one GROUP BY, folds that into the buckets with one upsert (
 INSERT on a meter's first run), and moves the watermark, all in one transaction. Re-running is
 harmless and two workers serialise on the row lock, so an event is counted exactly once;
 an ingest transaction that commits late is simply picked up by the next run.
+
+One meter's failure never stops the others (``meters_rollup``). A meter whose rollup
+raises is rolled back as a whole (its watermark does not move, so nothing is lost and
+nothing is counted twice) and tried again at once, without the events its buckets cannot
+hold: those are found (``metering.refusals``), recorded as refused with their reason,
+and left out of its buckets for good, while every other event of the meter is counted.
+When that is not enough (the meter's own definition fails, or no single event is to
+blame), the meter is recorded as failing (``RollupFailure``), shown on the dashboard,
+and tried again on the next run; the run that succeeds deletes the record.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
-from metering import sql
-from metering.models import Aggregation, Meter, RollupState
+from metering import refusals, sql
+from metering.models import Aggregation, Meter, RollupFailure, RollupState
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,8 @@ class RollupResult:
     events: int
     buckets: int
     watermark: int
+    refused: int = 0  # events refused by this run (left out of the buckets, recorded)
+    error: str = ""  # the meter failed: its watermark did not move (see RollupFailure)
 
 
 # One GROUP BY over the events into a temporary table (no WAL, no index); the buckets
@@ -129,14 +144,24 @@ _UNIQUE_VALUES = "array_agg(DISTINCT s.u ORDER BY s.u) FILTER (WHERE s.u IS NOT 
 
 
 def _aggregate(
-    cursor, meter: Meter, where: str, where_params: dict, *, first_run: bool = False
+    cursor,
+    meter: Meter,
+    where: str,
+    where_params: dict,
+    *,
+    first_run: bool = False,
+    refused: Sequence[int] = (),
 ) -> tuple[int, int]:
     """Fold the meter's events matching ``where`` into its buckets; (events, buckets).
 
     Runs inside the caller's transaction, which holds the meter's watermark lock: nothing
     else writes the meter's buckets meanwhile. ``first_run`` (the watermark is still 0)
-    lets a meter without any bucket take a plain INSERT.
+    lets a meter without any bucket take a plain INSERT. The events whose ids are in
+    ``refused`` are left out (the condition is only there when there are some).
     """
+    if refused:
+        where = f"{where} AND NOT (e.id = ANY(%(refused)s))"
+        where_params = {**where_params, "refused": list(refused)}
     params: dict = {}
     # grouped by the dimensions' text values; the jsonb is built once per bucket
     columns = sql.dims_columns(meter, params)
@@ -219,25 +244,134 @@ def _lock_state(cursor, meter: Meter) -> int:
     return cursor.fetchone()[0]
 
 
+def _horizon(cursor) -> int:
+    cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return cursor.fetchone()[0]
+
+
+def _refused_ids(cursor, meter: Meter, where: str, params: list) -> list[int]:
+    """Ids of the events ``meter`` refused, among those matching ``where``: one indexed
+    read per run, normally empty (refused events sit below the watermark once the run
+    that refused them commits)."""
+    cursor.execute(
+        f"SELECT event_pk FROM metering_refusedevent WHERE meter_id = %s AND {where}",
+        [meter.pk, *params],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _roll(cursor, meter: Meter, now: datetime, watermark: int, horizon: int) -> RollupResult:
+    """Fold ``[watermark, horizon)`` into the buckets and move the watermark; the caller
+    holds the watermark lock. A success also ends the meter's recorded failure."""
+    refused = _refused_ids(cursor, meter, "xid >= %s AND xid < %s", [watermark, horizon])
+    events, buckets = _aggregate(
+        cursor,
+        meter,
+        "e.xid >= %(lo)s AND e.xid < %(hi)s",
+        {"lo": watermark, "hi": horizon},
+        first_run=watermark == 0,
+        refused=refused,
+    )
+    RollupState.objects.filter(meter=meter).update(
+        watermark=horizon, last_run_at=now, events_rolled_up=F("events_rolled_up") + events
+    )
+    cursor.execute(
+        "DELETE FROM metering_rollupfailure WHERE meter_id = %s AND stage = %s",
+        [meter.pk, RollupFailure.Stage.ROLLUP],
+    )
+    return RollupResult(meter=meter.key, events=events, buckets=buckets, watermark=horizon)
+
+
 def meter_rollup(*, meter: Meter, now: datetime) -> RollupResult:
-    """Roll up every stored event of ``meter`` that is not yet in its buckets."""
+    """Roll up every stored event of ``meter`` that is not yet in its buckets (but the
+    events it refused). Raises what the database raises, and then changes nothing;
+    ``meters_rollup`` isolates failures (``meter_rollup_recover``)."""
     with transaction.atomic(), connection.cursor() as cursor:
         watermark = _lock_state(cursor, meter)
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        horizon = cursor.fetchone()[0]
+        horizon = _horizon(cursor)
         if horizon <= watermark:
             return RollupResult(meter=meter.key, events=0, buckets=0, watermark=watermark)
-        events, buckets = _aggregate(
-            cursor,
-            meter,
-            "e.xid >= %(lo)s AND e.xid < %(hi)s",
-            {"lo": watermark, "hi": horizon},
-            first_run=watermark == 0,
-        )
-        RollupState.objects.filter(meter=meter).update(
-            watermark=horizon, last_run_at=now, events_rolled_up=F("events_rolled_up") + events
-        )
-    return RollupResult(meter=meter.key, events=events, buckets=buckets, watermark=horizon)
+        return _roll(cursor, meter, now, watermark, horizon)
+
+
+def meter_rollup_recover(*, meter: Meter, now: datetime, error: Exception) -> RollupResult:
+    """After ``meter_rollup`` raised ``error``: roll the meter up without the events its
+    buckets cannot hold, refusing them (recorded with their reason); or, when the meter
+    still fails, record the failure (``RollupFailure``: the error and the events found
+    to cause it) and leave its watermark where it was. Never raises: whatever goes
+    wrong is logged and recorded, and the next run tries again."""
+    message = refusals.error_text(error)
+    logger.warning("Rollup of meter %s failed: %s", meter.key, message)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            watermark = _lock_state(cursor, meter)
+            horizon = _horizon(cursor)
+            if horizon <= watermark:  # another worker rolled it up meanwhile
+                return RollupResult(meter=meter.key, events=0, buckets=0, watermark=watermark)
+            offenders: list[refusals.Offender] = []
+            problems = sql.meter_path_problems(meter)
+            if problems:  # the meter's own definition fails, whatever the events hold
+                message = " ".join(m for ms in problems.values() for m in ms)
+            elif refusals.is_data_error(error):  # not a timeout, a deadlock, a lost connection
+                already = _refused_ids(
+                    cursor, meter, "xid >= %s AND xid < %s", [watermark, horizon]
+                )
+                offenders = refusals.offending_events(
+                    cursor, meter=meter, lo=watermark, hi=horizon, refused=already
+                )
+            if offenders:
+                refusals.events_refuse(
+                    cursor, meter=meter, offenders=offenders, lo=watermark, hi=horizon, now=now
+                )
+                try:
+                    with transaction.atomic():
+                        result = _roll(cursor, meter, now, watermark, horizon)
+                except DatabaseError as again:  # more to it than these events
+                    message = refusals.error_text(again)
+                else:
+                    logger.warning(
+                        "Meter %s refused %d event(s) its buckets cannot hold, ids %s",
+                        meter.key,
+                        len(offenders),
+                        [o.pk for o in offenders[:10]],
+                    )
+                    return replace(result, refused=len(offenders))
+            # Halted until a run succeeds. The refusals found (if any) stay: those events
+            # cannot be held in any case, and the next run need not look for them again.
+            refusals.failure_record(
+                meter=meter,
+                stage=RollupFailure.Stage.ROLLUP,
+                error=message,
+                event_ids=[o.pk for o in offenders],
+                now=now,
+            )
+            logger.error("Rollup of meter %s is halted: %s", meter.key, message)
+            return RollupResult(
+                meter=meter.key,
+                events=0,
+                buckets=0,
+                watermark=watermark,
+                refused=len(offenders),
+                error=message,
+            )
+    except Exception as exc:  # the recovery itself failed: record what can be recorded
+        logger.exception("Could not recover the rollup of meter %s", meter.key)
+        message = f"{message} (then, while recovering: {refusals.error_text(exc)})"
+        try:
+            refusals.failure_record(
+                meter=meter, stage=RollupFailure.Stage.ROLLUP, error=message, now=now
+            )
+        except Exception:
+            logger.exception("Could not record the rollup failure of meter %s", meter.key)
+        # the watermark is unknown here (-1); it did not move
+        return RollupResult(meter=meter.key, events=0, buckets=0, watermark=-1, error=message)
+
+
+def _meter_rollup_isolated(meter: Meter, now: datetime) -> RollupResult:
+    try:
+        return meter_rollup(meter=meter, now=now)
+    except Exception as exc:  # one meter's failure is its own: see meter_rollup_recover
+        return meter_rollup_recover(meter=meter, now=now, error=exc)
 
 
 def meters_rollup(*, meters: list[Meter], now: datetime) -> list[RollupResult]:
@@ -245,14 +379,18 @@ def meters_rollup(*, meters: list[Meter], now: datetime) -> list[RollupResult]:
     on its own database connection: a meter's rollup is independent of the others' (its
     own watermark lock, buckets and temporary table), so a catch-up uses the server's
     cores as a plain parallel GROUP BY would. Inside a transaction (whose snapshot other
-    connections cannot share) they run one after the other here."""
+    connections cannot share) they run one after the other here, each in a savepoint.
+
+    A meter that fails does not stop the others: it is recovered or recorded
+    (``meter_rollup_recover``), and its result carries the error; this never raises
+    for one meter's failure."""
     workers = min(getattr(settings, "METERING_ROLLUP_WORKERS", 1), len(meters))
     if workers <= 1 or connection.in_atomic_block:
-        return [meter_rollup(meter=meter, now=now) for meter in meters]
+        return [_meter_rollup_isolated(meter, now) for meter in meters]
 
     def one(meter: Meter) -> RollupResult:
         try:
-            return meter_rollup(meter=meter, now=now)
+            return _meter_rollup_isolated(meter, now)
         finally:
             connection.close()  # this thread's own connection
 
@@ -271,6 +409,8 @@ def subject_reattribute(
     """
     with transaction.atomic(), connection.cursor() as cursor:
         watermark = _lock_state(cursor, meter)
+        if watermark == 0:  # nothing rolled up, so no bucket to rebuild
+            return 0
         bounds = {
             "subject": subject,
             "start": start,
@@ -304,5 +444,6 @@ def subject_reattribute(
             "     + CASE WHEN date_trunc('hour', %(end)s::timestamptz, 'UTC') = %(end)s::timestamptz "
             "            THEN interval '0' ELSE interval '1 hour' END)"
         )
-        events, _ = _aggregate(cursor, meter, where, bounds)
+        refused = _refused_ids(cursor, meter, "subject = %s AND xid < %s", [subject, watermark])
+        events, _ = _aggregate(cursor, meter, where, bounds, refused=refused)
     return events

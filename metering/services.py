@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,10 +11,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from customers.models import ConsumerMappingChange
-from metering import sql
+from metering import refusals, sql
 from metering.ingest import CloudEvent, events_store
-from metering.models import Aggregation, Feature, Meter
+from metering.models import Aggregation, Feature, Meter, RollupFailure
 from metering.rollup import RollupResult, meters_rollup, subject_reattribute
+
+logger = logging.getLogger(__name__)
 
 LOCKED_METER_FIELDS = ("event_type", "aggregation", "value_property")
 
@@ -35,20 +38,90 @@ class UsageRollupResult:
     meters: list[RollupResult]
     mapping_changes: int
     events_reattributed: int
+    reattributions_failed: int = 0  # (meter, consumer key) re-attributions left to retry
 
     @property
     def events(self) -> int:
         return sum(r.events for r in self.meters)
 
+    @property
+    def failed(self) -> list[RollupResult]:
+        """The meters whose rollup failed this run (recorded as ``RollupFailure``)."""
+        return [r for r in self.meters if r.error]
 
-def mapping_changes_apply(*, limit: int = 100) -> tuple[int, int]:
+    @property
+    def refused(self) -> int:
+        return sum(r.refused for r in self.meters)
+
+
+def _reattribute(
+    *, meter: Meter, subject: str, start: datetime, end: datetime | None, now: datetime
+) -> int | None:
+    """``subject_reattribute`` in a savepoint: the events re-aggregated, or None when it
+    failed; then the failure is recorded on the meter (to retry), and the caller's
+    transaction goes on with the other meters."""
+    key = {"consumer_key": subject, "range_start": start, "range_end": end}
+    try:
+        events = subject_reattribute(meter=meter, subject=subject, start=start, end=end)
+    except Exception as exc:  # one meter's failure is its own
+        logger.warning("Re-attributing %s for meter %s failed: %s", subject, meter.key, exc)
+        refusals.failure_record(
+            meter=meter,
+            stage=RollupFailure.Stage.REATTRIBUTION,
+            error=refusals.error_text(exc),
+            now=now,
+            **key,
+        )
+        return None
+    RollupFailure.objects.filter(
+        meter=meter, stage=RollupFailure.Stage.REATTRIBUTION, **key
+    ).delete()
+    return events
+
+
+def _reattributions_retry(*, now: datetime, limit: int) -> tuple[int, int]:
+    """Try again the re-attributions that failed before; (still failing, events)."""
+    failing = events = 0
+    pending = list(
+        RollupFailure.objects.filter(stage=RollupFailure.Stage.REATTRIBUTION)
+        .select_related("meter")
+        .order_by("id")[:limit]
+    )
+    for failure in pending:
+        with transaction.atomic():
+            claimed = (
+                RollupFailure.objects.select_for_update(skip_locked=True)
+                .filter(pk=failure.pk)
+                .first()
+            )
+            if claimed is None:  # another worker has it, or it is done
+                continue
+            done = _reattribute(
+                meter=failure.meter,
+                subject=failure.consumer_key,
+                start=failure.range_start,
+                end=failure.range_end,
+                now=now,
+            )
+        if done is None:
+            failing += 1
+        else:
+            events += done
+    return failing, events
+
+
+def mapping_changes_apply(*, now: datetime, limit: int = 100) -> tuple[int, int]:
     """Re-attribute rolled-up usage for consumer mapping changes not yet applied.
 
     Claims changes with ``FOR UPDATE SKIP LOCKED`` so concurrent workers share them; each
-    change is applied and marked in one transaction. Returns (changes, events).
+    change is applied to every meter and marked in one transaction. A meter whose
+    re-attribution fails is rolled back alone (a savepoint) and recorded as failing
+    (``RollupFailure``, stage ``reattribution``): the other meters and changes go on,
+    and each run tries the failed ones again first. Returns (changes, events).
     """
-    changes = events = 0
-    meters = list(Meter.objects.all())
+    _, events = _reattributions_retry(now=now, limit=limit)
+    changes = 0
+    meters = list(Meter.objects.order_by("pk"))
     while changes < limit:
         with transaction.atomic():
             change = (
@@ -60,11 +133,15 @@ def mapping_changes_apply(*, limit: int = 100) -> tuple[int, int]:
             if change is None:
                 break
             for meter in meters:
-                events += subject_reattribute(
-                    meter=meter,
-                    subject=change.consumer_key,
-                    start=change.range_start,
-                    end=change.range_end,
+                events += (
+                    _reattribute(
+                        meter=meter,
+                        subject=change.consumer_key,
+                        start=change.range_start,
+                        end=change.range_end,
+                        now=now,
+                    )
+                    or 0
                 )
             with connection.cursor() as cursor:
                 cursor.execute("SELECT now()")
@@ -77,12 +154,19 @@ def mapping_changes_apply(*, limit: int = 100) -> tuple[int, int]:
 def usage_rollup(*, now: datetime) -> UsageRollupResult:
     """Bring every meter's buckets up to date with the stored events and mappings.
 
-    Safe to run at any time and from several workers at once.
+    Safe to run at any time and from several workers at once. One meter's failure stops
+    neither the other meters nor the mapping changes: it is recorded (``RollupFailure``,
+    refused events as ``RefusedEvent``) and reported in the result, never raised.
     """
     results = meters_rollup(meters=list(Meter.objects.order_by("pk")), now=now)
-    changes, reattributed = mapping_changes_apply()
+    changes, reattributed = mapping_changes_apply(now=now)
     return UsageRollupResult(
-        meters=results, mapping_changes=changes, events_reattributed=reattributed
+        meters=results,
+        mapping_changes=changes,
+        events_reattributed=reattributed,
+        reattributions_failed=RollupFailure.objects.filter(
+            stage=RollupFailure.Stage.REATTRIBUTION
+        ).count(),
     )
 
 
