@@ -33,7 +33,7 @@ pytestmark = pytest.mark.urls(__name__)
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 # Subjects a gateway forwards as it got them: each mapped to the customer, as consumer keys.
-SUBJECTS = ['=HYPERLINK("http://x")', "@SUM(1)", "+1", "-1+2"]
+SUBJECTS = ['=HYPERLINK("http://x")', "@SUM(1)", "+1", "-1+2", "\t=1"]
 
 
 @pytest.fixture
@@ -88,9 +88,9 @@ def rows(response) -> list[dict]:
 def assert_neutralised(events: list[dict]) -> None:
     assert sorted(e["subject"] for e in events) == sorted(f"'{s}" for s in SUBJECTS)
     assert {e["source"] for e in events} == {"'=1+2", "'+gw"}
-    assert {e["id"] for e in events} == {"'-1+1", "'-3+1", "'@id0", "'@id2"}
+    assert {e["id"] for e in events} == {"'-1+1", "'-3+1", "'@id0", "'@id2", "'@id4"}
     # the value is the product's own number: negative, and no quote in front of it
-    assert sorted(e["value"] for e in events) == ["-12.5", "-12.5", "20", "20"]
+    assert sorted(e["value"] for e in events) == ["-12.5", "-12.5", "20", "20", "20"]
     assert all(e["customer"] == "acme" and e["time"].startswith("2026-10-01") for e in events)
 
 
