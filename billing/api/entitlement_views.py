@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db import InterfaceError, OperationalError, connection
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -23,6 +22,7 @@ from billing.entitlements import (
 )
 from billing.models import EntitlementOverride, Grant
 from core.api.renderers import ExactNumberJSONRenderer
+from core.api.times import instant_parse
 from customers.models import Customer
 from customers.selectors import customer_billing_account
 from metering.models import Feature
@@ -33,12 +33,10 @@ MAX_BULK_CHECKS = 1000
 def _instant(raw: str | None, field: str = "time"):
     if not raw:
         return timezone.now()
-    at = parse_datetime(raw.replace(" ", "+"))
-    if at is None or timezone.is_naive(at):
-        raise ValidationError(
-            {field: ["Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z."]}
-        )
-    return at
+    try:
+        return instant_parse(raw)
+    except ValueError as exc:
+        raise ValidationError({field: [str(exc)]}) from exc
 
 
 def _value_body(customer_key: str, feature_key: str, at) -> dict:

@@ -59,6 +59,7 @@ from billing.provenance import (
 )
 from core.api.errors import problem_response
 from core.api.pagination import Pagination
+from core.api.times import InstantFilter
 from core.money import plain_decimal
 from customers.models import Customer
 from customers.selectors import billed_customer_ids
@@ -185,19 +186,19 @@ class InvoiceFilter(filters.FilterSet):
     )
     currency = filters.CharFilter(lookup_expr="iexact")
     number = filters.CharFilter()
-    period_start = filters.IsoDateTimeFilter(help_text="Periods starting at exactly this instant.")
-    period_after = filters.IsoDateTimeFilter(
+    period_start = InstantFilter(help_text="Periods starting at exactly this instant.")
+    period_after = InstantFilter(
         field_name="period_start",
         lookup_expr="gte",
         help_text="Periods starting at or after this instant.",
     )
-    period_before = filters.IsoDateTimeFilter(
+    period_before = InstantFilter(
         field_name="period_end",
         lookup_expr="lte",
         help_text="Periods ending at or before this instant.",
     )
-    issued_after = filters.IsoDateTimeFilter(field_name="issued_at", lookup_expr="gte")
-    issued_before = filters.IsoDateTimeFilter(field_name="issued_at", lookup_expr="lt")
+    issued_after = InstantFilter(field_name="issued_at", lookup_expr="gte")
+    issued_before = InstantFilter(field_name="issued_at", lookup_expr="lt")
 
     class Meta:
         model = Invoice

@@ -17,6 +17,7 @@ from rest_framework import serializers
 
 from billing.models import Cadence, Plan, PlanVersion, RateCard, Subscription, TaxRate
 from billing.periods import period_containing
+from core.api.times import InstantField, InstantModelSerializer
 from core.money import UnknownCurrency, currency_validate, money_text, plain_decimal
 from customers.models import KEY_VALIDATOR, Customer
 from metering.models import Feature
@@ -45,11 +46,11 @@ class ExactDecimalField(DecimalText):
         return super().to_internal_value(data)
 
 
-class DecimalTextModelSerializer(serializers.ModelSerializer):
+class DecimalTextModelSerializer(InstantModelSerializer):
     """A model serializer whose model decimals are written without padding."""
 
     serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
+        **InstantModelSerializer.serializer_field_mapping,
         models.DecimalField: DecimalText,
     }
 
@@ -331,17 +332,17 @@ class _PlanRefInput(serializers.Serializer):
 
 class SubscriptionCreateInput(_PlanRefInput):
     customer = serializers.SlugRelatedField(slug_field="key", queryset=Customer.objects.all())
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    start = InstantField()
+    end = InstantField(required=False, allow_null=True, default=None)
 
 
 class SubscriptionChangePlanInput(_PlanRefInput):
-    at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    at = InstantField(required=False, help_text="Default: now.")
     timing = serializers.ChoiceField(choices=["immediately", "next_period"], default="immediately")
 
 
 class SubscriptionCancelInput(serializers.Serializer):
-    at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    at = InstantField(required=False, help_text="Default: now.")
     timing = serializers.ChoiceField(choices=["immediately", "period_end"], default="period_end")
 
 
@@ -356,7 +357,7 @@ class CustomContractInput(_PlanRefInput):
         help_text="Replacement prices by rate card key; other cards keep the base version's.",
     )
     entitlements = serializers.ListField(child=serializers.JSONField(), required=False)
-    at = serializers.DateTimeField(
+    at = InstantField(
         required=False,
         help_text="Move the customer's subscription at this instant onto the new version "
         "(omit to only create the version).",

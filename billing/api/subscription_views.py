@@ -43,6 +43,7 @@ from billing.services import (
     subscription_create,
 )
 from core.api.errors import problem_response
+from core.api.times import InstantFilter
 from customers.models import Customer
 from customers.selectors import customer_billing_account
 
@@ -63,7 +64,7 @@ def plan_version_resolve(*, plan: Plan, version: int | None) -> PlanVersion:
 class SubscriptionFilter(filters.FilterSet):
     customer = filters.CharFilter(field_name="customer__key", help_text="A customer key.")
     plan = filters.CharFilter(field_name="plan_version__plan__key", help_text="A plan key.")
-    active_at = filters.IsoDateTimeFilter(
+    active_at = InstantFilter(
         method="filter_active_at", help_text="Only subscriptions in force at this instant."
     )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.api.times import InstantField, InstantModelSerializer
 from customers.models import ConsumerMapping, Customer
 from customers.rail_settings import rail_settings_shown
 from customers.selectors import billing_account_ids
@@ -82,7 +83,7 @@ class CustomerUpdateSerializer(CustomerSerializer):
         read_only_fields = ["key", "created_at", "updated_at"]
 
 
-class ConsumerMappingSerializer(serializers.ModelSerializer):
+class ConsumerMappingSerializer(InstantModelSerializer):
     customer = serializers.SlugRelatedField(slug_field="key", queryset=Customer.objects.all())
 
     class Meta:
@@ -96,7 +97,7 @@ class ConsumerMappingSerializer(serializers.ModelSerializer):
 
 class ConsumerKeyMoveSerializer(serializers.Serializer):
     customer = serializers.SlugRelatedField(slug_field="key", queryset=Customer.objects.all())
-    at = serializers.DateTimeField()
+    at = InstantField()
 
 
 class ConsumerResolveSerializer(serializers.Serializer):

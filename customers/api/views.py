@@ -3,15 +3,14 @@ from __future__ import annotations
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.times import InstantFilter, instant_query_param
 from customers import services
 from customers.api.serializers import (
     ConsumerKeyMoveSerializer,
@@ -116,9 +115,7 @@ class CustomerDetail(generics.RetrieveUpdateAPIView):
 class ConsumerMappingFilter(filters.FilterSet):
     consumer_key = filters.CharFilter()
     customer = filters.CharFilter(field_name="customer__key")
-    at = filters.IsoDateTimeFilter(
-        method="filter_at", help_text="Only mappings valid at this instant."
-    )
+    at = InstantFilter(method="filter_at", help_text="Only mappings valid at this instant.")
 
     class Meta:
         model = ConsumerMapping
@@ -201,12 +198,7 @@ class ConsumerResolve(APIView):
         responses=ConsumerResolveSerializer,
     )
     def get(self, request, consumer_key: str):
-        raw = request.query_params.get("time")
-        at = parse_datetime(raw) if raw else timezone.now()
-        if at is None or timezone.is_naive(at):
-            raise ValidationError(
-                {"time": ["Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z."]}
-            )
+        at = instant_query_param(request.query_params, "time", default=timezone.now())
         mapping = consumer_mapping_at(consumer_key=consumer_key, at=at)
         customer = mapping.customer if mapping else None
         account = None

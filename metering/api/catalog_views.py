@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils.dateparse import parse_datetime
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,6 +20,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
 from core.api.errors import django_validation_error_detail
+from core.api.times import instant_query_param
 from metering import services
 from metering.api.catalog_serializers import (
     API_FIELD_NAMES,
@@ -171,15 +171,7 @@ class FeatureDetail(generics.RetrieveUpdateAPIView):
 
 
 def _instant(request, name: str):
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    value = parse_datetime(raw)
-    if value is None or value.tzinfo is None:
-        raise ValidationError(
-            {name: ["Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z."]}
-        )
-    return value
+    return instant_query_param(request.query_params, name, default=None)
 
 
 class UnattributedUsageList(generics.ListAPIView):

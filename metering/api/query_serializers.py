@@ -3,43 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.api.times import RFC3339Field
 from metering.query import MAX_LIST_ITEMS, MeterQuery, WindowSize
-
-# RFC 3339 date-time: a 'T' (or space) between date and time, and an offset or 'Z'.
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-# '+' in an offset arrives as a space when the client did not percent-encode the query.
-_DECODED_PLUS = re.compile(r"(\d{2}:\d{2}:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$")
-
-
-@extend_schema_field(OpenApiTypes.DATETIME)
-class RFC3339Field(serializers.Field):
-    default_error_messages = {
-        "invalid": "Give an RFC 3339 date-time with an offset, e.g. 2026-11-01T00:00:00Z.",
-    }
-
-    def to_internal_value(self, data) -> datetime:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        text = _DECODED_PLUS.sub(r"\1+\2", data.strip())
-        if not _RFC3339.match(text):
-            self.fail("invalid")
-        # Python keeps microseconds: cut nanoseconds rather than refuse them.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("z", "Z").replace("t", "T"))
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:
-            self.fail("invalid")
-
-    def to_representation(self, value: datetime) -> str:
-        return value.isoformat()
 
 
 def _strings(help_text: str) -> serializers.ListField:
