@@ -6,7 +6,12 @@ from django.db import InterfaceError, OperationalError, connection
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -28,6 +33,12 @@ from customers.selectors import customer_billing_account
 from metering.models import Feature
 
 MAX_BULK_CHECKS = 1000
+
+
+@extend_schema_field({"type": "number"})
+class ExactNumber(serializers.Field):
+    """For the schema: a decimal the view writes as an exact JSON number (OpenMeter's
+    shape, see ``ExactNumberJSONRenderer``), not as the API's usual decimal string."""
 
 
 def _instant(raw: str | None, field: str = "time"):
@@ -77,10 +88,16 @@ class EntitlementValueView(APIView):
             "EntitlementValue",
             {
                 "hasAccess": serializers.BooleanField(),
-                "balance": serializers.DecimalField(30, 6),
-                "usage": serializers.DecimalField(30, 6),
-                "overage": serializers.DecimalField(30, 6),
-                "config": serializers.JSONField(required=False),
+                "balance": ExactNumber(
+                    required=False,
+                    allow_null=True,
+                    help_text="Units left this usage period (metered; null: no limit).",
+                ),
+                "usage": ExactNumber(required=False, help_text="Units used (metered)."),
+                "overage": ExactNumber(
+                    required=False, help_text="Units used past the limit (metered)."
+                ),
+                "config": serializers.JSONField(required=False, help_text="Static only."),
             },
         ),
     )
@@ -227,7 +244,7 @@ class CustomerGrantsView(APIView):
         )
         return Response(GrantSerializer(grants, many=True).data)
 
-    @extend_schema(request=GrantSerializer, responses=GrantSerializer)
+    @extend_schema(request=GrantSerializer, responses={201: GrantSerializer})
     def post(self, request, key: str):
         account = customer_billing_account(customer=get_object_or_404(Customer, key=key))
         serializer = GrantSerializer(data=request.data)

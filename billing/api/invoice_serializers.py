@@ -44,20 +44,24 @@ class MoneyField(serializers.Field):
 
 class InvoiceLineSerializer(serializers.ModelSerializer):
     kind = serializers.CharField(read_only=True)
-    feature = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    # null where a line has none: a fee or manual line has no feature, a manual line may
+    # have no quantity or unit price, a line not shared in a group has no group figures
+    feature = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
     customer = serializers.SlugRelatedField(
         slug_field="key", read_only=True, help_text="The customer (subsidiary) whose usage it is."
     )
-    quantity = PlainDecimalText()
-    unit_price = PlainDecimalText()
+    quantity = PlainDecimalText(allow_null=True)
+    unit_price = PlainDecimalText(allow_null=True)
     amount = MoneyField(currency_source="invoice.currency")
     group_quantity = PlainDecimalText(
-        help_text="The combined quantity the tiers saw, when the charge is shared."
+        allow_null=True,
+        help_text="The combined quantity the tiers saw, when the charge is shared.",
     )
-    group_amount = MoneyField(currency_source="invoice.currency")
+    group_amount = MoneyField(currency_source="invoice.currency", allow_null=True)
     adjusts_invoice = serializers.SlugRelatedField(
         slug_field="number",
         read_only=True,
+        allow_null=True,
         help_text="The invoice a prior-period adjustment corrects.",
     )
     tier_breakdown = serializers.SerializerMethodField(

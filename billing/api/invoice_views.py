@@ -147,6 +147,8 @@ def _user(request):
 class _StateConflicts:
     """``InvoiceStateError`` (a ValidationError) and ``FrozenInvoiceError`` answer 409."""
 
+    problem_statuses = (status.HTTP_409_CONFLICT,)  # documented by core.api.schema
+
     def handle_exception(self, exc):
         if isinstance(exc, InvoiceStateError | FrozenInvoiceError):
             detail = " ".join(exc.messages) if isinstance(exc, InvoiceStateError) else str(exc)

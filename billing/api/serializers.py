@@ -102,7 +102,9 @@ class TaxRateUpdateSerializer(TaxRateSerializer):
 
 
 class RateCardSerializer(serializers.ModelSerializer):
-    feature = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    feature = serializers.SlugRelatedField(
+        slug_field="key", read_only=True, allow_null=True, help_text="None for a flat fee."
+    )
 
     class Meta:
         model = RateCard
@@ -115,7 +117,7 @@ class PlanVersionSerializer(serializers.ModelSerializer):
 
     plan = serializers.SlugRelatedField(slug_field="key", read_only=True)
     minimum_commitment = MoneyText()
-    customer = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    customer = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
     derived_from = serializers.IntegerField(
         source="derived_from.version", read_only=True, allow_null=True, default=None
     )
@@ -123,7 +125,10 @@ class PlanVersionSerializer(serializers.ModelSerializer):
         help_text="The plan's newest public version: what new subscriptions get."
     )
     subscribers = serializers.IntegerField(
-        read_only=True, default=None, help_text="Subscriptions on this version not yet ended."
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="Subscriptions on this version not yet ended.",
     )
     rate_cards = RateCardSerializer(many=True, read_only=True)
     tax_rates = serializers.SlugRelatedField(slug_field="key", many=True, read_only=True)
@@ -415,11 +420,13 @@ class UpcomingLineSerializer(serializers.Serializer):
     )
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
-    quantity = PlainDecimalText()
-    unit_price = PlainDecimalText()
+    quantity = PlainDecimalText(allow_null=True)
+    unit_price = PlainDecimalText(allow_null=True)
     amount = MoneyText()
-    group_quantity = PlainDecimalText(help_text="The combined quantity the tiers saw.")
-    group_amount = MoneyText(help_text="The whole charge this line is a share of.")
+    group_quantity = PlainDecimalText(
+        allow_null=True, help_text="The combined quantity the tiers saw."
+    )
+    group_amount = MoneyText(allow_null=True, help_text="The whole charge this line is a share of.")
     tier_breakdown = serializers.SerializerMethodField()
 
     def get_feature(self, line) -> str | None:

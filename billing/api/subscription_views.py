@@ -13,7 +13,6 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django_filters import rest_framework as filters
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
@@ -240,7 +239,8 @@ class UpcomingInvoiceView(APIView):
         responses={
             200: UpcomingInvoiceSerializer,
             404: OpenApiResponse(
-                OpenApiTypes.OBJECT, description="Unknown customer, or no subscription now."
+                description="Unknown customer, or no subscription now (problem document with "
+                "code no_subscription and the billing_account's key)."
             ),
         }
     )

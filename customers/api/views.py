@@ -178,7 +178,7 @@ class ConsumerMappingDetail(generics.RetrieveUpdateAPIView):
 class ConsumerKeyMove(APIView):
     """Move a consumer key to another customer from an instant on, in one transaction."""
 
-    @extend_schema(request=ConsumerKeyMoveSerializer, responses=ConsumerMappingSerializer)
+    @extend_schema(request=ConsumerKeyMoveSerializer, responses={201: ConsumerMappingSerializer})
     def post(self, request, consumer_key: str):
         serializer = ConsumerKeyMoveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
