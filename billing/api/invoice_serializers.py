@@ -233,11 +233,18 @@ class InvoiceVoidRequest(serializers.Serializer):
     reason = serializers.CharField(max_length=500, help_text="Why the invoice is voided.")
 
 
+MAX_LINE_AMOUNT = Decimal("999999999999")
+
+
 class InvoiceLineAddRequest(serializers.Serializer):
     description = serializers.CharField(max_length=500)
     amount = serializers.DecimalField(
         max_digits=30,
         decimal_places=12,
+        # an invoice's amounts hold 15 integer digits (19, 4 decimal places): a line of
+        # at most 12 leaves room for the totals of many
+        max_value=MAX_LINE_AMOUNT,
+        min_value=-MAX_LINE_AMOUNT,
         help_text="A decimal string; rounded to the currency's minor unit.",
     )
     quantity = serializers.DecimalField(
