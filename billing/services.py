@@ -270,7 +270,14 @@ def _subscription_save(subscription: Subscription) -> Subscription:
 def subscription_create(
     *, customer: Customer, plan_version: PlanVersion, start: datetime, end: datetime | None = None
 ) -> Subscription:
-    """Subscribe a billing account to a plan version from ``start``; periods anchor on it."""
+    """Subscribe a billing account to a plan version from ``start``; periods anchor on it.
+
+    Raises ``ValidationError`` when ``end`` is not after ``start``, the customer is not a
+    billing account, the version is another customer's or in another currency, or the
+    account has a subscription for part of that time.
+    """
+    if end is not None and end <= start:
+        raise ValidationError({"end": "A subscription must end after it starts."})
     _account_check(customer, plan_version)
     return _subscription_save(
         Subscription(
@@ -286,6 +293,17 @@ def subscription_at(*, customer: Customer, at: datetime) -> Subscription | None:
         .exclude(end__lte=at)
         .first()
     )
+
+
+def _not_before_anchor(subscription: Subscription, at: datetime, what: str) -> None:
+    """No billing period holds an instant before the anchor, so nothing can be dated there."""
+    if at < subscription.anchor:
+        raise ValidationError(
+            {
+                "at": f"The {what} is dated {at.isoformat()}, before the subscription's billing "
+                f"periods begin ({subscription.anchor.isoformat()})."
+            }
+        )
 
 
 @transaction.atomic
@@ -305,6 +323,7 @@ def subscription_change_plan(
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     customer = subscription.customer
     _account_check(customer, plan_version)
+    _not_before_anchor(subscription, at, "change")
     if timing == "next_period":
         at = period_containing(
             anchor=subscription.anchor,
@@ -340,6 +359,7 @@ def subscription_cancel(
         .select_related("customer", "plan_version")
         .get(pk=subscription.pk)
     )
+    _not_before_anchor(subscription, at, "cancellation")
     if timing == "period_end":
         at = period_containing(
             anchor=subscription.anchor,
