@@ -25,14 +25,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AdminSplitDateTime
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import Q
-from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from billing.entitlements import (
@@ -43,6 +41,7 @@ from billing.entitlements import (
     grant_void,
 )
 from billing.models import EntitlementOverride, EntitlementType, Grant
+from core.api.times import instant_parse
 from core.money import format_quantity
 from customers.models import Customer
 from customers.selectors import billing_account_ids, customer_billing_account
@@ -395,10 +394,10 @@ class GrantAdmin(admin.ModelAdmin):
 def _instant(raw: str | None):
     if not raw:
         return timezone.now()
-    at = parse_datetime(raw.replace(" ", "+"))
-    if at is None or timezone.is_naive(at):
-        raise Http404("Give time as an ISO 8601 date-time with an offset.")
-    return at
+    try:
+        return instant_parse(raw)
+    except ValueError as exc:  # unreadable, or an instant the database cannot take
+        raise BadRequest(str(exc)) from exc
 
 
 def entitlement_status_context(*, customer: Customer, at) -> dict:

@@ -289,7 +289,7 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def retry_view(self, request, pk: int):
         self._operator_check(request, "rails.retry_settlement")
-        settlement = Settlement.objects.get(pk=pk)
+        settlement = get_object_or_404(Settlement, pk=pk)
         if request.method == "POST":
             try:
                 settlement_retry(
@@ -302,7 +302,7 @@ class SettlementAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request, pk: int):
         self._operator_check(request)
-        settlement = Settlement.objects.select_related("invoice").get(pk=pk)
+        settlement = get_object_or_404(Settlement.objects.select_related("invoice"), pk=pk)
         form = CancelForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

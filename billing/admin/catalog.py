@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -186,6 +187,8 @@ class PlanAdmin(admin.ModelAdmin):
 
     def prices_view(self, request, object_id):
         """The plan's whole configuration as one form; saved with ``plan_save``."""
+        if object_id is not None and not str(object_id).isdigit():
+            raise Http404("No plan has that id.")  # (<path:object_id>: anything may come)
         plan = get_object_or_404(Plan, pk=object_id) if object_id is not None else None
         allowed = (
             self.has_change_permission(request, plan) if plan else self.has_add_permission(request)

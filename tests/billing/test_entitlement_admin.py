@@ -113,13 +113,13 @@ def test_a_subsidiarys_status_is_its_billing_accounts(admin_client, acme):
     assert "acme-dev is billed on acme" in text(response)
 
 
-def test_the_status_page_answers_at_a_given_time_and_404s_for_an_unknown_customer(
+def test_the_status_page_answers_at_a_given_time_400s_for_a_bad_one_404s_for_an_unknown_customer(
     admin_client, acme
 ):
     url = reverse("admin:billing_entitlement_status", args=["acme"])
     before = (START - timedelta(days=1)).isoformat()
     assert "No entitlements at that instant" in text(admin_client.get(url, {"time": before}))
-    assert admin_client.get(url, {"time": "whenever"}).status_code == 404
+    assert admin_client.get(url, {"time": "whenever"}).status_code == 400
     missing = reverse("admin:billing_entitlement_status", args=["nobody"])
     assert admin_client.get(missing).status_code == 404
 
