@@ -16,11 +16,19 @@ from typing import Literal
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from customers.models import Customer
 from customers.selectors import consumer_mapping_at
-from metering.models import Aggregation, Event, Feature, Meter
+from metering.models import (
+    ROLLUP_FAILURE_EVENT_IDS,
+    Aggregation,
+    Event,
+    Feature,
+    Meter,
+    RefusedEvent,
+    RollupFailure,
+)
 from metering.services import meter_counted_nothing, meter_has_data
 
 Window = Literal["day", "hour"]
@@ -272,3 +280,78 @@ def meter_delete_blocker(*, meter: Meter) -> str | None:
     if meter_has_data(meter=meter) and not meter_counted_nothing(meter=meter):
         return "The meter has data (stored events of its type or rolled-up usage)."
     return None
+
+
+@dataclass(frozen=True)
+class MeterRollupProblem:
+    """What needs an operator about one meter's rollup.
+
+    ``halted_since``: the rollup of its new events fails since then (None: it runs), with
+    ``error`` and the ``event_ids`` found to cause it. ``refused``: events it left out of
+    its buckets and no operator acknowledged yet (``event_ids`` names the first of them
+    when the meter is not halted). ``reattributions``: consumer keys whose usage it could
+    not re-attribute after a mapping change (``reattribution_error``: the first one's).
+    Event ids are ``metering_event.id``, at most ``ROLLUP_FAILURE_EVENT_IDS``.
+    """
+
+    meter_id: int
+    meter_key: str
+    halted_since: datetime | None = None
+    last_failed_at: datetime | None = None
+    attempts: int = 0
+    error: str = ""
+    event_ids: tuple[int, ...] = ()
+    refused: int = 0
+    refused_reason: str = ""  # why the first of them was refused
+    reattributions: tuple[str, ...] = ()
+    reattribution_error: str = ""
+
+
+def rollup_problems(*, meter_ids: Sequence[int] | None = None) -> list[MeterRollupProblem]:
+    """Every meter whose rollup needs an operator (of ``meter_ids``, or all): halted ones
+    first (the longest halted first), then the others by key. A few indexed queries,
+    whatever the number of events."""
+    failures = RollupFailure.objects.select_related("meter").order_by("first_failed_at", "id")
+    refused = RefusedEvent.objects.filter(acknowledged_at__isnull=True)
+    if meter_ids is not None:
+        failures = failures.filter(meter_id__in=meter_ids)
+        refused = refused.filter(meter_id__in=meter_ids)
+    found: dict[int, dict] = {}
+
+    def entry(meter_id: int, key: str) -> dict:
+        return found.setdefault(meter_id, {"meter_id": meter_id, "meter_key": key})
+
+    for failure in failures:
+        item = entry(failure.meter_id, failure.meter.key)
+        if failure.stage == RollupFailure.Stage.ROLLUP:
+            item.update(
+                halted_since=failure.first_failed_at,
+                last_failed_at=failure.last_failed_at,
+                attempts=failure.attempts,
+                error=failure.error,
+                event_ids=tuple(failure.event_ids),
+            )
+        else:
+            item["reattributions"] = (*item.get("reattributions", ()), failure.consumer_key)
+            item.setdefault("reattribution_error", failure.error)
+    counts = refused.values("meter_id", "meter__key").annotate(n=Count("id")).order_by()
+    for row in counts:
+        item = entry(row["meter_id"], row["meter__key"])
+        item["refused"] = row["n"]
+        first = list(
+            refused.filter(meter_id=row["meter_id"])
+            .order_by("event_pk")
+            .values_list("event_pk", "reason")[:ROLLUP_FAILURE_EVENT_IDS]
+        )
+        item["refused_reason"] = first[0][1] if first else ""
+        if not item.get("event_ids"):
+            item["event_ids"] = tuple(pk for pk, _ in first)
+    problems = [MeterRollupProblem(**item) for item in found.values()]
+    return sorted(
+        problems,
+        key=lambda p: (
+            p.halted_since is None,
+            p.halted_since.timestamp() if p.halted_since else 0,
+            p.meter_key,
+        ),
+    )

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from customers.models import ConsumerMappingChange
 from metering import refusals, sql
 from metering.ingest import CloudEvent, events_store
-from metering.models import Aggregation, Feature, Meter, RollupFailure
+from metering.models import Aggregation, Feature, Meter, RefusedEvent, RollupFailure
 from metering.rollup import RollupResult, meters_rollup, subject_reattribute
 
 logger = logging.getLogger(__name__)
@@ -167,6 +167,14 @@ def usage_rollup(*, now: datetime) -> UsageRollupResult:
         reattributions_failed=RollupFailure.objects.filter(
             stage=RollupFailure.Stage.REATTRIBUTION
         ).count(),
+    )
+
+
+def refused_events_acknowledge(*, ids: list[int], now: datetime) -> int:
+    """Mark refused events as seen by an operator (they leave the dashboard); returns
+    how many were not acknowledged before. The events stay refused."""
+    return RefusedEvent.objects.filter(pk__in=ids, acknowledged_at__isnull=True).update(
+        acknowledged_at=now
     )
 
 

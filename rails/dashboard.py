@@ -28,7 +28,7 @@ from billing.api.upcoming import NoSubscription, upcoming_invoice
 from billing.models import Invoice, InvoiceStatus, Subscription
 from billing.periods import Period
 from metering.models import Meter
-from metering.selectors import unattributed_usage
+from metering.selectors import MeterRollupProblem, rollup_problems, unattributed_usage
 from rails.models import Settlement, SettlementState
 
 logger = logging.getLogger(__name__)
@@ -250,6 +250,8 @@ class Attention:
     webhooks_given_up: int | None
     unattributed: Unattributed | None = None
     next_retry_at: datetime | None = None  # the soonest retry of a failed settlement
+    # meters whose rollup fails, refused events or failed re-attributions: halted first
+    meter_problems: tuple[MeterRollupProblem, ...] = ()
 
 
 def unattributed_summary(*, now: datetime, days: int = UNATTRIBUTED_DAYS) -> Unattributed:
@@ -295,6 +297,7 @@ def attention(*, now: datetime, unattributed: Unattributed | None = None) -> Att
         webhook_failures=webhook_failures,
         webhooks_given_up=given_up,
         unattributed=unattributed,
+        meter_problems=tuple(rollup_problems()),
     )
 
 

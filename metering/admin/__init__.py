@@ -1,7 +1,9 @@
-"""Metering in the admin: the meter catalog, the event explorer, unattributed usage and
-usage charts. Importing the package registers every model admin."""
+"""Metering in the admin: the meter catalog, the event explorer, unattributed usage,
+usage charts, and the rollup's failures and refused events. Importing the package
+registers every model admin."""
 
 from metering.admin.catalog import FeatureAdmin, MeterAdmin
 from metering.admin.events import EventAdmin
+from metering.admin.rollup import RefusedEventAdmin, RollupFailureAdmin
 
-__all__ = ["EventAdmin", "FeatureAdmin", "MeterAdmin"]
+__all__ = ["EventAdmin", "FeatureAdmin", "MeterAdmin", "RefusedEventAdmin", "RollupFailureAdmin"]

@@ -11,17 +11,19 @@ import copy
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from django.forms.models import construct_instance
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from core.money import format_quantity
 from metering import services
+from metering.admin.rollup import event_links, refused_events_url
 from metering.admin.usage import feature_usage_view
-from metering.models import Feature, Meter
-from metering.selectors import meter_delete_blocker
+from metering.models import Feature, Meter, RollupFailure
+from metering.selectors import meter_delete_blocker, rollup_problems
 
 LOCKED_HELP = "Fixed: this meter has data. Create a new meter to count differently."
 
@@ -139,7 +141,14 @@ class MeterAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_feature_count=Count("features"))
+        halted = RollupFailure.objects.filter(
+            meter=OuterRef("pk"), stage=RollupFailure.Stage.ROLLUP
+        ).values("first_failed_at")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_feature_count=Count("features"), _halted_since=Subquery(halted[:1]))
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -183,6 +192,12 @@ class MeterAdmin(admin.ModelAdmin):
 
     @admin.display(description="last rollup", ordering="rollup_state__last_run_at")
     def last_rollup(self, obj: Meter):
+        halted_since = getattr(obj, "_halted_since", None)
+        if halted_since is not None:
+            return format_html(
+                '<strong style="color: var(--error-fg, #ba2121)">failing since {}</strong>',
+                f"{timezone.localtime(halted_since):%Y-%m-%d %H:%M}",
+            )
         state = self._state(obj)
         return state.last_run_at if state and state.last_run_at else "—"
 
@@ -194,14 +209,20 @@ class MeterAdmin(admin.ModelAdmin):
     @admin.display(description="rollup")
     def rollup(self, obj: Meter):
         state = self._state(obj) if obj.pk else None
-        if state is None:
-            return "Not rolled up yet."
+        problems = rollup_problems(meter_ids=[obj.pk]) if obj.pk else []
+        text = (
+            format_html(
+                "{} events rolled up; every event of a transaction below xid {} is in the "
+                "buckets; last run {}.",
+                format_quantity(state.events_rolled_up),
+                state.watermark,
+                state.last_run_at or "never",
+            )
+            if state is not None
+            else "Not rolled up yet."
+        )
         return format_html(
-            "{} events rolled up; every event of a transaction below xid {} is in the buckets; "
-            "last run {}.",
-            format_quantity(state.events_rolled_up),
-            state.watermark,
-            state.last_run_at or "never",
+            "{}{}", text, format_html_join("", "{}", ((_problem_html(p),) for p in problems))
         )
 
     def get_urls(self):
@@ -264,6 +285,47 @@ class MeterAdmin(admin.ModelAdmin):
             "can_add": self.has_add_permission(request),
         }
         return render(request, "admin/metering/meter/templates.html", context)
+
+
+def _problem_html(problem) -> str:
+    """A meter's rollup problem (``MeterRollupProblem``) for its change page."""
+    parts = []
+    if problem.halted_since:
+        parts.append(
+            format_html(
+                '<p class="errornote">The rollup of this meter fails since {} ({} attempts, '
+                "the last at {}): {}. Its usage after the watermark is not counted until a "
+                "run succeeds.{}</p>",
+                f"{timezone.localtime(problem.halted_since):%Y-%m-%d %H:%M}",
+                problem.attempts,
+                f"{timezone.localtime(problem.last_failed_at):%Y-%m-%d %H:%M}",
+                problem.error,
+                format_html(" Events found to cause it: {}.", event_links(problem.event_ids))
+                if problem.event_ids
+                else "",
+            )
+        )
+    if problem.refused:
+        parts.append(
+            format_html(
+                '<p>This meter refused <a href="{}">{} event{}</a> its buckets cannot hold '
+                "(not acknowledged yet): {}.</p>",
+                refused_events_url(meter_id=problem.meter_id),
+                format_quantity(problem.refused),
+                "s" if problem.refused != 1 else "",
+                event_links(problem.event_ids) if not problem.halted_since else "see the list",
+            )
+        )
+    if problem.reattributions:
+        parts.append(
+            format_html(
+                '<p class="errornote">Re-attributing the usage of {} after a mapping change '
+                "fails ({}); each run tries again.</p>",
+                ", ".join(problem.reattributions),
+                problem.reattribution_error,
+            )
+        )
+    return format_html_join("", "{}", ((p,) for p in parts))
 
 
 def _as_list(templates) -> list:

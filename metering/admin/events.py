@@ -25,7 +25,7 @@ from django.utils.safestring import mark_safe
 
 from customers.models import ConsumerMapping, Customer
 from customers.selectors import consumer_mapping_at, consumers_resolve
-from metering.models import Event, Meter, RollupState
+from metering.models import Event, Meter, RefusedEvent, RollupState
 from metering.selectors import event_search, unattributed_usage
 
 COUNT_CAP = 10_000
@@ -247,15 +247,22 @@ class EventAdmin(admin.ModelAdmin):
         watermarks = dict(
             RollupState.objects.filter(meter__in=meters).values_list("meter_id", "watermark")
         )
+        refused = dict(
+            RefusedEvent.objects.filter(meter__in=meters, event_pk=obj.pk).values_list(
+                "meter_id", "reason"
+            )
+        )
+
+        def state(meter: Meter) -> str:
+            if meter.pk in refused:
+                return f"refused: {refused[meter.pk]}; not counted"
+            return "rolled up" if obj.xid < watermarks.get(meter.pk, 0) else "not rolled up yet"
+
         return format_html_join(
             ", ",
             '<a href="{}">{}</a> ({})',
             (
-                (
-                    reverse("admin:metering_meter_change", args=[m.pk]),
-                    m.key,
-                    "rolled up" if obj.xid < watermarks.get(m.pk, 0) else "not rolled up yet",
-                )
+                (reverse("admin:metering_meter_change", args=[m.pk]), m.key, state(m))
                 for m in meters
             ),
         )

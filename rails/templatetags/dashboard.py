@@ -152,6 +152,85 @@ def _failed_detail(found: d.Attention, now: datetime) -> str:
     return "; ".join(parts) + "."
 
 
+def _meter_problems_card(problems) -> dict:
+    halted = [p for p in problems if p.halted_since]
+    refused = sum(p.refused for p in problems)
+    parts = []
+    if halted:
+        parts.append(
+            f"{len(halted)} halted (usage after {'its' if len(halted) == 1 else 'their'} "
+            "watermark is not counted)"
+        )
+    if refused:
+        refusing = sum(1 for p in problems if p.refused)
+        parts.append(
+            f"{format_quantity(refused)} event{'s' if refused != 1 else ''} refused by "
+            f"{refusing} meter{'s' if refusing != 1 else ''}, not acknowledged"
+        )
+    reattributing = sum(1 for p in problems if p.reattributions)
+    if reattributing:
+        parts.append(f"{reattributing} failing to re-attribute a consumer's usage")
+    return {
+        "key": "meter-rollups",
+        "label": "Meters with rollup problems",
+        "count": len(problems),
+        "detail": "; ".join(parts) + ". Each is listed below.",
+        "url": _url("admin:metering_rollupfailure_changelist")
+        if halted or reattributing
+        else _url("admin:metering_refusedevent_changelist", {"acknowledged": "no"}),
+        "alarm": True,
+        "problems": problems,  # listed below the cards
+    }
+
+
+def _meter_problem_rows(problems) -> list[dict]:
+    """One row per meter that needs an operator, with links to it and its events."""
+    rows = []
+    for p in problems:
+        if p.halted_since:
+            state = (
+                f"Halted since {timezone.localtime(p.halted_since):%Y-%m-%d %H:%M} "
+                f"({format_quantity(p.attempts)} attempt{'s' if p.attempts != 1 else ''})"
+            )
+        elif p.refused:
+            state = "Rolling up, without the refused events"
+        else:
+            state = "Rolling up"
+        notes = []
+        if p.error:
+            notes.append(p.error)
+        if p.refused:
+            notes.append(
+                f"{format_quantity(p.refused)} event{'s' if p.refused != 1 else ''} refused, "
+                f"not counted (the first: {p.refused_reason})"
+            )
+        if p.reattributions:
+            notes.append(
+                f"Re-attributing {', '.join(p.reattributions)} after a mapping change fails: "
+                f"{p.reattribution_error}"
+            )
+        rows.append(
+            {
+                "key": p.meter_key,
+                "url": _url("admin:metering_meter_change", args=[p.meter_id]),
+                "state": state,
+                "notes": notes,
+                "events": [
+                    {"id": pk, "url": _url("admin:metering_event_change", args=[pk])}
+                    for pk in p.event_ids
+                ],
+                "refused": format_quantity(p.refused) if p.refused else "",
+                "refused_url": _url(
+                    "admin:metering_refusedevent_changelist",
+                    {"meter__id__exact": p.meter_id, "acknowledged": "no"},
+                )
+                if p.refused
+                else None,
+            }
+        )
+    return rows
+
+
 def _attention(user, now: datetime, refresh: bool) -> list[dict]:
     can = user.has_perm
     unattributed = (
@@ -216,6 +295,8 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
                 "alarm": bool(unattributed.events),
             }
         )
+    if found.meter_problems and can("metering.view_meter"):
+        items.append(_meter_problems_card(found.meter_problems))
     if found.webhook_failures is not None and can("billing.view_webhookdelivery"):
         items.append(
             {
@@ -250,5 +331,8 @@ def operator_dashboard(context) -> dict:
     if user.has_perm("metering.view_meter"):
         out["usage"] = _usage(now, refresh)
     out["attention"] = _attention(user, now, refresh)
+    if user.has_perm("metering.view_meter"):
+        problems = next((i["problems"] for i in out["attention"] if "problems" in i), ())
+        out["meter_problems"] = _meter_problem_rows(problems)
     out["recent_changes_url"] = _url("admin:audit_recent")
     return out

@@ -11,14 +11,17 @@ Transactional tests: the rollup only takes events of transactions that have fini
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
+from django.urls import reverse
 
 from customers.models import ConsumerMappingChange
 from customers.services import consumer_mapping_create
@@ -362,3 +365,61 @@ def test_the_periodic_rollup_task_does_not_raise_for_one_bad_meter(two_meters):
     assert outcome["failed_meters"] == ["llm_tokens"]
     assert totals(calls)["events"] == 1
     assert RollupFailure.objects.filter(meter=tokens).exists()
+
+
+def dashboard_row(html: str, meter_key: str) -> str:
+    match = re.search(rf'<tr class="meter-problem-{meter_key}">(.*?)</tr>', html, re.S)
+    assert match, meter_key
+    return match.group(1)
+
+
+def words(html: str) -> str:
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_shows_each_failing_meter_its_error_and_the_events_to_blame(
+    admin_client, two_meters
+):
+    tokens, _ = two_meters
+    Meter.objects.create(  # stored before paths were checked
+        key="latency", event_type="request", aggregation="MAX", value_property="$.a b"
+    )
+    _, bad = store_unchecked(
+        cloud_event(1, type="llm", tokens=1, model="a"),
+        cloud_event(2, type="llm", tokens=1e30, model="a"),
+    )
+    store_unchecked(cloud_event(3, type="request", ms=12))
+    usage_rollup(now=NOW)
+
+    html = admin_client.get(reverse("admin:index"), {"refresh": "1"}).content.decode()
+
+    card = re.search(
+        r'id="attention-meter-rollups">.*?class="count"><a href="([^"]+)">(\d+)', html, re.S
+    )
+    assert card and card.group(2) == "2"
+    halted = dashboard_row(html, "latency")
+    assert words(halted).startswith("latency Halted since")
+    assert "'$.a b' is not a JSONPath PostgreSQL can evaluate" in words(halted)
+    refusing = dashboard_row(html, "llm_tokens")
+    assert (
+        "1 event refused, not counted (the first: its value 1e+30 is beyond what a usage "
+        "bucket holds" in words(refusing)
+    )
+    event_url = reverse("admin:metering_event_change", args=[bad])
+    assert f'<a href="{event_url}">{bad}</a>' in refusing
+    event_page = admin_client.get(event_url).content.decode()
+    assert "refused: its value 1e+30 is beyond what a usage bucket holds" in words(event_page)
+
+    listing_url = unescape(re.search(r'href="([^"]+)">\(all 1 refused\)', refusing).group(1))
+    listing = admin_client.get(listing_url)
+    assert [r.event_pk for r in listing.context["cl"].result_list] == [bad]
+    admin_client.post(
+        listing_url,
+        {"action": "acknowledge", "_selected_action": [r.pk for r in RefusedEvent.objects.all()]},
+    )
+
+    html = admin_client.get(reverse("admin:index"), {"refresh": "1"}).content.decode()
+    assert 'class="meter-problem-llm_tokens"' not in html  # seen; the event stays refused
+    assert 'class="meter-problem-latency"' in html
+    assert totals(tokens) == {"events": 1, "value": Decimal(1)}
