@@ -232,7 +232,9 @@ def _aggregate(
     return events, buckets
 
 
-def _lock_state(cursor, meter: Meter) -> int:
+def watermark_lock(cursor, meter: Meter) -> int:
+    """Lock ``meter``'s watermark row (creating it at 0) until the transaction ends, and
+    return the watermark: while it is held, no rollup writes the meter's buckets."""
     cursor.execute(
         "INSERT INTO metering_rollupstate (meter_id, watermark, events_rolled_up) VALUES (%s, 0, 0) "
         "ON CONFLICT DO NOTHING",
@@ -287,7 +289,7 @@ def meter_rollup(*, meter: Meter, now: datetime) -> RollupResult:
     events it refused). Raises what the database raises, and then changes nothing;
     ``meters_rollup`` isolates failures (``meter_rollup_recover``)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        watermark = _lock_state(cursor, meter)
+        watermark = watermark_lock(cursor, meter)
         horizon = _horizon(cursor)
         if horizon <= watermark:
             return RollupResult(meter=meter.key, events=0, buckets=0, watermark=watermark)
@@ -304,7 +306,7 @@ def meter_rollup_recover(*, meter: Meter, now: datetime, error: Exception) -> Ro
     logger.warning("Rollup of meter %s failed: %s", meter.key, message)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            watermark = _lock_state(cursor, meter)
+            watermark = watermark_lock(cursor, meter)
             horizon = _horizon(cursor)
             if horizon <= watermark:  # another worker rolled it up meanwhile
                 return RollupResult(meter=meter.key, events=0, buckets=0, watermark=watermark)
@@ -408,7 +410,7 @@ def subject_reattribute(
     of events re-aggregated.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        watermark = _lock_state(cursor, meter)
+        watermark = watermark_lock(cursor, meter)
         if watermark == 0:  # nothing rolled up, so no bucket to rebuild
             return 0
         bounds = {

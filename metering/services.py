@@ -13,8 +13,16 @@ from django.db import connection, transaction
 from customers.models import ConsumerMappingChange
 from metering import refusals, sql
 from metering.ingest import CloudEvent, events_store
-from metering.models import Aggregation, Feature, Meter, RefusedEvent, RollupFailure
-from metering.rollup import RollupResult, meters_rollup, subject_reattribute
+from metering.models import (
+    Aggregation,
+    Event,
+    Feature,
+    Meter,
+    RefusedEvent,
+    RollupFailure,
+    RollupState,
+)
+from metering.rollup import RollupResult, meters_rollup, subject_reattribute, watermark_lock
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +184,55 @@ def refused_events_acknowledge(*, ids: list[int], now: datetime) -> int:
     return RefusedEvent.objects.filter(pk__in=ids, acknowledged_at__isnull=True).update(
         acknowledged_at=now
     )
+
+
+def event_refusal_blocker(*, meter: Meter, event_pk: int) -> str | None:
+    """Why an operator cannot refuse the stored event ``event_pk`` for ``meter``, or None.
+
+    Only an event of the meter's type that it has not rolled up yet can be refused:
+    one in the buckets already would have to be taken out of them, and refusing never
+    changes what was counted."""
+    event = Event.objects.filter(pk=event_pk).only("type", "xid").first()
+    if event is None:
+        return f"No stored event has the row id {event_pk}."
+    if event.type != meter.event_type:
+        return f"Event {event_pk} is of type {event.type!r}; meter {meter.key} counts {meter.event_type!r}."
+    if RefusedEvent.objects.filter(meter=meter, event_pk=event_pk).exists():
+        return f"Meter {meter.key} refused event {event_pk} already."
+    watermark = RollupState.objects.filter(meter=meter).values_list("watermark", flat=True).first()
+    if watermark is not None and event.xid < watermark:
+        return (
+            f"Meter {meter.key} has rolled event {event_pk} up already: it is counted, and "
+            "refusing it now would change usage that may be billed."
+        )
+    return None
+
+
+def event_refuse(
+    *, meter: Meter, event_pk: int, reason: str, actor: str, now: datetime
+) -> RefusedEvent:
+    """An operator leaves the stored event ``event_pk`` out of ``meter``'s buckets for
+    good: the way out for a meter halted with no single event to blame (say, a sum of
+    old events no bucket can hold). Acknowledged at once (the operator decided it).
+    Raises ``ValidationError`` (see ``event_refusal_blocker``)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        watermark_lock(cursor, meter)  # no rollup of the meter meanwhile
+        blocker = event_refusal_blocker(meter=meter, event_pk=event_pk)
+        if blocker:
+            raise ValidationError({"event_pk": blocker})
+        event = Event.objects.get(pk=event_pk)
+        return RefusedEvent.objects.create(
+            meter=meter,
+            event_pk=event.pk,
+            event_time=event.time,
+            source=event.source,
+            event_id=event.event_id,
+            subject=event.subject,
+            xid=event.xid,
+            reason=f"refused by {actor}: {reason}",
+            refused_at=now,
+            acknowledged_at=now,
+        )
 
 
 def meter_has_data(*, meter: Meter) -> bool:

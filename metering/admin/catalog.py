@@ -295,7 +295,8 @@ def _problem_html(problem) -> str:
             format_html(
                 '<p class="errornote">The rollup of this meter fails since {} ({} attempts, '
                 "the last at {}): {}. Its usage after the watermark is not counted until a "
-                "run succeeds.{}</p>",
+                "run succeeds.{} Fix the meter if its paths are to blame; if stored events "
+                'are, <a href="{}">refuse them</a> (only events not rolled up yet).</p>',
                 f"{timezone.localtime(problem.halted_since):%Y-%m-%d %H:%M}",
                 problem.attempts,
                 f"{timezone.localtime(problem.last_failed_at):%Y-%m-%d %H:%M}",
@@ -303,6 +304,7 @@ def _problem_html(problem) -> str:
                 format_html(" Events found to cause it: {}.", event_links(problem.event_ids))
                 if problem.event_ids
                 else "",
+                f"{reverse('admin:metering_refusedevent_add')}?meter={problem.meter_id}",
             )
         )
     if problem.refused:

@@ -1,15 +1,18 @@
 """The rollup's problems in the admin: meters whose rollup fails (``RollupFailure``) and
 events that meters refused (``RefusedEvent``).
 
-Both are written by the rollup only: failures are read-only here (the run that succeeds
-deletes them); refused events can be acknowledged, which takes them off the dashboard
-and changes nothing else (they stay out of the meter's buckets).
+Failures are written by the rollup only and are read-only here (the run that succeeds
+deletes them). Refused events can be acknowledged, which takes them off the dashboard
+and changes nothing else (they stay out of the meter's buckets); and an operator may
+refuse an event the meter has not rolled up yet ("Add refused event"): the way out for
+a meter halted with no single event to blame.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
@@ -96,6 +99,27 @@ class AcknowledgedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RefuseEventForm(forms.ModelForm):
+    """An operator refuses one stored event for one meter (``services.event_refuse``)."""
+
+    class Meta:
+        model = RefusedEvent
+        fields = ["meter", "event_pk", "reason"]
+        help_texts = {
+            "event_pk": "The event's row id: the number in its event-explorer address.",
+            "reason": "Why it must not count (kept with the refusal).",
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        meter, event_pk = cleaned.get("meter"), cleaned.get("event_pk")
+        if meter is not None and event_pk is not None:
+            blocker = services.event_refusal_blocker(meter=meter, event_pk=event_pk)
+            if blocker:
+                self.add_error("event_pk", blocker)
+        return cleaned
+
+
 @admin.register(RefusedEvent)
 class RefusedEventAdmin(_ReadOnly):
     list_display = [
@@ -117,6 +141,34 @@ class RefusedEventAdmin(_ReadOnly):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a refusal is a record; acknowledging it is the operator's answer
+
+    def has_add_permission(self, request) -> bool:
+        return admin.ModelAdmin.has_add_permission(self, request)
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = RefuseEventForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return super().get_readonly_fields(request, obj) if obj is not None else []
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["meter", "event_pk", "reason"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        refused = services.event_refuse(
+            meter=obj.meter,
+            event_pk=obj.event_pk,
+            reason=obj.reason,
+            actor=request.user.get_username(),
+            now=timezone.now(),
+        )
+        obj.pk = refused.pk
 
     @admin.display(description="event", ordering="event_pk")
     def event_link(self, obj: RefusedEvent):

@@ -227,6 +227,41 @@ def test_a_sum_that_overflows_its_bucket_halts_the_meter_without_blaming_one_eve
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_operator_refuses_an_event_to_unblock_a_halted_meter_but_never_a_counted_one(
+    admin_client, two_meters
+):
+    tokens, _ = two_meters
+    counted, first, second = store_unchecked(
+        cloud_event(1, type="llm", tokens=2, model="b"),
+        cloud_event(2, type="llm", tokens=6e27, model="a"),
+        cloud_event(3, type="llm", tokens=6e27, model="a"),
+    )
+    usage_rollup(now=NOW)  # halted: the two together overflow their bucket
+    meter_page = admin_client.get(reverse("admin:metering_meter_change", args=[tokens.pk]))
+    add_url = f"{reverse('admin:metering_refusedevent_add')}?meter={tokens.pk}"
+    assert add_url.replace("&", "&amp;") in meter_page.content.decode()
+
+    response = admin_client.post(
+        add_url, {"meter": tokens.pk, "event_pk": second, "reason": "a client bug, resent"}
+    )
+
+    assert response.status_code == 302
+    refused = RefusedEvent.objects.get(event_pk=second)
+    assert refused.reason.startswith("refused by admin: a client bug, resent")
+    assert refused.acknowledged_at is not None  # the operator decided: nothing to show
+    usage_rollup(now=LATER)
+    assert totals(tokens) == {"events": 2, "value": Decimal("6000000000000000000000000002")}
+    assert not RollupFailure.objects.exists()
+
+    response = admin_client.post(
+        add_url, {"meter": tokens.pk, "event_pk": counted, "reason": "too late"}
+    )
+    errors = response.context["adminform"].form.errors
+    assert "has rolled event" in errors["event_pk"][0] and "it is counted" in errors["event_pk"][0]
+    assert RefusedEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_rollup_that_raises_mid_meter_loses_nothing_and_counts_nothing_twice(
     two_meters, monkeypatch
 ):
