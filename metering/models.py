@@ -302,3 +302,42 @@ class RefusedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}/{self.event_id} refused by meter {self.meter_id}"
+
+
+class KongSkippedEntry(models.Model):
+    """Kong logs that the HTTP Log receiver skipped, counted per day (UTC, of receipt) and
+    reason, with the latest skipped log as a sample: what the operator sees beside the
+    unattributed usage.
+
+    The receiver stores every log it can attribute and read and skips the others rather
+    than refuse the batch (Kong drops a refused batch after its retries, good logs and
+    all). A skipped log is counted each time it arrives: a batch Kong sends again counts
+    its skipped logs again, while its stored events count once. One row per day and
+    reason, upserted once per request, keeps the receiver's cost flat.
+    """
+
+    class Reason(models.TextChoices):
+        NO_SUBJECT = "no_subject", "No consumer and no subject header"
+        BAD_SUBJECT = "bad_subject", "Subject too long or holding a NUL"
+        NOT_A_LOG = "not_a_log", "Not a Kong HTTP log (not an object, or a stream log)"
+        NOT_UTF8 = "not_utf8", "Not UTF-8"
+        BAD_NUMBER = "bad_number", "A number that cannot be read"
+        BAD_TIME = "bad_time", "started_at unreadable or outside the accepted window"
+        BAD_TOKENS = "bad_tokens", "Token counts that are not whole numbers"
+
+    day = models.DateField()
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    count = models.PositiveBigIntegerField(default=0)
+    sample = models.TextField(blank=True, help_text="The latest skipped log, truncated.")
+    detail = models.TextField(blank=True, help_text="Why the latest was skipped.")
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "reason"]
+        verbose_name = "skipped Kong log"
+        constraints = [
+            models.UniqueConstraint(fields=["day", "reason"], name="kong_skipped_once_a_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.reason}: {self.count}"

@@ -25,6 +25,7 @@ from django.utils.safestring import mark_safe
 
 from customers.models import ConsumerMapping, Customer
 from customers.selectors import consumer_mapping_at, consumers_resolve
+from metering.gateways.selectors import kong_skips
 from metering.models import Event, Meter, RefusedEvent, RollupState
 from metering.selectors import event_search, unattributed_usage
 
@@ -288,7 +289,8 @@ class EventAdmin(admin.ModelAdmin):
     UNATTRIBUTED_PER_PAGE = 200
 
     def unattributed_view(self, request):
-        """Subjects with events that no consumer mapping covered, with a link to map each."""
+        """Subjects with events that no consumer mapping covered, with a link to map each;
+        and the Kong logs the receiver skipped (no subject at all, or unreadable)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         period = request.GET.get("since", "30")
@@ -329,5 +331,6 @@ class EventAdmin(admin.ModelAdmin):
             "period": period,
             "period_label": label,
             "periods": [(k, v[0]) for k, v in self.UNATTRIBUTED_PERIODS.items()],
+            "kong_skips": kong_skips(since=since.date() if since else None),
         }
         return render(request, "admin/metering/unattributed.html", context)

@@ -17,4 +17,10 @@ urlpatterns = [
     path(
         "gateways/kong/http-log", gateway_views.KongHttpLogReceiver.as_view(), name="kong-http-log"
     ),
+    # Kong's http-log drops its endpoint's query string: the subject header rides the path
+    path(
+        "gateways/kong/http-log/subject-header/<str:subject_header>",
+        gateway_views.KongHttpLogSubjectHeaderReceiver.as_view(),
+        name="kong-http-log-subject-header",
+    ),
 ]

@@ -24,7 +24,10 @@ from Kong's source and docs:
   request_model, response_model, llm_latency}``.
 
 Each log becomes one ``request`` event and, for each AI section that counted tokens, one
-``llm`` event (see ``kong_log_events``). The functions here are pure: no ORM, no clock.
+``llm`` event (see ``kong_log_events``). A log that cannot become events (no subject,
+unreadable) is skipped with a reason, never a reason to refuse the others: Kong's queue
+retries a refused batch and then drops it, good logs and all. The functions here are
+pure: no ORM, no clock.
 """
 
 from __future__ import annotations
@@ -33,20 +36,25 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from metering.ingest import CloudEvent, EventError, MalformedBody, ParsedBatch
+from metering.ingest import CloudEvent, MalformedBody
 from metering.ingest_limits import (
     EARLIEST_TIME,
     VALUE_DECIMAL_PLACES,
     VALUE_MAX_EXCLUSIVE,
     number_problem,
+    text_problem,
     time_problem,
 )
+from metering.models import KongSkippedEntry
+from metering.partitions import month_start
+
+Reason = KongSkippedEntry.Reason
 
 REQUEST_TYPE = "request"
 LLM_TYPE = "llm"
@@ -58,6 +66,8 @@ _MAX_KEY = 255
 _MAX_COUNT_DIGITS = len(str(VALUE_MAX_EXCLUSIVE - 1))
 _MAX_ID = 200  # leaves room for the ":llm:<plugin>" suffix of the LLM event's id
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# A skipped log is kept as a sample for the operator, cut to this many characters.
+SAMPLE_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -70,15 +80,39 @@ class KongOptions:
 
 
 class KongLogError(ValueError):
-    """A log that cannot become events; the message is the reason shown to the sender."""
+    """A log that cannot become events: ``reason`` is what it is counted under, the
+    message says what exactly (shown to the operator with the log)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class UnreadableLog:
     """An item of the body that could not be decoded (not UTF-8, a number out of range),
-    kept in its place so that it is reported with its index like any other bad log."""
+    kept in its place, with its bytes, so that it is skipped like any other bad log."""
 
-    reason: str
+    reason: Reason
+    detail: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class SkippedLog:
+    """A log that became no event: its index in the batch, why, and the log itself as
+    text (cut to ``SAMPLE_CHARS``) for the operator to see."""
+
+    index: int
+    reason: Reason
+    detail: str
+    sample: str
+
+
+@dataclass(frozen=True)
+class KongBatch:
+    events: list[CloudEvent]
+    skipped: list[SkippedLog]
 
 
 _decode_raw = msgspec.json.Decoder(msgspec.Raw)
@@ -135,9 +169,10 @@ def _logs_one_by_one(body: bytes) -> list[Any]:
         try:
             logs.append(msgspec.json.decode(raw))
         except UnicodeDecodeError:
-            logs.append(UnreadableLog("the log is not valid UTF-8"))
+            logs.append(UnreadableLog(Reason.NOT_UTF8, "the log is not valid UTF-8", bytes(raw)))
         except msgspec.ValidationError as exc:  # "Number out of range - at `$[...]`"
-            logs.append(UnreadableLog(f"the log cannot be read: {str(exc).split(' - at ')[0]}"))
+            detail = f"the log cannot be read: {str(exc).split(' - at ')[0]}"
+            logs.append(UnreadableLog(Reason.BAD_NUMBER, detail, bytes(raw)))
     return logs
 
 
@@ -151,33 +186,72 @@ def _malformed(body: bytes, exc: msgspec.DecodeError) -> MalformedBody:
 
 def kong_logs_to_events(
     logs: list[Any], *, options: KongOptions, received_at: datetime | None
-) -> ParsedBatch:
-    """Convert every log; all or nothing, like the events endpoint: when any log is
-    invalid, no events and one ``EventError`` per bad log (its index in the batch).
-    ``received_at``: when the request arrived (None: no upper bound on event times)."""
+) -> KongBatch:
+    """Convert every log that can be converted, and skip the others: the events of the
+    good logs, and one ``SkippedLog`` per log that cannot become events (no subject,
+    unreadable; see ``kong_log_events``). Unlike the events endpoint, never all or
+    nothing: a gateway's batch holds many clients' requests, and one bad log must not
+    cost the rest. ``received_at``: when the request arrived (None: no upper bound on
+    event times)."""
     events: list[CloudEvent] = []
-    errors: list[EventError] = []
+    skipped: list[SkippedLog] = []
     for index, log in enumerate(logs):
         try:
             events.extend(kong_log_events(log, options=options, received_at=received_at))
         except KongLogError as exc:
-            errors.append(EventError(index, str(exc)))
-    return ParsedBatch(events=[] if errors else events, errors=errors)
+            skipped.append(SkippedLog(index, exc.reason, str(exc), _sample(log)))
+    return KongBatch(events=events, skipped=skipped)
+
+
+def kong_events_set_aside(
+    events: list[CloudEvent], *, months: set[date], received_at: datetime
+) -> KongBatch:
+    """The events outside ``months`` (month starts, UTC), and a ``SkippedLog`` for each
+    log whose events fall in them (its ``request`` event as the sample): for logs in
+    more months without a partition than one request may open. Their index is -1: the
+    batch's order is not kept in events."""
+    kept: list[CloudEvent] = []
+    skipped: list[SkippedLog] = []
+    for event in events:
+        if month_start(event.time or received_at) not in months:
+            kept.append(event)
+        elif event.type == REQUEST_TYPE:  # one per log; its llm events go with it
+            detail = (
+                "started_at: in a month with no partition yet, past the "
+                "months one request may open; send older logs in smaller batches"
+            )
+            skipped.append(SkippedLog(-1, Reason.BAD_TIME, detail, _sample(event)))
+    return KongBatch(events=kept, skipped=skipped)
+
+
+def _sample(log: Any) -> str:
+    """The log as JSON text for the operator, cut to ``SAMPLE_CHARS``; bytes that are not
+    UTF-8 shown as escapes, and a NUL as its JSON escape (PostgreSQL's text refuses it)."""
+    if isinstance(log, UnreadableLog):
+        text = log.raw[: SAMPLE_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    else:
+        text = msgspec.json.encode(log).decode()
+    text = text.replace("\x00", "\\u0000")
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
 
 
 def kong_log_events(
     log: Any, *, options: KongOptions, received_at: datetime | None
 ) -> list[CloudEvent]:
-    """The events of one Kong log. Raises ``KongLogError`` when it is unreadable, has no
-    subject, no ``request`` (stream logs), a ``started_at`` that is unreadable or outside
-    the accepted time window (docs/limits.md), or unreadable token counts.
+    """The events of one Kong log. Raises ``KongLogError`` (with the reason it is counted
+    under) when it is unreadable, has no subject, a subject that cannot be stored, no
+    ``request`` (stream logs), a ``started_at`` that is unreadable or outside the
+    accepted time window (docs/limits.md), or unreadable token counts.
 
-    - ``request``: ``data`` = route (route name, else its first path), service (name,
-      else host), method, status (a string), path, latency_ms / kong_latency_ms /
+    - ``request``: ``data`` = route_name (Kong's ``route.name``), route (the route's
+      name, else its first configured path: what identifies the route either way),
+      path (the request's path, ``request.uri`` without the query string), service
+      (name, else host), method, status (a string), latency_ms / kong_latency_ms /
       upstream_latency_ms, request_bytes / response_bytes, workspace.
     - ``llm`` (per AI section with tokens): model (the requested model), response_model,
       provider, prompt_tokens, completion_tokens, total_tokens, cost (a decimal string,
-      Kong's own estimate), llm_latency_ms, plugin, and route, service, status.
+      Kong's own estimate), llm_latency_ms, plugin, and route_name, route, path,
+      service, status.
 
     Subject: the configured request header when the log carries it, else the consumer's
     custom_id, username or id. Time: ``started_at``. Id: Kong's request id, so a re-sent
@@ -186,17 +260,22 @@ def kong_log_events(
     decimal places a usage bucket keeps.
     """
     if isinstance(log, UnreadableLog):
-        raise KongLogError(log.reason)
+        raise KongLogError(log.reason, log.detail)
     if not isinstance(log, dict):
-        raise KongLogError("must be a Kong log object")
+        raise KongLogError(Reason.NOT_A_LOG, "must be a Kong log object")
     request = log.get("request")
     if not isinstance(request, dict):
-        raise KongLogError("request: required (stream, i.e. TCP/UDP, logs are not metered here)")
+        raise KongLogError(
+            Reason.NOT_A_LOG, "request: required (stream, i.e. TCP/UDP, logs are not metered here)"
+        )
     response = _dict(log.get("response"))
     subject = _subject(log, request, options)
     time = _time(log.get("started_at"), received_at=received_at)
     event_id = _event_id(log, request, response)
-    route = _route_name(_dict(log.get("route")))
+    route_info = _dict(log.get("route"))
+    route_name = _text(route_info.get("name"))
+    route = route_name or _first_path(route_info)
+    path = _path(request.get("uri"))
     service = _service_name(_dict(log.get("service")))
     status = _status(response.get("status"))
     latencies = _dict(log.get("latencies"))
@@ -219,10 +298,11 @@ def kong_log_events(
             REQUEST_TYPE,
             {
                 "route": route,
+                "route_name": route_name,
                 "service": service,
                 "method": _text(request.get("method")),
                 "status": status,
-                "path": _path(request.get("uri")),
+                "path": path,
                 "latency_ms": _number(latencies.get("request")),
                 "kong_latency_ms": _number(latencies.get("kong")),
                 "upstream_latency_ms": None if upstream_latency == -1 else upstream_latency,
@@ -257,6 +337,8 @@ def kong_log_events(
                     "llm_latency_ms": _number(meta.get("llm_latency")),
                     "plugin": _text(plugin),
                     "route": route,
+                    "route_name": route_name,
+                    "path": path,
                     "service": service,
                     "status": status,
                 },
@@ -269,15 +351,16 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _text(value: Any) -> str | None:
-    """A non-empty string without NUL characters (PostgreSQL's jsonb refuses them)."""
+def _text(value: Any, *, keep_nul: bool = False) -> str | None:
+    """A non-empty string without NUL characters (PostgreSQL's jsonb refuses them);
+    ``keep_nul`` leaves them for the caller to refuse."""
     if not isinstance(value, str):
         return None
-    value = value.replace("\x00", "").strip()
+    value = (value if keep_nul else value.replace("\x00", "")).strip()
     return value or None
 
 
-def _header(headers: Any, name: str) -> str | None:
+def _header(headers: Any, name: str, *, keep_nul: bool = False) -> str | None:
     """A header's value; Kong logs names in lower case and a repeated header as a list."""
     if not isinstance(headers, dict) or not name:
         return None
@@ -286,31 +369,39 @@ def _header(headers: Any, name: str) -> str | None:
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     if isinstance(value, list):
         value = next((v for v in value if _text(v)), None)
-    return _text(value)
+    return _text(value, keep_nul=keep_nul)
 
 
 def _subject(log: dict[str, Any], request: dict[str, Any], options: KongOptions) -> str:
     if options.subject_header:
-        value = _header(request.get("headers"), options.subject_header)
+        value = _header(request.get("headers"), options.subject_header, keep_nul=True)
         if value:
             return _checked_subject(value, f"request.headers.{options.subject_header}")
     consumer = _dict(log.get("consumer"))
     for field in ("custom_id", "username", "id"):
-        value = _text(consumer.get(field))
+        value = _text(consumer.get(field), keep_nul=True)
         if value:
             return _checked_subject(value, f"consumer.{field}")
     where = "no consumer"
     if options.subject_header:
         where += f" and no '{options.subject_header}' request header"
     raise KongLogError(
+        Reason.NO_SUBJECT,
         f"subject: the log has {where}; authenticate the route with a Kong consumer, "
-        "or name a request header that carries the subject (subjectHeader)"
+        "or name a request header that carries the subject "
+        "(.../http-log/subject-header/<name>)",
     )
 
 
 def _checked_subject(value: str, where: str) -> str:
+    """The subject as sent: a NUL is not dropped as in other text, since "a\\0b" and
+    "ab" are different consumers."""
+    if reason := text_problem(value):
+        raise KongLogError(Reason.BAD_SUBJECT, f"subject: {where} {reason}")
     if len(value) > _MAX_KEY:
-        raise KongLogError(f"subject: {where} is longer than {_MAX_KEY} characters")
+        raise KongLogError(
+            Reason.BAD_SUBJECT, f"subject: {where} is longer than {_MAX_KEY} characters"
+        )
     return value
 
 
@@ -318,18 +409,19 @@ def _time(started_at: Any, *, received_at: datetime | None) -> datetime | None:
     if started_at is None:
         return None  # the event then takes the time it was received
     if isinstance(started_at, bool) or not isinstance(started_at, int | float):
-        raise KongLogError("started_at: must be milliseconds since the epoch")
+        raise KongLogError(Reason.BAD_TIME, "started_at: must be milliseconds since the epoch")
     try:
         time = _EPOCH + timedelta(milliseconds=started_at)
-    except OverflowError as exc:
-        raise KongLogError("started_at: out of range") from exc
+    except (OverflowError, ValueError) as exc:  # NaN is a ValueError
+        raise KongLogError(Reason.BAD_TIME, "started_at: out of range") from exc
     if time < EARLIEST_TIME:
-        # most likely seconds, not milliseconds: refuse it rather than file it in 1970
+        # most likely seconds, not milliseconds: skip it rather than file it in 1970
         raise KongLogError(
-            f"started_at: before {EARLIEST_TIME:%Y}; Kong sends milliseconds since the epoch"
+            Reason.BAD_TIME,
+            f"started_at: before {EARLIEST_TIME:%Y}; Kong sends milliseconds since the epoch",
         )
     if reason := time_problem(time, received_at=received_at):
-        raise KongLogError(f"started_at: {reason}")
+        raise KongLogError(Reason.BAD_TIME, f"started_at: {reason}")
     return time
 
 
@@ -370,10 +462,7 @@ def _llm_event_id(event_id: str, plugin: str) -> str:
     return llm_id
 
 
-def _route_name(route: dict[str, Any]) -> str | None:
-    name = _text(route.get("name"))
-    if name:
-        return name
+def _first_path(route: dict[str, Any]) -> str | None:
     paths = route.get("paths")
     if isinstance(paths, list):
         return next((p for p in map(_text, paths) if p), None)
@@ -424,7 +513,9 @@ def _tokens(usage: dict[str, Any], names: tuple[str, ...], plugin: str) -> int |
             continue
         count = _count(value)
         if count is None:
-            raise KongLogError(f"ai.{plugin}.usage.{name}: must be a whole number of tokens")
+            raise KongLogError(
+                Reason.BAD_TOKENS, f"ai.{plugin}.usage.{name}: must be a whole number of tokens"
+            )
         return count
     return None
 

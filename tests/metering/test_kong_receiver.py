@@ -1,5 +1,6 @@
 """Kong's HTTP Log plugin posting to the receiver, end to end: Bearer key, JSON body,
-stored events read back from the event table."""
+stored events read back from the event table, skipped logs read back as the operator
+sees them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 
-from metering.models import Event
+from metering.models import Event, KongSkippedEntry
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.metering.kong_urls")]
 
@@ -28,6 +30,18 @@ def post(client, body, *, query: str = "", content_type: str = "application/json
 
 def stored() -> list[Event]:
     return list(Event.objects.order_by("time", "event_id"))
+
+
+def skipped() -> dict[str, int]:
+    """Skipped logs counted per reason (all days)."""
+    counts: dict[str, int] = {}
+    for row in KongSkippedEntry.objects.all():
+        counts[row.reason] = counts.get(row.reason, 0) + row.count
+    return counts
+
+
+def skip_detail(reason: str) -> str:
+    return KongSkippedEntry.objects.get(reason=reason).detail
 
 
 @pytest.fixture
@@ -48,6 +62,7 @@ def test_a_consumers_api_call_becomes_a_request_event(kong):
     assert event.time == datetime(2026, 11, 27, 10, 0, 0, 538000, tzinfo=UTC)
     assert event.data == {
         "route": "flights",
+        "route_name": "flights",
         "service": "flights-api",
         "method": "GET",
         "status": "200",
@@ -103,6 +118,8 @@ def test_an_ai_gateway_log_adds_an_llm_event_with_its_tokens(kong):
         "llm_latency_ms": 2670,
         "plugin": "proxy",
         "route": "openai-chat",
+        "route_name": "openai-chat",
+        "path": request.data["path"],
         "service": "openai",
         "status": "200",
     }
@@ -142,7 +159,30 @@ def test_an_ai_call_that_used_no_tokens_is_only_a_request(kong):
     assert [e.type for e in stored()] == ["request"]
 
 
-def test_the_subject_comes_from_the_header_named_on_the_url(kong):
+def test_the_subject_comes_from_the_header_named_in_the_url_path(kong):
+    """Kong's http-log drops the query string of its http_endpoint: the path carries it."""
+    response = post(kong, kong_log("kong_no_consumer_header"), query="/subject-header/X-Client-Id")
+
+    assert response.status_code == 204, response.content
+    [event] = stored()
+    assert event.subject == "globex-eu-gw"
+    assert skipped() == {}
+
+
+@pytest.mark.urls("config.urls")
+def test_the_subject_header_path_is_mounted_in_the_api(kong):
+    url = reverse("kong-http-log-subject-header", kwargs={"subject_header": "x-client-id"})
+    assert url == URL + "/subject-header/x-client-id"
+
+    response = kong.post(
+        url, data=json.dumps(kong_log("kong_no_consumer_header")), content_type="application/json"
+    )
+
+    assert response.status_code == 204, response.content
+    assert [e.subject for e in stored()] == ["globex-eu-gw"]
+
+
+def test_the_subject_header_query_parameter_still_works_for_older_setups(kong):
     response = post(kong, kong_log("kong_no_consumer_header"), query="?subjectHeader=X-Client-Id")
 
     assert response.status_code == 204, response.content
@@ -169,26 +209,50 @@ def test_a_configured_header_wins_over_the_consumer_and_falls_back_to_it(kong):
     assert [e.subject for e in stored()] == ["8c1f0f5e-5c2c-4a4e-9d76-3d3b1a0c2f11", "acme-app-1"]
 
 
-def test_a_log_without_a_subject_rejects_the_whole_batch(kong):
+def test_a_log_without_a_subject_is_skipped_and_the_rest_of_the_batch_stored(kong):
     batch = [kong_log("kong_api_call"), kong_log("kong_no_consumer_header")]
 
     response = post(kong, batch)
 
-    assert response.status_code == 400
-    assert response["Content-Type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["detail"] == "1 log(s) cannot be metered; nothing was stored."
-    [error] = problem["errors"]
-    assert error["index"] == 1
-    assert error["reason"].startswith("subject: the log has no consumer")
+    assert response.status_code == 204, response.content
+    assert [e.subject for e in stored()] == ["acme-app-1"]
+    assert skipped() == {"no_subject": 1}
+    assert skip_detail("no_subject").startswith("subject: the log has no consumer")
+
+
+def test_a_batch_with_one_unattributable_and_one_unreadable_log_stores_the_third(kong):
+    good = json.dumps(kong_log("kong_api_call")).encode()
+    no_subject = json.dumps(kong_log("kong_no_consumer_header")).encode()
+    not_utf8 = json.dumps(kong_log("kong_batch")[1]).encode().replace(b"globex", b"gl\xf6bex")
+    body = b"[" + b",".join([good, no_subject, not_utf8]) + b"]"
+
+    first = kong.post(URL, data=body, content_type="application/json")
+    again = kong.post(URL, data=body, content_type="application/json")  # Kong's retry
+
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert [e.event_id for e in stored()] == ["2f6946328ffc4946b8c9120704a4a155"]
+    # each arrival is counted; the stored event counts once
+    assert skipped() == {"no_subject": 2, "not_utf8": 2}
+    assert KongSkippedEntry.objects.count() == 2  # one row per day and reason
+
+
+def test_the_skip_names_the_missing_header(kong):
+    response = post(kong, kong_log("kong_no_consumer_header"), query="/subject-header/x-tenant")
+
+    assert response.status_code == 204
     assert stored() == []
+    assert "no 'x-tenant' request header" in skip_detail("no_subject")
 
 
-def test_the_rejection_names_the_missing_header(kong):
-    response = post(kong, kong_log("kong_no_consumer_header"), query="?subjectHeader=x-tenant")
+def test_a_subject_holding_a_nul_is_skipped_not_merged_with_another(kong):
+    log = kong_log("kong_api_call")
+    log["consumer"]["custom_id"] = "acme\x00app-1"
 
-    assert response.status_code == 400
-    assert "no 'x-tenant' request header" in response.json()["errors"][0]["reason"]
+    assert post(kong, log).status_code == 204
+
+    assert stored() == []
+    assert skipped() == {"bad_subject": 1}
+    assert "NUL" in skip_detail("bad_subject")
 
 
 def test_a_resent_log_counts_once(kong):
@@ -252,26 +316,76 @@ def test_a_route_without_a_name_is_known_by_its_first_path(kong):
 
     [event] = stored()
     assert event.data["route"] == "/flights"
+    assert "route_name" not in event.data
     assert event.data["request_bytes"] == 139
 
 
-def test_every_bad_log_is_named(kong):
+def test_the_route_name_and_the_request_path_are_both_recorded(kong):
+    log = kong_log("kong_api_call")
+    log["route"] = {"name": "flights-search", "paths": ["/v1/flights"]}
+    log["request"]["uri"] = "/v1/flights/BA117?date=2026-11-27"
+
+    assert post(kong, log).status_code == 204
+
+    [event] = stored()
+    assert event.data["route_name"] == "flights-search"
+    assert event.data["route"] == "flights-search"
+    assert event.data["path"] == "/v1/flights/BA117"
+
+
+def test_every_bad_log_is_skipped_under_its_reason_and_the_good_one_stored(kong):
     no_request = {"started_at": 1795773600538, "consumer": {"username": "acme-app"}}
     seconds = kong_log("kong_api_call")
     seconds["started_at"] = 1795773600
+    seconds["request"]["id"] = "seconds"
     bad_tokens = kong_log("kong_ai_proxy")
     bad_tokens["ai"]["proxy"]["usage"]["prompt_tokens"] = "lots"
 
     response = post(kong, [no_request, kong_log("kong_api_call"), seconds, "x", bad_tokens])
 
-    assert response.status_code == 400
-    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
-    assert sorted(reasons) == [0, 2, 3, 4]
-    assert reasons[0].startswith("request: required")
-    assert reasons[2].startswith("started_at:")
-    assert reasons[3] == "must be a Kong log object"
-    assert reasons[4].startswith("ai.proxy.usage.prompt_tokens:")
+    assert response.status_code == 204, response.content
+    assert [e.event_id for e in stored()] == ["2f6946328ffc4946b8c9120704a4a155"]
+    assert skipped() == {"not_a_log": 2, "bad_time": 1, "bad_tokens": 1}
+    assert skip_detail("not_a_log") == "must be a Kong log object"  # the latest of the two
+    assert KongSkippedEntry.objects.get(reason="not_a_log").sample == '"x"'
+    assert skip_detail("bad_time").startswith("started_at: before 2000")
+    assert skip_detail("bad_tokens").startswith("ai.proxy.usage.prompt_tokens:")
+
+
+def test_a_batch_of_nothing_but_bad_logs_is_accepted_and_counted(kong):
+    assert post(kong, [kong_log("kong_no_consumer_header")] * 3).status_code == 204
+
     assert stored() == []
+    assert skipped() == {"no_subject": 3}
+
+
+def test_a_long_skipped_log_is_kept_as_a_sample_of_a_few_kilobytes(kong):
+    log = kong_log("kong_no_consumer_header")
+    log["request"]["headers"]["x-padding"] = "p" * 100_000
+
+    assert post(kong, log).status_code == 204
+
+    sample = KongSkippedEntry.objects.get().sample
+    assert len(sample) == 4000
+    assert sample.startswith("{") and sample.endswith("…")
+
+
+@pytest.mark.urls("config.urls")
+def test_the_admin_shows_skipped_logs_beside_unattributed_usage(kong, admin_client):
+    no_subject = kong_log("kong_no_consumer_header")
+    kong.post(URL, data=json.dumps([no_subject, no_subject]), content_type="application/json")
+    kong.post(URL, data=b'["x"]', content_type="application/json")
+
+    response = admin_client.get(reverse("admin:metering_unattributed_usage"))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    table = body[body.index('id="kong-skips"') :]
+    assert "No consumer and no subject header" in table
+    assert '<td class="skipped" style="text-align:right">2</td>' in table
+    assert "Not a Kong HTTP log" in table
+    assert "subject: the log has no consumer" in table
+    assert "globex-eu-gw" in table  # the sample: the log as it arrived
 
 
 def test_malformed_json_is_a_bad_request(kong):
@@ -352,10 +466,10 @@ def test_token_counts_in_digits_that_are_not_ascii_make_the_log_unreadable(kong)
 
     response = post(kong, log)
 
-    assert response.status_code == 400
-    [error] = response.json()["errors"]
-    assert error["reason"].startswith("ai.proxy.usage.prompt_tokens:")
+    assert response.status_code == 204
     assert stored() == []
+    assert skipped() == {"bad_tokens": 1}
+    assert skip_detail("bad_tokens").startswith("ai.proxy.usage.prompt_tokens:")
 
 
 def test_numbers_a_meter_cannot_sum_are_left_out_or_rounded(kong):
@@ -373,7 +487,7 @@ def test_numbers_a_meter_cannot_sum_are_left_out_or_rounded(kong):
     assert llm.data["cost"] == "0"
 
 
-def test_a_log_from_centuries_ahead_is_refused_and_opens_no_partition(kong):
+def test_a_log_from_centuries_ahead_is_skipped_and_opens_no_partition(kong):
     from metering.partitions import existing_partitions
 
     partitions = existing_partitions()
@@ -382,17 +496,37 @@ def test_a_log_from_centuries_ahead_is_refused_and_opens_no_partition(kong):
 
     response = post(kong, [kong_log("kong_batch")[0], log])
 
-    assert response.status_code == 400
-    [error] = response.json()["errors"]
-    assert error == {
-        "index": 1,
-        "reason": "started_at: more than 24 hours after the request was received",
-    }
-    assert stored() == []
-    assert existing_partitions() == partitions
+    assert response.status_code == 204
+    assert [e.subject for e in stored()] == ["acme-app-1"]
+    assert skipped() == {"bad_time": 1}
+    assert (
+        skip_detail("bad_time") == "started_at: more than 24 hours after the request was received"
+    )
+    assert existing_partitions() - partitions <= {datetime(2026, 11, 1).date()}
 
 
-def test_a_log_that_is_not_utf8_or_holds_an_unreadable_number_is_named(kong):
+def test_logs_of_more_old_months_than_a_request_may_open_keep_the_newest(kong):
+    from metering.ingest_limits import MAX_NEW_PARTITIONS
+    from metering.partitions import existing_partitions
+
+    months = [datetime(2001 + m // 12, m % 12 + 1, 15, tzinfo=UTC) for m in range(14)]
+    assert not {m.date().replace(day=1) for m in months} & existing_partitions()
+    logs = []
+    for number, month in enumerate(months):
+        log = kong_log("kong_api_call")
+        log["request"]["id"] = f"replay-{number}"
+        log["started_at"] = int(month.timestamp() * 1000)
+        logs.append(log)
+
+    response = post(kong, logs)
+
+    assert response.status_code == 204, response.content
+    assert [e.event_id for e in stored()] == [f"replay-{n}" for n in range(2, 14)]
+    assert len(stored()) == MAX_NEW_PARTITIONS
+    assert skipped() == {"bad_time": 2}
+
+
+def test_a_log_that_is_not_utf8_or_holds_an_unreadable_number_is_skipped(kong):
     good = json.dumps(kong_log("kong_api_call")).encode()
     latin1 = good.replace(b'"acme-app"', b'"acm\xe9"')
     too_big = good.replace(b'"receive": 0', b'"receive": 1e400')
@@ -401,13 +535,13 @@ def test_a_log_that_is_not_utf8_or_holds_an_unreadable_number_is_named(kong):
         URL, data=b"[" + b",".join([good, latin1, too_big]) + b"]", content_type="application/json"
     )
 
-    assert response.status_code == 400
-    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
-    assert reasons == {
-        1: "the log is not valid UTF-8",
-        2: "the log cannot be read: Number out of range",
-    }
-    assert stored() == []
+    assert response.status_code == 204
+    assert len(stored()) == 1
+    assert skipped() == {"not_utf8": 1, "bad_number": 1}
+    assert skip_detail("not_utf8") == "the log is not valid UTF-8"
+    assert skip_detail("bad_number") == "the log cannot be read: Number out of range"
+    sample = KongSkippedEntry.objects.get(reason="not_utf8").sample
+    assert '"acm\\xe9"' in sample  # the byte shown, not lost
 
 
 def test_a_body_nested_too_deeply_to_read_is_a_bad_request(kong):
