@@ -76,7 +76,10 @@ TEMPLATES: tuple[Template, ...] = (
         title="API requests",
         description="Count gateway requests by route, method, status and service "
         "(Kong's http-log receiver sends them as 'request' events); features for all "
-        "calls and for successful (2xx) calls.",
+        "calls and for successful (2xx) calls. Filter a feature on route_name with the "
+        "name of the Kong route (flights); route is that name, or the route's first "
+        "path (/flights) when it has none. The request path (path) is on every event "
+        "but not grouped here: one value per URL would make a bucket per URL.",
         meters=(
             MeterTemplate(
                 key="api_requests",
@@ -86,6 +89,7 @@ TEMPLATES: tuple[Template, ...] = (
                 aggregation=Aggregation.COUNT,
                 group_by={
                     "route": "$.route",
+                    "route_name": "$.route_name",
                     "method": "$.method",
                     "status": "$.status",
                     "service": "$.service",

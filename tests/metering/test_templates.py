@@ -34,6 +34,7 @@ def test_api_requests_creates_a_request_counter_and_its_features():
     assert (meter.event_type, meter.aggregation, meter.value_property) == ("request", "COUNT", "")
     assert meter.group_by == {
         "route": "$.route",
+        "route_name": "$.route_name",
         "method": "$.method",
         "status": "$.status",
         "service": "$.service",
@@ -181,6 +182,8 @@ def test_kong_logs_fill_the_template_meters(api_client_for):
         ("flights", "GET", "404"),
         ("openai-chat", "POST", "200"),
     }
+    # a feature filters on the Kong route's name, as the operator named it in Kong
+    assert {b.dims["route_name"] for b in requests} == {"flights", "openai-chat"}
     [prompt] = UsageBucket.objects.filter(meter__key="llm_input_tokens")
     [completion] = UsageBucket.objects.filter(meter__key="llm_output_tokens")
     assert prompt.subject == completion.subject == "acme-app-1"
