@@ -214,6 +214,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A plan change and a cancellation both name their timing; each set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "PlanChangeTimingEnum": ["immediately", "next_period"],
+        "CancelTimingEnum": ["immediately", "period_end"],
+    },
 }
 
 # API keys: how often last_used_at is written (at most once per interval per key), so the
