@@ -129,7 +129,7 @@ def test_every_invoice_admin_page_loads_for_a_superuser(admin_client, acme, issu
         assert response.status_code == 200 and response["Content-Type"] == "application/pdf", target
     events = admin_client.get(url("invoice_line_events", draft.pk, usage_line.pk))
     assert events.status_code == 200 and b"".join(events.streaming_content).startswith(
-        b"time,source,id"
+        b'"time","source","id"'  # every cell quoted (CSV injection)
     )
     fee = draft.lines.get(kind=LineKind.FLAT_FEE)
     assert admin_client.get(url("invoice_line_usage", draft.pk, fee.pk)).status_code == 404
