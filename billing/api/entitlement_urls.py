@@ -1,8 +1,10 @@
 from django.urls import path
 
 from billing.api import entitlement_views as views
+from billing.api.gateway_authorize import GatewayAuthorizeView
 
 urlpatterns = [
+    path("gateways/authorize", GatewayAuthorizeView.as_view(), name="gateway-authorize"),
     path(
         "customers/<str:key>/entitlements",
         views.CustomerEntitlementsView.as_view(),

@@ -240,6 +240,9 @@ METERING_MAX_BODY_BYTES = int(os.environ.get("METERING_MAX_BODY_BYTES", str(16 *
 # names the billing subject (empty: the Kong consumer's custom_id, username or id).
 METERING_KONG_SOURCE = os.environ.get("METERING_KONG_SOURCE", "kong")
 METERING_KONG_SUBJECT_HEADER = os.environ.get("METERING_KONG_SUBJECT_HEADER", "")
+# Gateway forward-auth (GET /api/v1/gateways/authorize): a subject mapped to no customer
+# is refused ("deny") or let through ("allow").
+GATEWAY_AUTHORIZE_UNKNOWN_SUBJECT = os.environ.get("GATEWAY_AUTHORIZE_UNKNOWN_SUBJECT", "deny")
 
 # Invoicing. A draft waits BILLING_GRACE_PERIOD_HOURS after its period ends for late
 # usage, then is issued (overridable per customer on its billing profile).
