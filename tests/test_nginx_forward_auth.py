@@ -26,26 +26,23 @@ from tests.nginx import NginxUnavailable, free_port, nginx_conf, nginx_ensure, n
 
 LIMIT = 3
 
-# The configuration docs/gateways.md shows, with the test's ports, key and paths.
-SERVER = """
-    server {{
-        listen 127.0.0.1:{port};
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "gateways.md"
 
-        location / {{
-            auth_request /_authorize;
-            proxy_pass http://127.0.0.1:{upstream_port};
-        }}
 
-        location = /_authorize {{
-            internal;
-            proxy_pass {billing}/api/v1/gateways/authorize?feature={feature};
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Billing-Subject $http_x_consumer;
-            proxy_set_header Authorization "Bearer {key}";
-        }}
-    }}
-"""
+def documented_server(*, port: int, upstream_port: int, billing: str, key: str) -> str:
+    """The nginx ``server`` block docs/gateways.md shows, with this test's ports, billing
+    URL and key put in place of the example's: the test runs the documented config."""
+    text = DOCS.read_text()
+    block = text.split("```nginx\n", 1)[1].split("```", 1)[0]
+    for example, actual in (
+        ("127.0.0.1:8080", f"127.0.0.1:{port}"),
+        ("http://127.0.0.1:9000", f"http://127.0.0.1:{upstream_port}"),
+        ("http://billing.example.com", billing),
+        ("<the key>", key),
+    ):
+        assert example in block, f"docs/gateways.md's nginx example lost {example!r}"
+        block = block.replace(example, actual)
+    return block
 
 
 class Upstream:
@@ -143,11 +140,10 @@ def test_nginx_stops_a_free_customer_at_its_hard_limit_before_the_upstream(
     conf = nginx_conf(
         prefix=prefix,
         port=port,
-        servers=SERVER.format(
+        servers=documented_server(
             port=port,
             upstream_port=upstream.port,
-            billing=live_server.url,
-            feature="api_calls",
+            billing=live_server.url.replace("://localhost", "://127.0.0.1"),
             key=gateway_key,
         ),
     )
