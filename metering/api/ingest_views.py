@@ -41,6 +41,9 @@ class EventIngest(APIView):
     required_scope = "ingest"
     throttle_scope = "ingest"
     parser_classes: list = []
+    # OpenMeter's v1 answers 204 (its SDK treats any other success as an error); its v3,
+    # which Kong's plugins post to, answers 202: a subclass changes only this
+    success_status = status.HTTP_204_NO_CONTENT
 
     @extend_schema(
         request={ct: OpenApiTypes.OBJECT for ct in CONTENT_TYPES},
@@ -103,7 +106,7 @@ class EventIngest(APIView):
             return problem_response(
                 status_code=status.HTTP_400_BAD_REQUEST, detail=f"{exc} Nothing was stored."
             )
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(status=self.success_status)
 
 
 def _too_large(detail: str) -> Response:
