@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # the gateways' hot paths first: URLs are resolved by trying each pattern in turn
     path("api/v1/", include("billing.api.entitlement_urls")),
+    path("api/v3/openmeter/", include("billing.api.openmeter_v3_urls")),
     path("api/v1/", include("metering.api.urls")),
     path("api/v1/", include("customers.api.urls")),
     path("api/v1/", include("billing.api.invoice_urls")),
