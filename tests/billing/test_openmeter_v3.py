@@ -282,3 +282,10 @@ def test_a_thousand_keys_are_answered_in_a_fixed_number_of_queries_and_fast(
     assert body["data"][0]["features"]["api_calls"]["has_access"] is False
     assert all(len(r["matched"]) == 5 for r in body["data"])
     assert elapsed < 1.0  # the target is 200 ms; the bound leaves room for a busy machine
+
+
+@pytest.mark.parametrize("key", ["nul\u0000key", "lone\ud800surrogate", "k" * 256])
+def test_a_key_the_database_cannot_hold_is_a_400_not_a_server_error(api_client_for, world, key):
+    raw = json.dumps({"customer": {"keys": [key]}})
+    response = api_client_for("read").generic("POST", QUERY, raw, content_type="application/json")
+    assert response.status_code == 400, response.content
