@@ -2,9 +2,12 @@
 
 A gateway (nginx ``auth_request``, Envoy ``ext_authz``, Traefik ``forwardAuth``) asks
 before proxying each request, so this sits on the hot path of every proxied request.
-It reads what the entitlement value check reads, through the same cache: the subject's
-consumer mapping at ``at`` (one indexed query), then ``entitlement_value_for_key`` on the
-mapped customer (a subsidiary billed to its parent is checked on its billing account).
+It reads what the entitlement value check reads, through the same cache
+(``billing.entitlement_cache``): the subject's consumer mappings (cached under the same
+generation, which every change to a mapping or a customer moves; the one valid at ``at``
+is picked here), then ``entitlement_value_for_key`` on the mapped customer (a subsidiary
+billed to its parent is checked on its billing account). A warm check costs what a warm
+value check costs: Redis GETs and the one usage statement.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q
-
+from billing.entitlement_cache import context_cached
 from billing.entitlements import EntitlementNotFound, entitlement_value_for_key
 from customers.models import ConsumerMapping
 from metering.models import Feature
@@ -40,15 +42,40 @@ class GatewayDecision:
     limit: Decimal | None = None
 
 
-def _customer_key_at(*, subject: str, at: datetime) -> str | None:
-    # The same rule as ingestion and rollup (``valid_from <= at < valid_to``), reading
-    # only the customer's key.
-    return (
-        ConsumerMapping.objects.filter(consumer_key=subject, valid_from__lte=at)
-        .filter(Q(valid_to__isnull=True) | Q(valid_to__gt=at))
-        .values_list("customer__key", flat=True)
-        .first()
+@dataclass(frozen=True)
+class SubjectTerm:
+    """The subject belongs to customer ``customer_key`` over ``[valid_from, valid_to)``."""
+
+    customer_key: str
+    valid_from: datetime
+    valid_to: datetime | None
+
+    def covers(self, at: datetime) -> bool:
+        return self.valid_from <= at and (self.valid_to is None or at < self.valid_to)
+
+
+# The entitlement cache keys its entries by (customer key, feature key); a subject's
+# mappings go under a customer key no customer can clash with (no feature key is empty).
+_SUBJECT_PREFIX = "gateway-subject:"
+
+
+def _subject_terms_build(*, customer_key: str, feature_key: str) -> tuple[SubjectTerm, ...]:
+    subject = customer_key.removeprefix(_SUBJECT_PREFIX)
+    return tuple(
+        SubjectTerm(customer_key=key, valid_from=valid_from, valid_to=valid_to)
+        for key, valid_from, valid_to in ConsumerMapping.objects.filter(consumer_key=subject)
+        .order_by("valid_from")
+        .values_list("customer__key", "valid_from", "valid_to")
     )
+
+
+def _customer_key_at(*, subject: str, at: datetime) -> str | None:
+    # The same rule as ingestion and rollup (``valid_from <= at < valid_to``), applied to
+    # the subject's mappings from the cache.
+    terms = context_cached(
+        customer_key=_SUBJECT_PREFIX + subject, feature_key="", build=_subject_terms_build
+    )
+    return next((t.customer_key for t in terms if t.covers(at)), None)
 
 
 def gateway_authorize(

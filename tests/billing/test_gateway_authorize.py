@@ -8,7 +8,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing.models import PlanVersion
 from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from customers.models import ConsumerMapping
 from metering.services import feature_create, meter_create
 from tests.factories import ConsumerMappingFactory, CustomerFactory
 from tests.metering.conftest import cloud_event
@@ -171,3 +173,25 @@ def test_a_key_without_the_read_scope_is_forbidden(free, api_client_for):
     response = authorize(api_client_for("ingest"), "acme-gw")
     assert response.status_code == 403
     assert "reason" not in response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_consumer_moved_to_another_customer_is_checked_on_the_new_one_at_once(free, api, ingest):
+    # committed, so the checks go through the entitlement cache
+    calls_made(ingest, "acme-gw", LIMIT)
+    assert authorize(api, "acme-gw").status_code == 403
+    assert authorize(api, "newco-gw").json()["reason"] == "unknown_subject"
+
+    mapping = ConsumerMapping.objects.get(consumer_key="acme-gw")
+    moved_at = timezone.now()
+    mapping.valid_to = moved_at
+    mapping.save()
+    newco = CustomerFactory(key="newco")
+    subscription_create(
+        customer=newco, plan_version=PlanVersion.objects.get(plan__key="free"), start=moved_at
+    )
+    ConsumerMappingFactory(consumer_key="acme-gw", customer=newco, valid_from=moved_at)
+    ConsumerMappingFactory(consumer_key="newco-gw", customer=newco, valid_from=moved_at)
+
+    assert authorize(api, "acme-gw").status_code == 204
+    assert authorize(api, "newco-gw").status_code == 204
