@@ -377,11 +377,8 @@ def _subject(log: dict[str, Any], request: dict[str, Any], options: KongOptions)
         value = _header(request.get("headers"), options.subject_header, keep_nul=True)
         if value:
             return _checked_subject(value, f"request.headers.{options.subject_header}")
-    consumer = _dict(log.get("consumer"))
-    for field in ("custom_id", "username", "id"):
-        value = _text(consumer.get(field), keep_nul=True)
-        if value:
-            return _checked_subject(value, f"consumer.{field}")
+    if subject := kong_consumer_subject(_dict(log.get("consumer"))):
+        return subject
     where = "no consumer"
     if options.subject_header:
         where += f" and no '{options.subject_header}' request header"
@@ -391,6 +388,24 @@ def _subject(log: dict[str, Any], request: dict[str, Any], options: KongOptions)
         "or name a request header that carries the subject "
         "(.../http-log/subject-header/<name>)",
     )
+
+
+# Which of a Kong consumer's identifiers becomes the event's subject, first present wins.
+# The consumer import (metering.gateways.consumers) keys consumers the same way, so a
+# mapping made from an imported consumer matches its traffic.
+CONSUMER_SUBJECT_FIELDS = ("custom_id", "username", "id")
+
+
+def kong_consumer_subject(consumer: dict[str, Any]) -> str | None:
+    """The subject Kong's traffic from ``consumer`` (a log's ``consumer`` object, or one
+    from the Admin API's ``GET /consumers``) carries: its ``custom_id``, else its
+    ``username``, else its ``id``; None when it has none. Raises ``KongLogError`` when the
+    value cannot be a subject (a NUL, or too long)."""
+    for field in CONSUMER_SUBJECT_FIELDS:
+        value = _text(consumer.get(field), keep_nul=True)
+        if value:
+            return _checked_subject(value, f"consumer.{field}")
+    return None
 
 
 def _checked_subject(value: str, where: str) -> str:
