@@ -341,3 +341,36 @@ class KongSkippedEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.reason}: {self.count}"
+
+
+class KongConsumer(models.Model):
+    """A consumer imported from a Kong Admin API (``GET /consumers``): a consumer key the
+    operator can link to a customer before, or after, its traffic arrives.
+
+    ``key`` is the subject Kong's traffic from this consumer carries (its ``custom_id``,
+    else ``username``, else ``id``: ``metering.gateways.kong.kong_consumer_subject``), so a
+    consumer mapping made for it matches the events; the other identifiers are kept to
+    recognise it. Whether it is linked is not stored: it is what the consumer mappings say
+    at the time asked.
+    """
+
+    key = models.CharField(
+        max_length=255, unique=True, help_text="The subject of this consumer's events."
+    )
+    kong_id = models.CharField("Kong id", max_length=64, blank=True)
+    username = models.CharField(max_length=255, blank=True)
+    custom_id = models.CharField("custom id", max_length=255, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    kong_created_at = models.DateTimeField("created in Kong", null=True, blank=True)
+    admin_url = models.CharField(
+        "Admin API", max_length=500, help_text="The Kong Admin API it was last imported from."
+    )
+    imported_at = models.DateTimeField(help_text="When an import first listed it.")
+    updated_at = models.DateTimeField(help_text="When an import last changed it.")
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "Kong consumer"
+
+    def __str__(self) -> str:
+        return self.key

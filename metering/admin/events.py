@@ -26,7 +26,7 @@ from django.utils.safestring import mark_safe
 from customers.models import ConsumerMapping, Customer
 from customers.selectors import consumer_mapping_at, consumers_resolve
 from metering.gateways.selectors import kong_skips
-from metering.models import Event, Meter, RefusedEvent, RollupState
+from metering.models import Event, KongConsumer, Meter, RefusedEvent, RollupState
 from metering.selectors import event_search, unattributed_usage
 
 COUNT_CAP = 10_000
@@ -305,6 +305,9 @@ class EventAdmin(admin.ModelAdmin):
                 consumer_key__in=[s.subject for s in listed]
             ).values_list("consumer_key", flat=True)
         )
+        # Subjects the gateway knows as consumers (imported from Kong's Admin API) vs
+        # subjects nobody imported: a typo'd header value, or a consumer not yet imported.
+        known = KongConsumer.objects.in_bulk([s.subject for s in listed], field_name="key")
         events_url = reverse("admin:metering_event_changelist")
         mappings_url = reverse("admin:customers_consumermapping_changelist")
         rows = [
@@ -312,6 +315,7 @@ class EventAdmin(admin.ModelAdmin):
                 "item": s,
                 "events_url": f"{events_url}?{urlencode({'subject': s.subject, 'attributed': 'no'})}",
                 "map_url": mapping_add_url(s.subject),
+                "kong_consumer": known.get(s.subject),
                 "history_url": (
                     f"{mappings_url}?{urlencode({'q': s.subject})}"
                     if s.subject in ever_mapped
@@ -331,6 +335,7 @@ class EventAdmin(admin.ModelAdmin):
             "period": period,
             "period_label": label,
             "periods": [(k, v[0]) for k, v in self.UNATTRIBUTED_PERIODS.items()],
+            "kong_consumers_url": reverse("admin:metering_kongconsumer_changelist"),
             "kong_skips": kong_skips(since=since.date() if since else None),
         }
         return render(request, "admin/metering/unattributed.html", context)
