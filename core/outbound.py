@@ -252,9 +252,50 @@ def outbound_post(
 
     Raises ``OutboundRefused`` before any connection is made when the target is refused,
     and ``requests.RequestException`` for network trouble."""
+    with _outbound_send(
+        requests.Request("POST", url, data=data, headers=headers),
+        timeout=timeout,
+        allow_private=allow_private,
+        verify=verify,
+        resolve=resolve,
+    ) as response:
+        yield response
+
+
+@contextmanager
+def outbound_get(
+    url: str,
+    *,
+    headers: dict[str, str],
+    timeout: float | tuple[float, float],
+    allow_private: bool,
+    verify: bool | str = True,
+    resolve: Resolver | None = None,
+) -> Iterator[requests.Response]:
+    """GET ``url`` under the same checks as ``outbound_post`` (and the same errors)."""
+    with _outbound_send(
+        requests.Request("GET", url, headers=headers),
+        timeout=timeout,
+        allow_private=allow_private,
+        verify=verify,
+        resolve=resolve,
+    ) as response:
+        yield response
+
+
+@contextmanager
+def _outbound_send(
+    unprepared: requests.Request,
+    *,
+    timeout: float | tuple[float, float],
+    allow_private: bool,
+    verify: bool | str,
+    resolve: Resolver | None,
+) -> Iterator[requests.Response]:
+    url = unprepared.url
     target = outbound_url_check(url, allow_private=allow_private)
     addresses = outbound_resolve(target, allow_private=allow_private, resolve=resolve)
-    request = requests.Request("POST", url, data=data, headers=headers).prepare()
+    request = unprepared.prepare()
     hostname = (parse_url(request.url).host or target.host).strip("[]")
     default_port = 443 if target.scheme == "https" else 80
     request.headers["Host"] = (f"[{hostname}]" if ":" in hostname else hostname) + (

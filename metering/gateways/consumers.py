@@ -8,6 +8,7 @@ stays listed here, as its mappings and past events still name it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from django.db import connection, transaction
 
+from core.outbound import OutboundRefused, outbound_get
 from metering.gateways.kong import KongLogError, kong_consumer_subject
 from metering.models import KongConsumer
 
@@ -23,6 +25,8 @@ DEFAULT_TOKEN_HEADER = "Kong-Admin-Token"
 PAGE_SIZE = 1000  # Kong's largest page
 MAX_PAGES = 1000  # a million consumers; past that, a server that never says "last page"
 TIMEOUT = (5, 30)  # seconds: connect, read
+# 1,000 consumers with long tags fit in a few MB; far more is not Kong's page
+MAX_PAGE_BYTES = 32_000_000
 
 _FIELDS = ("kong_id", "username", "custom_id", "tags", "kong_created_at", "admin_url")
 
@@ -87,7 +91,8 @@ def kong_consumers_fetch(
     page, and the number of pages read. ``token`` goes in the ``token_header`` header when
     given. Raises ``KongAdminError`` for a URL that is not http(s), a connection that
     fails, any answer but 200 (redirects are not followed: the token stays with the host
-    it was meant for), a body that is not Kong's page, or more than ``max_pages`` pages."""
+    it was meant for), a host on a link-local or cloud metadata address (core.outbound), a
+    body that is not Kong's page, or more than ``max_pages`` pages."""
     base = kong_admin_url_clean(admin_url=admin_url)
     headers = {"Accept": "application/json"}
     if token:
@@ -110,24 +115,43 @@ def kong_consumers_fetch(
 
 
 def _page(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    # An operator types this URL: core.outbound refuses link-local and cloud metadata
+    # addresses and pins the vetted address. Private ones are allowed, as Kong's Admin API
+    # listens on the gateway's private network (or its loopback), never on the internet.
     try:
-        response = requests.get(url, headers=headers, timeout=TIMEOUT, allow_redirects=False)
+        with outbound_get(url, headers=headers, timeout=TIMEOUT, allow_private=True) as response:
+            status = response.status_code
+            raw = _read_capped(response) if status == 200 else b""
+    except OutboundRefused as exc:
+        raise KongAdminError(f"Refused to call {url}: {exc}.") from exc
     except requests.RequestException as exc:
         raise KongAdminError(f"Could not reach the Kong Admin API at {url}: {exc}") from exc
-    if response.status_code in (401, 403):
+    if status in (401, 403):
         raise KongAdminError(
-            f"The Kong Admin API refused the request ({response.status_code}): "
+            f"The Kong Admin API refused the request ({status}): "
             "check the admin token and its header name."
         )
-    if response.status_code != 200:
-        raise KongAdminError(f"{url} answered {response.status_code}, not 200.")
+    if status != 200:
+        raise KongAdminError(f"{url} answered {status}, not 200.")
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError as exc:
         raise KongAdminError(f"{url}: the answer is not JSON; is this a Kong Admin API?") from exc
     if not isinstance(body, dict):
         raise KongAdminError(f"{url}: the answer is not a JSON object; is this Kong's?")
     return body
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > MAX_PAGE_BYTES:
+            raise KongAdminError(
+                f"A page of consumers is larger than {MAX_PAGE_BYTES // 1_000_000} MB; "
+                "is this a Kong Admin API?"
+            )
+    return bytes(body)
 
 
 def _next_url(base: str, body: dict[str, Any], page_size: int, seen: set[str]) -> str | None:

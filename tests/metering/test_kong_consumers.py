@@ -222,3 +222,8 @@ def test_unattributed_usage_tells_known_kong_consumers_from_unknown_subjects(
     }
     assert "known" in rows["user-2"] and "not imported" not in rows["user-2"]
     assert "not imported" in rows["typo-gw"]
+
+
+def test_a_cloud_metadata_address_is_never_asked():
+    with pytest.raises(CommandError, match="Refused to call http://169.254.169.254/consumers"):
+        run("http://169.254.169.254", "--token", TOKEN)
