@@ -1,4 +1,4 @@
-"""The audit trail in the admin, on the default admin site (imported by autodiscovery):
+"""The audit trail in the admin, on the back office's admin site (``backoffice.sites``):
 
 - ``/admin/audit/history/`` (``admin:audit_recent``): the latest changes to customers,
   consumer mappings, plans, plan versions, rate cards, invoices and invoice lines;
@@ -6,7 +6,7 @@
   history with what hangs off it, field by field, with who made each change.
 
 The models themselves keep their own admins (owned by their apps); these are plain admin
-views added to the site's URLs. Each needs the ``view`` permission of the model shown.
+views that the site routes. Each needs the ``view`` permission of the model shown.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import NoReverseMatch, reverse
 
 from audit.history import (
     AUDITED_MODELS,
@@ -101,27 +101,3 @@ def recent_view(request):
         "chosen": chosen if len(shown) == 1 else "",
     }
     return TemplateResponse(request, "admin/audit/recent.html", context)
-
-
-def admin_urls_extend(site: admin.AdminSite) -> None:
-    """Put the audit pages in front of the site's own URLs (once)."""
-    if getattr(site, "_audit_urls", False):
-        return
-    site_urls = site.get_urls
-
-    def get_urls():
-        return [
-            path("audit/history/", site.admin_view(recent_view), name="audit_recent"),
-            path(
-                "audit/history/<str:app_label>/<str:model_name>/<str:pk>/",
-                site.admin_view(history_view),
-                name="audit_history",
-            ),
-            *site_urls(),
-        ]
-
-    site.get_urls = get_urls
-    site._audit_urls = True
-
-
-admin_urls_extend(admin.site)

@@ -4,35 +4,15 @@
 staff member: the row's ``history_user``. Through the API, DRF replaces the request's user
 with the API key's principal, which is not a ``User``: the row then has no user and
 names the key in its change reason. Celery tasks and commands have no request: no user
-(the row's date and reason still tell what happened).
+(the row's date and reason still tell what happened). Who is behind the current request
+is ``core.current_request``'s to answer, so that billing's bulk writes can ask it too.
 """
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
 from simple_history.models import HistoricalRecords
 
-
-def _request():
-    return getattr(HistoricalRecords.context, "request", None)
-
-
-def request_user(request=None, **kwargs) -> AbstractBaseUser | None:
-    """The signed-in user behind the current request, or None (no request, an anonymous
-    visitor, or an API key)."""
-    request = request or _request()
-    user = getattr(request, "user", None)
-    if isinstance(user, AbstractBaseUser) and user.is_authenticated:
-        return user
-    return None
-
-
-def request_api_key_name() -> str:
-    """``api key <prefix>`` when the current request was authenticated by an API key."""
-    user = getattr(_request(), "user", None)
-    if getattr(user, "api_key", None) is not None:
-        return f"API key {user.username.removeprefix('api-key:')}"
-    return ""
+from core.current_request import request_api_key_name, request_user
 
 
 class AuditRecords(HistoricalRecords):

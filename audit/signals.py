@@ -15,8 +15,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from audit.records import request_api_key_name, request_user
 from billing.models import Invoice, InvoiceEvent, PlanVersion, RateCard
+from core.current_request import request_api_key_name, request_user
 
 
 def _values(obj, model) -> dict:

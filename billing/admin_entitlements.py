@@ -12,6 +12,7 @@ Importing this module registers them.
   account now (or at ``?time=``), with its limit, usage, grants, balance, overage,
   access and usage period, and every grant of the account. It reads the database, never
   the value check's cache, so it is also the way to see what the check should answer.
+  The admin site (``backoffice.sites``) routes it.
 
 Every change here moves the value check's cache on (``billing.entitlement_cache``).
 """
@@ -466,27 +467,3 @@ def entitlement_status_view(request, key: str):
         **entitlement_status_context(customer=customer, at=at),
     }
     return TemplateResponse(request, STATUS_PAGE, context)
-
-
-def entitlement_status_urls_register(site: admin.AdminSite) -> None:
-    """Add ``billing/entitlements/<key>/`` to the site's URLs (once), ahead of the rest,
-    as rails.customer_page does for the customer overview."""
-    if getattr(site, "_entitlement_status_urls", False):
-        return
-    site_urls = site.get_urls
-
-    def get_urls():
-        return [
-            path(
-                "billing/entitlements/<str:key>/",
-                site.admin_view(entitlement_status_view),
-                name="billing_entitlement_status",
-            ),
-            *site_urls(),
-        ]
-
-    site.get_urls = get_urls
-    site._entitlement_status_urls = True
-
-
-entitlement_status_urls_register(admin.site)

@@ -4,12 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.views import ApiRoot, landing
 
-# The admin names the product, and its "View site" link opens the landing page.
-admin.site.site_header = "Usage billing"
-admin.site.site_title = "Usage billing"
-admin.site.index_title = "Dashboard"
-admin.site.site_url = "/"
-
+# admin.site is the back office's site (backoffice.sites.BackofficeSite, made the
+# default by backoffice.apps.BackofficeAdminConfig): its branding and extra pages.
 handler404 = "config.views.not_found"
 handler500 = "config.views.server_error"
 

@@ -20,9 +20,9 @@ from datetime import UTC, date, datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 
+from backoffice.configuration.apply import config_apply
+from backoffice.configuration.report import ApplyReport
 from billing.access import invoice_hosted_url
-from billing.config.apply import config_apply
-from billing.config.report import ApplyReport
 from billing.models import BillingProfile, Invoice, InvoiceStatus, Subscription
 from billing.periods import period_iter
 from billing.run import billing_run

@@ -10,7 +10,6 @@ from django.utils.html import format_html
 
 import rails.admin_ach  # noqa: F401  ACH files, export and return upload
 from billing.admin_invoices.forms import money
-from rails.customer_page import customer_overview_urls_register
 from rails.models import (
     InboundWebhook,
     RailItemMapping,
@@ -398,6 +397,3 @@ class InboundWebhookAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
-
-
-customer_overview_urls_register(admin.site)  # /admin/customers/customer/<id>/overview/

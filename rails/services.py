@@ -1,6 +1,10 @@
 """Settlement: the outbox that takes each issued invoice to its rail and brings the
 payment result back to billing.
 
+Rails never write billing's tables: an invoice's payment state moves through
+``billing.invoicing.invoice_mark`` and the settlement state it shows through
+``billing.invoicing.invoice_settlement_state_set``, each locking and checking the invoice.
+
 Driving a settlement has three phases so no rail call happens inside a database
 transaction: claim it (lock, check, move to ``submitting``, commit), call the rail with a
 deterministic idempotency key, then record the answer (lock, check, move, commit). A
@@ -20,7 +24,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
-from billing.invoicing import InvoiceStateError, invoice_mark
+from billing.invoicing import (
+    InvoiceStateError,
+    invoice_mark,
+    invoice_settlement_state_set,
+    invoices_settlement_state_set,
+)
 from billing.models import CreditNote, Invoice, InvoiceStatus
 from billing.notifications import notify_settlement_failed
 from customers.models import Customer, rail_label
@@ -115,7 +124,7 @@ def settlement_open_for_invoices(*, invoices: list[Invoice], now: datetime) -> l
         )
         for settlement in settlements
     )
-    Invoice.objects.filter(pk__in=[i.pk for i in invoices]).update(settlement_state=S.PENDING)
+    invoices_settlement_state_set(invoice_ids=[i.pk for i in invoices], state=S.PENDING)
     ids = [settlement.pk for settlement in settlements]
     transaction.on_commit(lambda: _enqueue_many(ids))
     return settlements
@@ -192,7 +201,7 @@ def _claim(settlement_id: int, now: datetime) -> _Claim | None:
             return None
         s.next_action_at = now + lease
         s.save(update_fields=["state", "attempts", "next_action_at", "updated_at"])
-        Invoice.objects.filter(pk=s.invoice_id).update(settlement_state=s.state)
+        invoice_settlement_state_set(invoice_id=s.invoice_id, state=s.state)
         return _Claim(s.pk, action, s.attempts, s.rail, dict(s.external_ids))
 
 
@@ -245,7 +254,7 @@ def _invoice_follow(s: Settlement, now: datetime, actor: str, note: str = "") ->
             invoice_mark(invoice=invoice, status=target, now=now, actor=actor, note=note)
         except InvoiceStateError as exc:
             logger.warning("Invoice %s not moved to %s: %s", invoice.pk, target, exc)
-    Invoice.objects.filter(pk=invoice.pk).update(settlement_state=s.state)
+    invoice_settlement_state_set(invoice_id=invoice.pk, state=s.state)
 
 
 def settlement_apply_result(
@@ -423,7 +432,7 @@ def settlement_cancel(
         _move(s, S.CANCELLED, now=now, actor=actor, note=reason)
         s.next_action_at = None
         s.save(update_fields=["state", "next_action_at", "updated_at"])
-        Invoice.objects.filter(pk=s.invoice_id).update(settlement_state=s.state)
+        invoice_settlement_state_set(invoice_id=s.invoice_id, state=s.state)
     return s
 
 
@@ -494,7 +503,7 @@ def _void_on_rail(settlement_id: int, now: datetime) -> None:
             _move(s, S.VOIDED, now=now, actor="billing", note=result.note or "Invoice voided.")
             s.next_action_at = None
         s.save()
-        Invoice.objects.filter(pk=s.invoice_id).update(settlement_state=s.state)
+        invoice_settlement_state_set(invoice_id=s.invoice_id, state=s.state)
 
 
 def settlement_on_credit_note(*, credit_note: CreditNote, now: datetime) -> None:

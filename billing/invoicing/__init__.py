@@ -8,7 +8,8 @@ Every state change locks the invoice row, checks its state, changes it and recor
 - ``recompute``: rating a draft (lines, late usage, taxes, totals);
 - ``drafts``: closing periods into drafts, refreshing drafts whose usage changed;
 - ``issue``: issuing drafts, one or a billing run's chunk at a time;
-- ``corrections``: payment states, voids, manual lines, credit notes.
+- ``corrections``: payment states, settlement states reported by the rails, voids,
+  manual lines, credit notes.
 """
 
 from billing.invoicing.base import InvoiceStateError, sequence_next, sequence_take
@@ -16,7 +17,9 @@ from billing.invoicing.corrections import (
     credit_note_create,
     invoice_line_add,
     invoice_mark,
+    invoice_settlement_state_set,
     invoice_void,
+    invoices_settlement_state_set,
 )
 from billing.invoicing.drafts import CloseResult, drafts_refresh, invoice_draft_for, periods_close
 from billing.invoicing.issue import invoice_issue, invoices_issue_due
@@ -32,8 +35,10 @@ __all__ = [
     "invoice_line_add",
     "invoice_mark",
     "invoice_rate",
+    "invoice_settlement_state_set",
     "invoice_void",
     "invoices_issue_due",
+    "invoices_settlement_state_set",
     "periods_close",
     "prior_period_adjustments",
     "sequence_next",

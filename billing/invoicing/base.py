@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from billing.models import Invoice, InvoiceEvent
+from core.current_request import request_user
 
 
 class InvoiceStateError(ValidationError):
@@ -74,8 +75,6 @@ def _history(invoices: list[Invoice], *, first: bool, reason) -> None:
     signed-in user where there is one. ``reason``: a text, or a function of the invoice."""
     if not invoices or not hasattr(Invoice, "history"):
         return
-    from audit.records import request_user
-
     model = Invoice.history.model
     fields = [f.attname for f in model.tracked_fields]
     when, user = timezone.now(), request_user()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from decimal import Decimal
 
@@ -64,6 +65,38 @@ def invoice_mark(
         _event(locked, at=now, from_status=before, to_status=status, actor=actor, note=note)
         notify_invoice_status(invoice=locked, status=status, now=now)
     return locked
+
+
+def invoices_settlement_state_set(*, invoice_ids: Collection, state: str) -> int:
+    """Show the state of each invoice's settlement (its trip on its rail) on the invoice:
+    the rail reports it here, and billing writes it. Returns how many invoices it wrote.
+
+    Locks the invoices (in key order, so concurrent reports never deadlock), checks that
+    each is issued (a draft has no settlement; a void or paid one keeps following its
+    settlement, which may still be voided or returned on the rail) and that the state is
+    a name the column can hold, then writes it. The trip itself is recorded on the
+    settlement's own timeline; this column is its summary for the invoice list, so it
+    writes no ``InvoiceEvent`` and no history row. Raises ``InvoiceStateError`` for a
+    draft or a state it cannot store (nothing is written then).
+    """
+    if not state or len(state) > Invoice._meta.get_field("settlement_state").max_length:
+        raise InvoiceStateError(f"{state!r} is not a settlement state.")
+    ids = sorted(set(invoice_ids), key=str)
+    with transaction.atomic():
+        locked = list(
+            Invoice.objects.select_for_update().filter(pk__in=ids).order_by("pk").only("status")
+        )
+        drafts = [invoice for invoice in locked if invoice.is_draft]
+        if drafts:
+            raise InvoiceStateError(f"{drafts[0]} is a draft: it has no settlement.")
+        return Invoice.objects.filter(pk__in=[invoice.pk for invoice in locked]).update(
+            settlement_state=state
+        )
+
+
+def invoice_settlement_state_set(*, invoice_id, state: str) -> int:
+    """``invoices_settlement_state_set`` for one invoice."""
+    return invoices_settlement_state_set(invoice_ids=[invoice_id], state=state)
 
 
 def invoice_void(*, invoice: Invoice, reason: str, now: datetime, actor: str) -> Invoice:

@@ -90,7 +90,7 @@ def books(transactional_db):
     ``books("pendant", net_terms={"initech": 0})``."""
 
     def seed(*keys: str, events: int = 400, net_terms: dict[str, int] | None = None) -> Books:
-        from billing.config.apply import config_apply
+        from backoffice.configuration.apply import config_apply
         from billing.models import BillingProfile
         from billing.run import billing_run
         from customers.models import ConsumerMapping, Customer

@@ -1,5 +1,5 @@
 """A meter's JSONPaths are checked where meters are made or changed (API, admin; the
-configuration file in tests/billing/test_config_yaml.py), by the grammar the rollup's SQL
+configuration file in tests/backoffice/test_configuration.py), by the grammar the rollup's SQL
 uses; and a meter saved before that check, whose paths cannot be evaluated, can still be
 read, fixed and deleted: none of its pages is a server error."""
 

@@ -13,8 +13,8 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice import dashboard
 from billing.models import Invoice, InvoiceStatus
-from rails import dashboard
 from rails.models import Settlement, SettlementState
 from rails.registry import rail_cache_clear
 from rails.services import settlement_drive, settlement_report, settlements_drive_due

@@ -15,9 +15,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from billing.config.apply_customers import CustomerApplier
-from billing.config.apply_rules import NotificationRuleApplier
-from billing.config.report import (
+from backoffice.configuration.apply_customers import CustomerApplier
+from backoffice.configuration.apply_rules import NotificationRuleApplier
+from backoffice.configuration.report import (
     ApplyReport,
     ApplyRun,
     ConfigError,
@@ -25,7 +25,7 @@ from billing.config.report import (
     kept_line,
     no_such,
 )
-from billing.config.schema import document_validate
+from backoffice.configuration.schema import document_validate
 from billing.models import Plan, PlanVersion, WebhookEndpoint
 from billing.services import (
     PlanVersionSpec,

@@ -1,5 +1,5 @@
 """``{% operator_dashboard %}``: the operator's dashboard on the admin home
-(``templates/admin/index.html``), from the reads in ``rails.dashboard``.
+(``admin/backoffice/index.html``), from the reads in ``backoffice.dashboard``.
 
 Each part shows only to a user who may view what it counts, and every number links to
 the rows behind it: a changelist filtered to exactly those rows.
@@ -15,11 +15,11 @@ from django import template
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from backoffice import dashboard as d
 from billing.models import InvoiceStatus
 from core.money import format_money, format_quantity
 from customers.models import rail_label
 from metering.admin.charts import Bar, bar_chart_svg
-from rails import dashboard as d
 from rails.models import SettlementState
 
 register = template.Library()
@@ -317,7 +317,7 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
     return items
 
 
-@register.inclusion_tag("admin/rails/dashboard/dashboard.html", takes_context=True)
+@register.inclusion_tag("admin/backoffice/dashboard.html", takes_context=True)
 def operator_dashboard(context) -> dict:
     request = context.get("request")
     user = getattr(request, "user", None)

@@ -13,13 +13,13 @@ from django.apps import apps
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice import dashboard
 from billing.invoicing import invoice_draft_for, invoice_issue, invoice_void
 from billing.models import Invoice
 from billing.periods import Period
 from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from metering.models import UsageBucket
 from metering.services import feature_create, meter_create
-from rails import dashboard
 from rails.models import Settlement, SettlementState
 from tests.factories import ConsumerMappingFactory, CustomerFactory
 from tests.metering.conftest import cloud_event

@@ -1,7 +1,7 @@
 """Reads for the operator's dashboard (the admin home): revenue this month by rail and
 currency, usage trends, and what needs attention.
 
-Lives in rails, the top domain app, because it reads all of them. Cheap reads (sums and
+Lives in backoffice, above the domain apps, because it reads all of them. Cheap reads (sums and
 counts over indexed columns) run on every page load; the expensive ones (rating every
 active account's current period, counting unattributed events in the raw event store,
 30 days of buckets) are cached for ``CACHE_SECONDS`` and carry the instant they were

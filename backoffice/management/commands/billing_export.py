@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.config import config_export, document_dump
+from backoffice.configuration import config_export, document_dump
 
 
 class Command(BaseCommand):

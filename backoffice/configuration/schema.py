@@ -5,7 +5,7 @@
 normalised copy (instants as aware datetimes) with every problem named by its place in
 the file (``plans[1].rate_cards[0].feature: expected text, got a number``).
 Deep checks that need the catalog (prices) or the database (references, overlaps) live
-in ``billing.config.apply``.
+in ``backoffice.configuration.apply``.
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ class _Checker:
             elif not isinstance(value, str):
                 problem = f"expected text or {{env: NAME}}, got {_got(value)}."
         elif kind == "threshold_list":
-            # each item's name and value are the rule kind's to check (billing.config.apply)
+            # each item's name and value are the rule kind's to check (backoffice.configuration.apply)
             if not isinstance(value, list) or not value:
                 problem = f"expected a non-empty list such as [{{percent: 80}}], got {_got(value)}."
             else:

@@ -5,8 +5,9 @@ place in the company tree and billing accounts, its consumer keys on a timeline,
 subscription and plan version, usage per feature this period, the upcoming invoice,
 invoices with their settlements, credit balance and entitlements.
 
-It lives in rails because it reads every app (customers ← metering ← billing ← rails)
-and the customers app may import none of them; the customer page links here by URL name.
+It lives in backoffice, above the domain apps, because it reads every one of them
+(customers ← metering ← billing ← rails) and the customers app may import none of them;
+the customer page links here by URL name, and ``backoffice.sites`` routes it.
 Each section asks for the view permission of what it shows.
 """
 
@@ -22,13 +23,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.api.upcoming import NoSubscription, upcoming_invoice
 from billing.catalog import price_describe, unit_nouns
+from billing.credits import credit_balances
 from billing.entitlements import entitlement_value, entitlements_of
 from billing.models import Invoice, InvoiceLine, Subscription
 from billing.periods import Period
@@ -306,11 +308,7 @@ def _features_for(
     return [by_id[i] for i in ids if i in by_id]
 
 
-def _credit_balances(account: Customer, now: datetime) -> list[str] | None:
-    try:
-        from billing.credits import credit_balances
-    except ImportError:  # credits not installed
-        return None
+def _credit_balances(account: Customer, now: datetime) -> list[str]:
     return [
         format_money(b, c, code=True) for c, b in credit_balances(account=account, at=now).items()
     ]
@@ -473,24 +471,4 @@ def customer_overview_view(request, pk: int):
         "original": customer,
         **customer_overview_context(request=request, customer=customer, now=timezone.now()),
     }
-    return TemplateResponse(request, "admin/rails/customer_overview.html", context)
-
-
-def customer_overview_urls_register(site: admin.AdminSite) -> None:
-    """Add the overview to the site's URLs, ahead of the customer admin's own (once)."""
-    if getattr(site, "_customer_overview_urls", False):
-        return
-    site_urls = site.get_urls
-
-    def get_urls():
-        return [
-            path(
-                "customers/customer/<int:pk>/overview/",
-                site.admin_view(customer_overview_view),
-                name="customers_customer_overview",
-            ),
-            *site_urls(),
-        ]
-
-    site.get_urls = get_urls
-    site._customer_overview_urls = True
+    return TemplateResponse(request, "admin/backoffice/customer_overview.html", context)

@@ -1,4 +1,4 @@
-"""Applying the ``notification_rules`` section. Part of ``billing.config.apply``; same
+"""Applying the ``notification_rules`` section. Part of ``backoffice.configuration.apply``; same
 rules (create and update, never delete, errors named by their place in the file).
 
 A rule names a feature, a customer and webhook endpoints by key: each must be in the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
-from billing.config.report import ApplyRun, kept_line, no_such
+from backoffice.configuration.report import ApplyRun, kept_line, no_such
 from billing.models import WebhookEndpoint
 from billing.models.notifications import NotificationRule
 from billing.notifications import thresholds_validate

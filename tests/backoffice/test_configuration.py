@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from billing.config import config_export
+from backoffice.configuration import config_export
 from billing.models import Plan, PlanVersion, RateCard, Subscription, WebhookEndpoint
 from billing.models.notifications import NotificationRule
 from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
@@ -41,7 +41,7 @@ def _rails_validate_nothing(settings):
     """Rail settings are the rails' to check (their own tests do); here they are stored
     as given, so these tests are about the file, not about a rail's rules. All but a
     bank account number: whatever the rail it is encrypted (and exported encrypted)."""
-    settings.CUSTOMER_RAIL_SETTINGS_HOOK = "tests.billing.test_config_yaml.stored_as_given"
+    settings.CUSTOMER_RAIL_SETTINGS_HOOK = "tests.backoffice.test_configuration.stored_as_given"
 
 
 def stored_as_given(*, rail: str, rail_settings: dict, previous: dict | None = None) -> dict:
@@ -460,7 +460,7 @@ def test_yaml_mistakes_are_refused_with_their_line(tmp_path):
 
 
 def test_settings_a_rail_normalises_are_compared_as_the_rail_stores_them(tmp_path, settings):
-    settings.CUSTOMER_RAIL_SETTINGS_HOOK = "tests.billing.test_config_yaml.last4_hook"
+    settings.CUSTOMER_RAIL_SETTINGS_HOOK = "tests.backoffice.test_configuration.last4_hook"
     apply(tmp_path)
     assert Customer.objects.get(key="initech").rail_settings["account_last4"] == "6789"
 

@@ -1,5 +1,5 @@
 """Applying the ``customers`` section: customers and their subsidiaries, consumer
-mappings and subscriptions. Part of ``billing.config.apply``; same rules (create and
+mappings and subscriptions. Part of ``backoffice.configuration.apply``; same rules (create and
 update, never delete, errors named by their place in the file)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
-from billing.config.report import ApplyRun, instant_text, kept_line, no_such
-from billing.config.schema import CONSUMER_VALID_FROM_DEFAULT
+from backoffice.configuration.report import ApplyRun, instant_text, kept_line, no_such
+from backoffice.configuration.schema import CONSUMER_VALID_FROM_DEFAULT
 from billing.models import Plan, PlanVersion, Subscription
 from billing.services import plan_latest_version, subscription_cancel, subscription_create
 from customers.models import ConsumerMapping, Customer

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.config import ConfigError, config_apply, document_load
+from backoffice.configuration import ConfigError, config_apply, document_load
 
 
 class Command(BaseCommand):

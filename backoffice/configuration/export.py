@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
+from backoffice.configuration.apply_customers import rail_settings_as_stored
+from backoffice.configuration.report import instant_text
+from backoffice.configuration.schema import CONSUMER_VALID_FROM_DEFAULT, SECTIONS, SHAPES
 from billing.catalog import price_dump, price_parse
-from billing.config.apply_customers import rail_settings_as_stored
-from billing.config.report import instant_text
-from billing.config.schema import CONSUMER_VALID_FROM_DEFAULT, SECTIONS, SHAPES
 from billing.models import Plan, PlanVersion, Subscription, WebhookEndpoint
 from billing.models.notifications import NotificationRule
 from billing.services import plan_latest_version

@@ -5,10 +5,10 @@ delete, one transaction); ``config_export`` writes the current configuration in 
 same format. The format is described in docs/configuration.md.
 """
 
-from billing.config.apply import config_apply
-from billing.config.export import config_export, document_dump
-from billing.config.report import ApplyReport, Change, ConfigError
-from billing.config.schema import document_load, document_validate
+from backoffice.configuration.apply import config_apply
+from backoffice.configuration.export import config_export, document_dump
+from backoffice.configuration.report import ApplyReport, Change, ConfigError
+from backoffice.configuration.schema import document_load, document_validate
 
 __all__ = [
     "ApplyReport",
