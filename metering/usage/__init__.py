@@ -6,10 +6,13 @@ watermark that says what the buckets hold: fresh to the last accepted event, and
 counted twice.
 
 The entitlement value check reads ``feature_quantities``: the answers of
-``feature_usage`` (which rates the invoice) through a faster statement.
+``feature_usage`` (which rates the invoice) through a faster statement. An invoice
+line's usage is proven with ``usage_breakdown``, ``usage_buckets`` and
+``usage_events_iter``.
 
 Modules: ``exact`` (the reference: per-customer partial aggregates of any aggregation),
-``fresh`` (the hot path for additive meters, with its per-process memories).
+``fresh`` (the hot path for additive meters, with its per-process memories), ``lines``
+(what a quantity is made of, for proof).
 """
 
 from metering.usage.exact import (
@@ -30,19 +33,33 @@ from metering.usage.fresh import (
     feature_quantities,
     usage_memories_clear,
 )
+from metering.usage.lines import (
+    EVENT_COLUMNS,
+    UsageBreakdown,
+    UsageTotals,
+    usage_breakdown,
+    usage_buckets,
+    usage_events_iter,
+)
 
 __all__ = [
+    "EVENT_COLUMNS",
     "ConsumerTerm",
     "FeatureUsage",
     "Partial",
+    "UsageBreakdown",
+    "UsageTotals",
     "consumer_terms",
     "current_xmin",
     "database_generation_bump",
     "feature_quantities",
     "feature_usage",
     "quantity_of",
+    "usage_breakdown",
+    "usage_buckets",
     "usage_changed_since",
     "usage_changed_since_many",
+    "usage_events_iter",
     "usage_memories_clear",
     "usage_of",
     "usage_partials",
