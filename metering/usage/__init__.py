@@ -10,9 +10,14 @@ The entitlement value check reads ``feature_quantities``: the answers of
 line's usage is proven with ``usage_breakdown``, ``usage_buckets`` and
 ``usage_events_iter``.
 
+The dashboard's trends come from ``meter_events_per_day``. Breakdowns per subject, per
+customer, per dimension and per window (minute to month, in any time zone) are the meter
+query's (``metering.query.meter_query``, OpenMeter's API), and a feature's series for a
+chart is ``metering.selectors.usage_series``.
+
 Modules: ``exact`` (the reference: per-customer partial aggregates of any aggregation),
 ``fresh`` (the hot path for additive meters, with its per-process memories), ``lines``
-(what a quantity is made of, for proof).
+(what a quantity is made of, for proof), ``trends`` (many meters at once, for charts).
 """
 
 from metering.usage.exact import (
@@ -41,6 +46,7 @@ from metering.usage.lines import (
     usage_buckets,
     usage_events_iter,
 )
+from metering.usage.trends import meter_events_per_day
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -54,6 +60,7 @@ __all__ = [
     "database_generation_bump",
     "feature_quantities",
     "feature_usage",
+    "meter_events_per_day",
     "quantity_of",
     "usage_breakdown",
     "usage_buckets",
