@@ -16,7 +16,7 @@ from typing import Literal
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from customers.models import Customer
 from customers.selectors import consumer_mapping_at
@@ -209,6 +209,13 @@ def series_windows(
         if len(starts) > MAX_SERIES_WINDOWS:
             raise ValidationError({"window": f"More than {MAX_SERIES_WINDOWS} days."})
         day += timedelta(days=1)
+
+
+def events_newest_xid() -> int | None:
+    """The id of the transaction that stored the newest events (None without events):
+    the rollup has caught up with every stored event once each meter's watermark is
+    above it."""
+    return Event.objects.aggregate(newest=Max("xid"))["newest"]
 
 
 def event_times(*, event_id: str) -> list[datetime]:

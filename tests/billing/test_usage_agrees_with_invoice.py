@@ -25,7 +25,8 @@ from billing.entitlements import entitlement_value_for_key
 from billing.models import LineKind
 from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import Customer
-from metering.models import Event, RollupState, UsageBucket
+from metering.models import RollupState, UsageBucket
+from metering.selectors import events_newest_xid
 from metering.services import feature_create, meter_create, usage_rollup
 from metering.usage import usage_memories_clear
 from tests.factories import ConsumerMappingFactory, CustomerFactory
@@ -111,7 +112,7 @@ def _event(i: str, subject: str, at: datetime, *, llm: bool, status: str, tokens
 def _roll_up_everything() -> None:
     """Roll up every stored event. The rollup stops below the oldest transaction open on
     the server, which another process may hold for a moment: wait for it."""
-    newest = Event.objects.order_by("-xid").values_list("xid", flat=True).first()
+    newest = events_newest_xid()
     deadline = time.monotonic() + 60
     while True:
         usage_rollup(now=AT)
