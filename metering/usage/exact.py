@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.db import connection
 
 from metering import sql
-from metering.models import Aggregation, Feature, Meter
+from metering.models import Aggregation, Feature, Meter, UsageTouch
 
 
 @dataclass(frozen=True)
@@ -258,6 +258,17 @@ def usage_changed_since_many(
     with connection.cursor() as cursor:
         cursor.execute(_CHANGED, [list(column) for column in zip(*rows, strict=True)])
         return {row[0] for row in cursor.fetchall()}
+
+
+def customers_with_usage_changed_since(*, xid: int) -> list[int]:
+    """The customers whose rolled-up usage changed in a transaction at or above ``xid``
+    (a rollup or a re-attribution touched them), by id."""
+    return sorted(
+        UsageTouch.objects.filter(xid__gte=xid)
+        .values_list("customer_id", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def current_xmin() -> int:
