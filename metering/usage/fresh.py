@@ -162,7 +162,7 @@ def _past_days_cache_key(key: tuple) -> str:
 
 
 def _past_days_known(key: tuple) -> tuple[_Partial, int] | None:
-    """A sum of past days' buckets with its horizon: from this process, else from Redis
+    """A sum of past days' buckets with its horizon: from this process, else from the cache
     (another process summed it), else None. Whichever it is, the statement checks it."""
     known = _past_days.get(key)
     if known is None:
