@@ -29,6 +29,7 @@ from billing.models import Invoice, InvoiceStatus, Subscription
 from billing.periods import Period
 from metering.models import Meter
 from metering.selectors import MeterRollupProblem, rollup_problems, unattributed_usage
+from metering.usage import meter_events_per_day
 from rails.models import Settlement, SettlementState
 
 logger = logging.getLogger(__name__)
@@ -189,14 +190,6 @@ class UsageTrends:
     meters_without_usage: int = 0
 
 
-_TRENDS_SQL = """
-SELECT b.meter_id, date_trunc('day', b.hour, 'UTC') AS day, sum(b.event_count)
-FROM metering_usagebucket b
-WHERE b.meter_id = ANY(%s) AND b.hour >= %s AND b.hour < %s
-GROUP BY 1, 2
-"""
-
-
 def usage_trends(*, now: datetime, days: int = TREND_DAYS) -> UsageTrends:
     """Events per meter per UTC day (by event time) over the last ``days`` days, from the
     hourly buckets (each meter counts its own events, so one event counted by two meters
@@ -205,9 +198,7 @@ def usage_trends(*, now: datetime, days: int = TREND_DAYS) -> UsageTrends:
     start = today - timedelta(days=days - 1)
     end = today + timedelta(days=1)
     meters = dict(Meter.objects.values_list("pk", "key"))
-    with connection.cursor() as cursor:
-        cursor.execute(_TRENDS_SQL, [list(meters), start, end])
-        found = {(m, day.astimezone(UTC)): int(n) for m, day, n in cursor.fetchall()}
+    found = meter_events_per_day(meter_ids=meters, start=start, end=end)
     series = [
         MeterTrend(
             meter_id=pk,

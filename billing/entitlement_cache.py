@@ -48,12 +48,9 @@ from core.raw_redis import raw_redis
 logger = logging.getLogger(__name__)
 
 GENERATION_KEY = "entitlements:generation"
-# Moved only by a migrate or a flush (a database emptied or made anew, whose ids start
-# over): part of the key of the past days' usage sums, which no catalog change affects.
-DATABASE_GENERATION_KEY = "entitlements:database-generation"
 # Part of every context's key: change it whenever EntitlementContext changes shape, so a
 # deploy never reads what the previous code stored.
-FORMAT = 2
+FORMAT = 3  # 3: ConsumerTerm moved to metering.usage
 CONTEXT_SECONDS = 15 * 60
 LOCAL_MAX = 10_000
 
@@ -191,7 +188,6 @@ def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
         return
     try:
         bump()
-        bump(DATABASE_GENERATION_KEY)
     except Exception:  # noqa: BLE001 - a migrate must not need Redis to be up
         logger.warning("Could not move the entitlement cache's generation after migrate")
 

@@ -49,8 +49,7 @@ from core.money import quantize
 from core.outbound import OutboundRefused, outbound_post, refusal_text
 from customers.models import Customer
 from customers.selectors import billing_account_ids
-from metering.models import UsageTouch
-from metering.usage import current_xmin
+from metering.usage import current_xmin, customers_with_usage_changed_since
 
 logger = logging.getLogger(__name__)
 
@@ -524,12 +523,8 @@ def thresholds_check(*, now: datetime) -> dict:
     # Every transaction below the horizon has finished, so each touch it wrote is
     # visible to the read below; touches at or above it are read again next time.
     horizon = current_xmin()
-    touched = (
-        UsageTouch.objects.filter(xid__gte=cursor.xid)
-        .values_list("customer_id", flat=True)
-        .distinct()
-    )
-    account_ids = sorted(set(billing_account_ids(customer_ids=list(touched)).values()))
+    touched = customers_with_usage_changed_since(xid=cursor.xid)
+    account_ids = sorted(set(billing_account_ids(customer_ids=touched).values()))
     rules = list(NotificationRule.objects.filter(enabled=True).prefetch_related("endpoints"))
     notified = 0
     for account in Customer.objects.filter(pk__in=account_ids).order_by("pk"):

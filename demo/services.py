@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from backoffice.configuration.apply import config_apply
 from backoffice.configuration.report import ApplyReport
@@ -37,6 +37,7 @@ from demo.data import (
     demo_start,
 )
 from metering.models import RollupState
+from metering.selectors import events_newest_xid
 from metering.services import usage_rollup
 from rails.ach.export import ach_export, ach_file_content
 from rails.ach.nacha import NachaEntry, NachaFile
@@ -108,9 +109,7 @@ def usage_rollup_complete(*, now: datetime, timeout: float = 300) -> RollupCatch
     transaction on the server (of any database), so while one is open this waits, up to
     ``timeout`` seconds: the billing history must not rate periods whose usage is not in
     the buckets yet."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT max(xid) FROM metering_event")
-        newest = cursor.fetchone()[0]
+    newest = events_newest_xid()
     events, waited, started = 0, 0.0, time.monotonic()
     while True:
         events += usage_rollup(now=now).events

@@ -206,10 +206,7 @@ def _plan(meter: Meter, query: MeterQuery) -> _Plan:
 
 
 def _on_hour(instant: datetime | None) -> bool:
-    return (
-        instant is None
-        or instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0) == instant
-    )
+    return instant is None or sql.floor_hour(instant) == instant
 
 
 def _source(meter: Meter, query: MeterQuery) -> Literal["buckets", "events"]:
@@ -309,10 +306,7 @@ class _Statement:
         return where
 
     def dim_filters(self, column: str) -> list[str]:
-        return [
-            f"({column} ->> {self.bind(name)}::text) = ANY({self.bind(list(values))}::text[])"
-            for name, values in self.query.filter_group_by.items()
-        ]
+        return sql.dims_filter(self.query.filter_group_by, self.bind, column=column)
 
     def rolled_up(self, columns: str, *, distinct_values: bool = False) -> str:
         """The meter's buckets in range; with ``distinct_values``, one row per distinct

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import operator
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -16,10 +16,11 @@ from typing import Literal
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from customers.models import Customer
 from customers.selectors import consumer_mapping_at
+from metering import sql
 from metering.models import (
     ROLLUP_FAILURE_EVENT_IDS,
     Aggregation,
@@ -153,7 +154,9 @@ def usage_series(
     if customer is not None:
         where.append("b.customer_id = %(customer)s")
         params["customer"] = customer.pk
-    where += _dimension_filters(feature.filters if feature else {}, params)
+    where += sql.dims_filter(
+        feature.filters if feature else {}, sql.binder(params), column="b.dims"
+    )
     text = (
         f"SELECT date_trunc(%(unit)s::text, b.hour, %(tz)s::text) AS w, {_SERIES_VALUES[aggregation]} "
         f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1"
@@ -169,15 +172,6 @@ def _decimal(value) -> Decimal | None:
     if value is None or isinstance(value, Decimal):
         return value
     return Decimal(value)
-
-
-def _dimension_filters(filters: Mapping[str, Sequence], params: dict) -> list[str]:
-    where = []
-    for i, (name, values) in enumerate(sorted(filters.items())):
-        params[f"dim{i}"] = name
-        params[f"values{i}"] = [str(v) for v in values]
-        where.append(f"(b.dims ->> %(dim{i})s::text) = ANY(%(values{i})s::text[])")
-    return where
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -215,6 +209,13 @@ def series_windows(
         if len(starts) > MAX_SERIES_WINDOWS:
             raise ValidationError({"window": f"More than {MAX_SERIES_WINDOWS} days."})
         day += timedelta(days=1)
+
+
+def events_newest_xid() -> int | None:
+    """The id of the transaction that stored the newest events (None without events):
+    the rollup has caught up with every stored event once each meter's watermark is
+    above it."""
+    return Event.objects.aggregate(newest=Max("xid"))["newest"]
 
 
 def event_times(*, event_id: str) -> list[datetime]:

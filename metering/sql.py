@@ -16,12 +16,52 @@ the one grammar that counts.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, connection, transaction
 
 from metering.models import Aggregation, Meter
 
 _SIMPLE = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_]*)+)$")
+HOUR = timedelta(hours=1)
+
+
+def floor_hour(t: datetime) -> datetime:
+    """The start of the UTC hour holding ``t`` (buckets are UTC hours)."""
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(t: datetime) -> datetime:
+    floor = floor_hour(t)
+    return floor if floor == t else floor + HOUR
+
+
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC hours inside ``[start, end)``, which the buckets answer; the rest of
+    the range (the partial hours at its edges) is read from the raw events. A range
+    inside one hour has none: ``(start, start)``."""
+    inner_start, inner_end = ceil_hour(start), floor_hour(end)
+    if inner_end < inner_start:
+        return start, start
+    return inner_start, inner_end
+
+
+def dims_filter(
+    filters: Mapping[str, Sequence], bind: Callable[[object], str], *, column: str
+) -> list[str]:
+    """A feature's (or a query's) dimension filters on a jsonb of dimensions (a bucket's
+    ``dims``, or ``dims_expr`` of an event): each dimension one of its values, as text.
+    ``bind`` adds a parameter and answers its placeholder."""
+    return [
+        f"({column} ->> {bind(name)}::text) = ANY({bind([str(v) for v in values])}::text[])"
+        for name, values in sorted(filters.items())
+    ]
+
+
+def binder(params: dict) -> Callable[[object], str]:
+    """``bind`` for ``dims_filter`` that adds to ``params`` as the fragments here do."""
+    return lambda value: _bind(params, value)
 
 
 def _bind(params: dict, value) -> str:

@@ -33,6 +33,7 @@ from billing.services import (
 from customers.models import Customer
 from customers.services import consumer_key_move, customer_update
 from metering.services import feature_create, feature_update, meter_create
+from metering.usage import usage_memories_clear
 from tests.factories import ConsumerMappingFactory, CustomerFactory
 from tests.metering.conftest import cloud_event
 
@@ -44,13 +45,11 @@ AT = "2026-11-20T00:00:00Z"
 
 @pytest.fixture(autouse=True)
 def _fresh_memories():
-    from billing import entitlements
     from core import services
 
     entitlement_cache.forget_local()
     services._local.clear()
-    for memory in (entitlements._watermarks, entitlements._past_days, entitlements._late):
-        memory.clear()
+    usage_memories_clear()
     yield
 
 

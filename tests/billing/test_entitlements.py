@@ -184,8 +184,8 @@ def test_bulk_checks_answer_each_pair(api, ingest, free):
 
 # -- the narrow usage statement against the reference -------------------------------
 #
-# The value check reads usage with a statement of its own (billing.entitlements
-# ._usage_statement): per-process memories of past days' bucket sums, of the watermark and
+# The value check reads usage with a statement of its own (metering.usage
+# .feature_quantities): per-process memories of past days' bucket sums, of the watermark and
 # of how old the events not rolled up are, consumer keys taken from the context. These
 # tests hold it to metering.usage.feature_usage, the reference, answer for answer, across
 # aggregations, filters, time zones, partial hours, events not rolled up (recent and
@@ -193,11 +193,9 @@ def test_bulk_checks_answer_each_pair(api, ingest, free):
 
 
 def _reset_usage_memories():
-    from billing import entitlements
+    from metering.usage import usage_memories_clear
 
-    entitlements._watermarks.clear()
-    entitlements._past_days.clear()
-    entitlements._late.clear()
+    usage_memories_clear()
 
 
 @pytest.fixture

@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
 
 from metering import sql
-from metering.models import Aggregation, Feature, Meter
-
-HOUR = timedelta(hours=1)
-
-
-def _floor_hour(t: datetime) -> datetime:
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
-def _ceil_hour(t: datetime) -> datetime:
-    floor = _floor_hour(t)
-    return floor if floor == t else floor + HOUR
+from metering.models import Aggregation, Feature, Meter, UsageTouch
 
 
 @dataclass(frozen=True)
@@ -80,12 +69,7 @@ def quantity_of(
 
 
 def _filters_sql(filters: dict, params: dict, column: str) -> str:
-    clauses = []
-    for i, (name, values) in enumerate(sorted(filters.items())):
-        params[f"fn{i}"] = name
-        params[f"fv{i}"] = [str(v) for v in values]
-        clauses.append(f"({column} ->> %(fn{i})s) = ANY(%(fv{i})s)")
-    return " AND ".join(clauses) or "TRUE"
+    return " AND ".join(sql.dims_filter(filters, sql.binder(params), column=column)) or "TRUE"
 
 
 _PARTIALS = """
@@ -142,9 +126,7 @@ SELECT NULL, count(DISTINCT value) FROM vals
 
 
 def _params(meter: Meter, customer_ids: list[int], start: datetime, end: datetime) -> dict:
-    inner_start, inner_end = _ceil_hour(start), _floor_hour(end)
-    if inner_end < inner_start:  # the whole range lies inside one hour
-        inner_start = inner_end = start
+    inner_start, inner_end = sql.whole_hours(start, end)
     return {
         "meter": meter.pk,
         "type": meter.event_type,
@@ -276,6 +258,17 @@ def usage_changed_since_many(
     with connection.cursor() as cursor:
         cursor.execute(_CHANGED, [list(column) for column in zip(*rows, strict=True)])
         return {row[0] for row in cursor.fetchall()}
+
+
+def customers_with_usage_changed_since(*, xid: int) -> list[int]:
+    """The customers whose rolled-up usage changed in a transaction at or above ``xid``
+    (a rollup or a re-attribution touched them), by id."""
+    return sorted(
+        UsageTouch.objects.filter(xid__gte=xid)
+        .values_list("customer_id", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def current_xmin() -> int:
