@@ -15,8 +15,9 @@ from decimal import Decimal
 
 import factory
 
-from billing.invoicing import invoice_issue, invoice_line_add
-from billing.models import Invoice, PlanVersion, Subscription
+from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue, invoice_line_add
+from billing.models import Grant, Invoice, PlanVersion, Subscription, TaxRate
+from billing.periods import Period
 from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import ConsumerMapping, Customer
 from metering.models import Feature, Meter
@@ -99,7 +100,8 @@ def unit_price(feature: Feature, unit_price: str = "0.01", *, key="calls") -> Ra
 class PlanVersionFactory(factory.Factory):
     """A plan saved by ``plan_save``, answering its version. By default the Pro plan: USD,
     monthly, a $49.00 platform fee in arrears and, with ``feature``, that feature at
-    ``unit_price`` a unit. ``rate_cards`` replaces both."""
+    ``unit_price`` a unit. ``rate_cards`` replaces both; ``free=True`` makes it the Free
+    plan."""
 
     class Meta:
         model = PlanVersion
@@ -108,6 +110,8 @@ class PlanVersionFactory(factory.Factory):
         fee = flat_fee()
         feature = None
         unit_price = "0.01"
+        # The Free plan: no fee, the feature at no charge (what its entitlements allow).
+        free = factory.Trait(key="free", name="Free", fee=None, unit_price="0")
 
     key = "pro"
     name = "Pro"
@@ -206,55 +210,28 @@ def api_world() -> dict[str, list]:
     usage price and an entitlement, a tax rate ``vat``, a billing account ``acme`` with a
     subsidiary ``acme-eu``, a consumer ``acme-gw``, a subscription from 2026-10-01, a
     grant, October's invoice issued with a credit note, and November's draft."""
-    from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue
-    from billing.models import Grant, TaxRate
-    from billing.periods import Period
-    from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
-    from metering.services import feature_create, meter_create
-
     oct_, nov, dec = (datetime(2026, month, 1, tzinfo=UTC) for month in (10, 11, 12))
-    requests = meter_create(
-        key="api_requests",
-        event_type="request",
-        aggregation="COUNT",
-        group_by={"route": "$.route", "status": "$.status"},
-    )
-    flights = feature_create(
+    requests = MeterFactory(group_by={"route": "$.route", "status": "$.status"})
+    flights = FeatureFactory(
         key="flights", name="Flights", meter=requests, filters={"route": ["/flights"]}
     )
-    _, version, _ = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="flights", feature=flights, price={"model": "unit", "unit_price": "0.01"}
-                ),
-            ),
-            entitlements=(
-                {
-                    "feature": "flights",
-                    "type": "metered",
-                    "limit": 500,
-                    "period": "monthly",
-                    "hard": True,
-                },
-            ),
+    version = PlanVersionFactory(
+        rate_cards=(flat_fee(), unit_price(flights, key="flights")),
+        entitlements=(
+            {
+                "feature": "flights",
+                "type": "metered",
+                "limit": 500,
+                "period": "monthly",
+                "hard": True,
+            },
         ),
     )
     TaxRate.objects.create(key="vat", name="VAT", percentage=Decimal(19))
     acme = CustomerFactory(key="acme", name="Acme")
     CustomerFactory(key="acme-eu", name="Acme EU", parent=acme)
     mapping = ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=oct_)
-    subscription = subscription_create(customer=acme, plan_version=version, start=oct_)
+    subscription = SubscriptionFactory(customer=acme, plan_version=version, start=oct_)
     grant = Grant.objects.create(
         customer=acme, feature=flights, amount=Decimal(100), effective_at=oct_, reason="launch"
     )
