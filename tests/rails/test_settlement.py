@@ -17,7 +17,7 @@ from rails.services import (
     settlement_report,
     settlement_retry,
 )
-from tests.factories import CustomerFactory, IssuedInvoiceFactory
+from tests.factories import CustomerFactory, IssuedInvoiceFactory, SettlementFactory
 from tests.rails.pigeon import PigeonRail
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -182,7 +182,7 @@ def test_operators_retry_failed_and_cancel_pending_settlements():
         settlement_drive(settlement_id=settlement.pk, now=NOW + timedelta(seconds=1)) == "submitted"
     )
 
-    other = Settlement.objects.get(invoice=issued_invoice())
+    other = SettlementFactory(invoice=issued_invoice())
     cancelled = settlement_cancel(settlement=other, now=NOW, actor="ops", reason="Paid by cheque")
     assert cancelled.state == SettlementState.CANCELLED
     assert settlement_drive(settlement_id=other.pk, now=NOW + timedelta(days=1)) == "not due"
