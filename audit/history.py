@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.db import models
 
 from billing.models import CustomerAccess, Invoice, InvoiceLine, Plan, PlanVersion, RateCard
+from core.money import plain_decimal
 from customers.models import ConsumerMapping, Customer
 
 AUDITED_MODELS: tuple[type[models.Model], ...] = (
@@ -77,7 +78,7 @@ def _text(field: models.Field, value) -> str:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return plain_decimal(value)
     if field.choices:
         return f"{dict(field.flatchoices).get(value, value)}"
     return str(value)

@@ -45,7 +45,7 @@ from billing.models import (
 )
 from billing.models.notifications import DeliveryState, EventType, RuleKind
 from billing.rating import account_period, rate_period
-from core.money import quantize
+from core.money import money_text, plain_decimal, quantize
 from core.outbound import OutboundRefused, outbound_post, refusal_text
 from customers.models import Customer
 from customers.selectors import billing_account_ids
@@ -70,11 +70,6 @@ def retry_delay(attempts: int) -> timedelta:
     base = _setting("WEBHOOK_RETRY_BASE_SECONDS", 30)
     cap = _setting("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
     return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), cap))
-
-
-def _text(value: Decimal | None) -> str | None:
-    """A quantity exactly, as a string without trailing zeros (``1000``, ``0.5``)."""
-    return None if value is None else format(Decimal(value).normalize(), "f")
 
 
 # ---------------------------------------------------------------- the outbox
@@ -399,9 +394,9 @@ def _threshold_level(threshold: dict, allowance: Decimal | None) -> tuple[str, D
         if allowance is None or allowance <= 0:
             return None
         percent = Decimal(str(threshold["percent"]))
-        return f"percent:{_text(percent)}", allowance * percent / 100
+        return f"percent:{plain_decimal(percent)}", allowance * percent / 100
     usage = Decimal(str(threshold["usage"]))
-    return f"usage:{_text(usage)}", usage
+    return f"usage:{plain_decimal(usage)}", usage
 
 
 def _entitlement_checks(account: Customer, rules: list[NotificationRule], now: datetime) -> int:
@@ -444,13 +439,13 @@ def _entitlement_checks(account: Customer, rules: list[NotificationRule], now: d
             data = {
                 "customer": account.key,
                 "feature": feature.key,
-                "threshold": {name: _text(Decimal(str(raw)))},
-                "threshold_usage": _text(level),
-                "usage": _text(value.usage),
-                "limit": _text(value.limit),
-                "granted": _text(value.granted),
-                "balance": _text(value.balance),
-                "overage": _text(value.overage),
+                "threshold": {name: plain_decimal(Decimal(str(raw)))},
+                "threshold_usage": plain_decimal(level),
+                "usage": plain_decimal(value.usage),
+                "limit": plain_decimal(value.limit),
+                "granted": plain_decimal(value.granted),
+                "balance": plain_decimal(value.balance),
+                "overage": plain_decimal(value.overage),
                 "hard": value.hard,
                 "hasAccess": value.has_access,
                 "period": {
@@ -485,8 +480,8 @@ def _spend_checks(account: Customer, rules: list[NotificationRule], now: datetim
             data = {
                 "customer": account.key,
                 "currency": account.currency,
-                "threshold": {"amount": str(amount)},
-                "amount": str(quantize(spend, account.currency)),
+                "threshold": {"amount": money_text(amount, account.currency)},
+                "amount": money_text(spend, account.currency),
                 "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
             }
             event = notify(
@@ -545,8 +540,8 @@ def _iso(value: datetime | None) -> str | None:
 def invoice_data(invoice: Invoice) -> dict:
     """An invoice as webhook data: amounts are decimal strings at the currency's precision."""
 
-    def money(amount: Decimal) -> str:
-        return str(quantize(amount, invoice.currency))
+    def money(amount: Decimal) -> str | None:
+        return money_text(amount, invoice.currency)
 
     return {
         "id": str(invoice.pk), "number": invoice.number, "status": invoice.status,

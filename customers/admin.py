@@ -11,7 +11,19 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from customers import services
-from customers.models import BILL_TO_PARENT_NEEDS_PARENT, ConsumerMapping, Customer, rail_choices
+from customers.models import (
+    BILL_TO_PARENT_NEEDS_PARENT,
+    CUSTOMER_ADDRESS_FIELDS,
+    CUSTOMER_FIELDS,
+    CUSTOMER_LOCALE_FIELDS,
+    CUSTOMER_NAME_FIELDS,
+    CUSTOMER_RAIL_FIELDS,
+    CUSTOMER_RECORD_FIELDS,
+    CUSTOMER_TREE_FIELDS,
+    ConsumerMapping,
+    Customer,
+    rail_choices,
+)
 from customers.rail_settings import rail_settings_shown
 from customers.selectors import (
     billed_customer_ids_many,
@@ -24,24 +36,7 @@ from customers.selectors import (
 class CustomerForm(forms.ModelForm):
     class Meta:
         model = Customer
-        fields = [
-            "key",
-            "name",
-            "email",
-            "currency",
-            "timezone",
-            "parent",
-            "bill_to_parent",
-            "address_line1",
-            "address_line2",
-            "city",
-            "region",
-            "postal_code",
-            "country",
-            "tax_id",
-            "rail",
-            "rail_settings",
-        ]
+        fields = list(CUSTOMER_FIELDS)
 
     def __init__(self, *args, initial=None, **kwargs):
         super().__init__(*args, initial=initial, **kwargs)
@@ -189,35 +184,22 @@ class CustomerAdmin(admin.ModelAdmin):
     ordering = ["name", "key"]
     search_fields = ["key", "name", "consumer_mappings__consumer_key"]
     autocomplete_fields = ["parent"]
-    readonly_fields = ["tree", "created_at", "updated_at"]
+    readonly_fields = ["tree", *CUSTOMER_RECORD_FIELDS]
     inlines = [ConsumerMappingInline, SubsidiaryInline]
     fieldsets = [
-        (None, {"fields": ["key", "name", "email", "currency", "timezone"]}),
-        ("Company tree", {"fields": ["parent", "bill_to_parent", "tree"]}),
-        (
-            "Postal address and tax",
-            {
-                "fields": [
-                    "address_line1",
-                    "address_line2",
-                    "city",
-                    "region",
-                    "postal_code",
-                    "country",
-                    "tax_id",
-                ]
-            },
-        ),
+        (None, {"fields": [*CUSTOMER_NAME_FIELDS, *CUSTOMER_LOCALE_FIELDS]}),
+        ("Company tree", {"fields": [*CUSTOMER_TREE_FIELDS, "tree"]}),
+        ("Postal address and tax", {"fields": list(CUSTOMER_ADDRESS_FIELDS)}),
         (
             "Settlement",
             {
-                "fields": ["rail", "rail_settings"],
+                "fields": list(CUSTOMER_RAIL_FIELDS),
                 "description": "A bank account_number is stored encrypted, whatever the "
                 "rail, and shown as ****6789: leave the mask to keep it, or type the full "
                 "number to change it.",
             },
         ),
-        ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+        ("Record", {"fields": list(CUSTOMER_RECORD_FIELDS), "classes": ["collapse"]}),
     ]
 
     def save_model(self, request, obj, form, change):

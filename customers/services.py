@@ -17,31 +17,13 @@ from django.utils.module_loading import import_string
 
 from customers.models import (
     BILL_TO_PARENT_NEEDS_PARENT,
+    CUSTOMER_FIELDS,
     ConsumerMapping,
     ConsumerMappingChange,
     Customer,
 )
 from customers.rail_settings import rail_settings_unmask
 from customers.selectors import consumer_mappings_overlapping, customer_ancestor_ids
-
-CUSTOMER_FIELDS = {
-    "key",
-    "name",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country",
-    "tax_id",
-    "currency",
-    "timezone",
-    "parent",
-    "bill_to_parent",
-    "rail",
-    "rail_settings",
-}
 
 
 def customer_parent_validate(*, customer: Customer, parent: Customer | None) -> None:
@@ -131,7 +113,7 @@ def customer_create(**fields: Any) -> Customer:
     ``bill_to_parent`` defaults to on for a subsidiary and off for a top-level customer;
     given as on without a parent, it is refused (``ValidationError`` on ``bill_to_parent``).
     """
-    unknown = set(fields) - CUSTOMER_FIELDS
+    unknown = set(fields).difference(CUSTOMER_FIELDS)
     if unknown:
         raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
     fields.setdefault("bill_to_parent", fields.get("parent") is not None)
@@ -144,7 +126,7 @@ def customer_update(*, customer: Customer, **fields: Any) -> Customer:
     A customer that becomes a subsidiary, or top-level, without ``bill_to_parent`` given
     takes the default of its new place (on, off); on without a parent is refused.
     """
-    unknown = set(fields) - CUSTOMER_FIELDS
+    unknown = set(fields).difference(CUSTOMER_FIELDS)
     if unknown:
         raise TypeError(f"Unknown customer fields: {sorted(unknown)}")
     if "parent" in fields:

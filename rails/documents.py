@@ -4,7 +4,7 @@ per currency, never ×100, and the billing account's details."""
 from __future__ import annotations
 
 from billing.models import CreditNote, Invoice
-from core.money import to_minor_units
+from core.money import plain_decimal, to_minor_units
 from customers.models import Customer
 from rails.base import CreditNoteDocument, DocumentLine, InvoiceDocument, Party
 from rails.models import RailItemMapping
@@ -50,13 +50,11 @@ def invoice_document(invoice: Invoice, *, rail: str | None = None) -> InvoiceDoc
         DocumentLine(
             description=line.description,
             amount_minor=to_minor_units(line.amount, currency),
-            quantity=None if line.quantity is None else format(line.quantity.normalize(), "f"),
+            quantity=plain_decimal(line.quantity),
             feature_key=line.feature.key if line.feature_id else None,
             customer_key=line.customer.key,
             kind=line.kind,
-            unit_price=None
-            if line.unit_price is None
-            else format(line.unit_price.normalize(), "f"),
+            unit_price=plain_decimal(line.unit_price),
             rail_item=item(line),
         )
         for line in invoice.lines.select_related("feature", "customer").order_by("position", "pk")

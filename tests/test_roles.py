@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -19,11 +18,9 @@ from audit.roles import ADMIN, OPERATOR, VIEWER, roles_sync
 from billing.invoicing import invoice_draft_for, invoice_issue
 from billing.models import Invoice, InvoiceLine, InvoiceStatus, Plan, PlanVersion, RateCard
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import ConsumerMapping, Customer
-from metering.services import feature_create, meter_create
 from rails.models import Settlement, SettlementState
-from tests.factories import CustomerFactory
+from tests.factories import CustomerFactory, FeatureFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -53,28 +50,7 @@ def staff(django_user_model):
 @pytest.fixture
 def acme(db):
     account = CustomerFactory(key="acme", name="Acme Corp")
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", meter=meter)
-    version = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
-                ),
-            ),
-        ),
-    )[1]
-    subscription_create(customer=account, plan_version=version, start=OCT)
+    SubscriptionFactory(customer=account, plan_version__feature=FeatureFactory(name=""), start=OCT)
     return account
 
 

@@ -18,7 +18,7 @@ from backoffice.configuration.report import ApplyRun, instant_text, kept_line, n
 from backoffice.configuration.schema import CONSUMER_VALID_FROM_DEFAULT
 from billing.models import Plan, PlanVersion, Subscription
 from billing.services import plan_latest_version, subscription_cancel, subscription_create
-from customers.models import ConsumerMapping, Customer
+from customers.models import CUSTOMER_ADDRESS_FIELDS, ConsumerMapping, Customer
 from customers.rail_settings import rail_settings_unmask
 from customers.services import (
     consumer_mapping_create,
@@ -27,17 +27,7 @@ from customers.services import (
     customer_update,
 )
 
-TEXT_FIELDS = (
-    "name",
-    "email",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country",
-    "tax_id",
-)
+TEXT_FIELDS = ("name", "email", *CUSTOMER_ADDRESS_FIELDS)
 CUSTOMER_NAMES: dict[str, str | None] = {"parent": None}
 SUBSCRIPTION_NAMES: dict[str, str | None] = {
     "customer": None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -26,23 +25,10 @@ from billing.catalog import price_dump, price_parse
 from billing.models import Plan, PlanVersion, Subscription, WebhookEndpoint
 from billing.models.notifications import NotificationRule
 from billing.services import plan_latest_version
-from customers.models import ConsumerMapping, Customer
+from core.money import plain_decimal
+from customers.models import CUSTOMER_ADDRESS_FIELDS, ConsumerMapping, Customer
 from customers.rail_settings import ACCOUNT_NUMBER, rail_settings_shown
 from metering.models import Feature, Meter
-
-ADDRESS_FIELDS = (
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country",
-    "tax_id",
-)
-
-
-def _decimal_text(value: Decimal) -> str:
-    return format(value.normalize(), "f")
 
 
 def _sorted(mapping: dict) -> dict:
@@ -114,7 +100,7 @@ def _plan(plan: Plan, version: PlanVersion) -> dict:
         **_present(description=plan.description),
         "currency": version.currency,
         "cadence": version.cadence,
-        "minimum_commitment": _decimal_text(version.minimum_commitment.amount),
+        "minimum_commitment": plain_decimal(version.minimum_commitment.amount),
         **_present(rate_cards=cards, entitlements=[_entitlement(e) for e in version.entitlements]),
     }
 
@@ -204,7 +190,7 @@ class _CustomerTree:
             ),
             **({} if customer.rail == "manual" else {"rail": customer.rail}),
             **_present(rail_settings=_sorted(_rail_settings(customer))),
-            **_present(**{name: getattr(customer, name) for name in ADDRESS_FIELDS}),
+            **_present(**{name: getattr(customer, name) for name in CUSTOMER_ADDRESS_FIELDS}),
         }
         if parent is not None and not customer.bill_to_parent:
             out["bill_to_parent"] = False

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 
-from customers.models import KEY_VALIDATOR
+from customers.models import CUSTOMER_ADDRESS_FIELDS, KEY_VALIDATOR
 from metering.models import Aggregation
 
 # A consumer listed without valid_from has belonged to its customer since this instant:
@@ -105,13 +105,7 @@ _CUSTOMER = {
     "timezone": F("text"),
     "rail": F("text", choices=_rails),
     "rail_settings": F("rail_settings"),
-    "address_line1": F("text"),
-    "address_line2": F("text"),
-    "city": F("text"),
-    "region": F("text"),
-    "postal_code": F("text"),
-    "country": F("text"),
-    "tax_id": F("text"),
+    **{name: F("text") for name in CUSTOMER_ADDRESS_FIELDS},
     "consumers": F("list", shape="consumer"),
     "subscriptions": F("list", shape="subscription"),
     "subsidiaries": F("list", shape="subsidiary"),

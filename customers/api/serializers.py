@@ -3,7 +3,16 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core.api.times import InstantField, InstantModelSerializer
-from customers.models import ConsumerMapping, Customer
+from customers.models import (
+    CUSTOMER_ADDRESS_FIELDS,
+    CUSTOMER_LOCALE_FIELDS,
+    CUSTOMER_NAME_FIELDS,
+    CUSTOMER_RAIL_FIELDS,
+    CUSTOMER_RECORD_FIELDS,
+    CUSTOMER_TREE_FIELDS,
+    ConsumerMapping,
+    Customer,
+)
 from customers.rail_settings import rail_settings_shown
 from customers.selectors import billing_account_ids
 
@@ -24,28 +33,16 @@ class CustomerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Customer
         fields = [
-            "key",
-            "name",
-            "email",
-            "address_line1",
-            "address_line2",
-            "city",
-            "region",
-            "postal_code",
-            "country",
-            "tax_id",
-            "currency",
-            "timezone",
-            "parent",
-            "bill_to_parent",
+            *CUSTOMER_NAME_FIELDS,
+            *CUSTOMER_ADDRESS_FIELDS,
+            *CUSTOMER_LOCALE_FIELDS,
+            *CUSTOMER_TREE_FIELDS,
             "billing_account",
             "subsidiaries",
-            "rail",
-            "rail_settings",
-            "created_at",
-            "updated_at",
+            *CUSTOMER_RAIL_FIELDS,
+            *CUSTOMER_RECORD_FIELDS,
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        read_only_fields = list(CUSTOMER_RECORD_FIELDS)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,6 +22,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from requests_oauthlib import OAuth1
 
+from core.money import from_minor_units, money_text
 from rails.base import CreditNoteDocument, Exchange, InvoiceDocument, RailResult, Step
 
 SIGNATURE_METHOD = "HMAC-SHA256"
@@ -125,10 +126,8 @@ def _error_text(body: str) -> str:
     return f"{doc.get('title', 'NetSuite error')} ({doc.get('status', '')}){': ' + details if details else ''}"
 
 
-def _minor_to_amount(minor: int, currency: str) -> str:
-    from core.money import from_minor_units
-
-    return format(from_minor_units(minor, currency), "f")
+def _minor_to_amount(minor: int, currency: str) -> str | None:
+    return money_text(from_minor_units(minor, currency), currency)
 
 
 def _sandbox_note(config: NetSuiteConfig) -> str:

@@ -27,8 +27,7 @@ from billing.invoicing import InvoiceStateError, invoice_draft_for, invoice_issu
 from billing.models import CreditGrant, CreditLedgerEntry, Invoice
 from billing.models.credits import LedgerImmutableError
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
-from tests.factories import CustomerFactory
+from tests.factories import CustomerFactory, SubscriptionFactory
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
@@ -41,12 +40,7 @@ WITH_CREDITS = override_settings(
 @pytest.fixture
 def acme(db):
     acme = CustomerFactory(key="acme")
-    version = plan_save(key="pro", name="Pro", spec=PlanVersionSpec(
-        currency="USD", cadence="monthly", minimum_commitment=Decimal(0), rate_cards=(
-            RateCardSpec(key="platform", name="Platform fee",
-                         price={"model": "flat", "amount": "49.00", "timing": "in_arrears"}),
-        )))[1]  # fmt: skip
-    subscription_create(customer=acme, plan_version=version, start=OCT)
+    SubscriptionFactory(customer=acme, start=OCT)
     return acme
 
 

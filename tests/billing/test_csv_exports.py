@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.contrib import admin
@@ -17,10 +16,15 @@ import billing.admin_invoices  # noqa: F401  (registers the invoice admin)
 from billing.invoicing import invoice_draft_for
 from billing.models import LineKind
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from config.urls import urlpatterns as project_urlpatterns
-from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    MeterFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 urlpatterns = [
@@ -41,25 +45,12 @@ def line(db, ingest):
     """A usage line whose events were sent with hostile subjects, sources and ids; half
     of their values are negative numbers."""
     acme = CustomerFactory(key="acme", name="Acme Corp")
-    meter = meter_create(
+    meter = MeterFactory(
         key="credits", event_type="credit", aggregation="SUM", value_property="$.amount"
     )
-    feature = feature_create(key="credits", name="Credits", meter=meter)
-    version = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="credits", feature=feature, price={"model": "unit", "unit_price": "1"}
-                ),
-            ),
-        ),
-    )[1]
-    subscription_create(customer=acme, plan_version=version, start=OCT)
+    feature = FeatureFactory(key="credits", name="Credits", meter=meter)
+    plan = PlanVersionFactory(fee=None, feature=feature, unit_price="1")
+    SubscriptionFactory(customer=acme, plan_version=plan, start=OCT)
     for subject in SUBJECTS:
         ConsumerMappingFactory(consumer_key=subject, customer=acme, valid_from=OCT)
     ingest(

@@ -23,10 +23,15 @@ from billing.access import (
     portal_sign_in_token,
 )
 from billing.documents import invoice_pdf_store
-from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add, invoice_mark
+from billing.invoicing import credit_note_create, invoice_mark
 from billing.models import Invoice, InvoiceStatus
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
-from tests.factories import CustomerFactory
+from tests.factories import (
+    CustomerFactory,
+    IssuedInvoiceFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+    flat_fee,
+)
 
 urlpatterns = [path("", include("billing.portal_urls"))]
 pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
@@ -51,11 +56,13 @@ def _isolated(settings, tmp_path):
 def issued_invoice(
     customer, *, description="Onboarding workshop", amount="1500", period=(OCT, NOV)
 ) -> Invoice:
-    draft = Invoice.objects.create(
-        customer=customer, currency=customer.currency, period_start=period[0], period_end=period[1]
+    return IssuedInvoiceFactory(
+        customer=customer,
+        period_start=period[0],
+        period_end=period[1],
+        lines=((description, amount),),
+        now=ISSUED,
     )
-    invoice_line_add(invoice=draft, description=description, amount=Decimal(amount), now=ISSUED)
-    return invoice_issue(invoice=draft, now=ISSUED)
 
 
 @pytest.fixture
@@ -296,24 +303,9 @@ def test_revoking_links_ends_portal_sessions(client, acme):
 
 
 def test_portal_shows_usage_so_far_this_period(client, acme):
-    version = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_advance"},
-                ),
-            ),
-        ),
-    )[1]
+    version = PlanVersionFactory(fee=flat_fee("49.00", timing="in_advance"))
     start = now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    subscription_create(customer=acme, plan_version=version, start=start)
+    SubscriptionFactory(customer=acme, plan_version=version, start=start)
     sign_in(client, "ap@acme.example")
     page = client.get("/portal/").content.decode()
     assert "Usage this period" in page and "Platform fee" in page and "$49.00" in page

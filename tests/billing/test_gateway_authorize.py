@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from billing.models import PlanVersion
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import ConsumerMapping
-from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    MeterFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 URL = "/api/v1/gateways/authorize"
@@ -23,32 +27,22 @@ LIMIT = 3
 def free(db):
     """A Free plan with a hard limit of 3 calls; acme (and its subsidiary acme-dev, billed
     on it) subscribed; the gateway consumers acme-gw and acme-dev-gw mapped to them."""
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", meter=meter)
-    feature_create(key="sso", meter=meter)
-    feature_create(key="exports", meter=meter)
+    meter = MeterFactory()
+    calls = FeatureFactory(name="", meter=meter)
+    FeatureFactory(key="sso", name="", meter=meter)
+    FeatureFactory(key="exports", name="", meter=meter)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    version = plan_save(
-        key="free",
-        name="Free",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0"}
-                ),
-            ),
-            entitlements=(
-                {"feature": "api_calls", "type": "metered", "limit": LIMIT, "hard": True},
-                {"feature": "sso", "type": "boolean", "enabled": False},
-            ),
+    version = PlanVersionFactory(
+        free=True,
+        feature=calls,
+        entitlements=(
+            {"feature": "api_calls", "type": "metered", "limit": LIMIT, "hard": True},
+            {"feature": "sso", "type": "boolean", "enabled": False},
         ),
-    )[1]
+    )
     parent = CustomerFactory(key="acme")
     child = CustomerFactory(key="acme-dev", parent=parent, bill_to_parent=True)
-    subscription_create(customer=parent, plan_version=version, start=start)
+    SubscriptionFactory(customer=parent, plan_version=version, start=start)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=parent, valid_from=start)
     ConsumerMappingFactory(consumer_key="acme-dev-gw", customer=child, valid_from=start)
     return calls
@@ -187,7 +181,7 @@ def test_a_consumer_moved_to_another_customer_is_checked_on_the_new_one_at_once(
     mapping.valid_to = moved_at
     mapping.save()
     newco = CustomerFactory(key="newco")
-    subscription_create(
+    SubscriptionFactory(
         customer=newco, plan_version=PlanVersion.objects.get(plan__key="free"), start=moved_at
     )
     ConsumerMappingFactory(consumer_key="acme-gw", customer=newco, valid_from=moved_at)

@@ -18,10 +18,14 @@ import billing.admin_invoices  # noqa: F401  (registers the invoice and credit n
 from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue, invoice_line_add
 from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from config.urls import urlpatterns as project_urlpatterns
-from metering.services import feature_create, meter_create, usage_rollup
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from metering.services import usage_rollup
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 # The admin as it is once this module is imported, ahead of the project's URLs.
@@ -46,28 +50,7 @@ def _media(settings, tmp_path):
 def acme(db):
     account = CustomerFactory(key="acme", name="Acme Corp", rail="ach")
     CustomerFactory(key="acme-eu", name="Acme EU", parent=account)
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", name="API calls", meter=meter)
-    version = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
-                ),
-            ),
-        ),
-    )[1]
-    subscription_create(customer=account, plan_version=version, start=OCT)
+    SubscriptionFactory(customer=account, plan_version__feature=FeatureFactory(), start=OCT)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=account, valid_from=OCT)
     return account
 

@@ -14,10 +14,18 @@ from django.urls import include, path
 from billing.invoicing import invoice_draft_for, invoice_issue, invoice_line_add
 from billing.models import CreditNote, Invoice, InvoiceLine, InvoiceStatus, LineKind
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from config.urls import urlpatterns as project_urlpatterns
-from metering.services import feature_create, meter_create, usage_rollup
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from metering.services import usage_rollup
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    MeterFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+    flat_fee,
+    unit_price,
+)
 from tests.metering.conftest import cloud_event
 
 
@@ -63,56 +71,36 @@ def _media(settings, tmp_path):
 def catalog(db):
     """Flights API calls (only route /flights with status 200) at 0.01 each, output LLM
     tokens at 0.0001 each, and a 49.00 platform fee."""
-    requests = meter_create(
-        key="api_requests",
-        event_type="request",
-        aggregation="COUNT",
-        group_by={"route": "$.route", "status": "$.status"},
-    )
-    tokens = meter_create(
+    requests = MeterFactory(group_by={"route": "$.route", "status": "$.status"})
+    tokens = MeterFactory(
         key="llm_tokens",
         event_type="llm",
         aggregation="SUM",
         value_property="$.tokens",
         group_by={"direction": "$.direction"},
     )
-    flights = feature_create(
+    flights = FeatureFactory(
         key="flights",
         name="Flights API calls",
         meter=requests,
         filters={"route": ["/flights"], "status": ["200"]},
     )
-    output = feature_create(
+    output = FeatureFactory(
         key="output_tokens", name="Output tokens", meter=tokens, filters={"direction": ["output"]}
     )
-    return plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="flights", feature=flights, price={"model": "unit", "unit_price": "0.01"}
-                ),
-                RateCardSpec(
-                    key="tokens", feature=output, price={"model": "unit", "unit_price": "0.0001"}
-                ),
-            ),
-        ),
-    )[1]
+    return PlanVersionFactory(
+        rate_cards=(
+            flat_fee("49.00"),
+            unit_price(flights, "0.01", key="flights"),
+            unit_price(output, "0.0001", key="tokens"),
+        )
+    )
 
 
 def _account(catalog, key="acme", timezone="UTC", start=OCT):
     account = CustomerFactory(key=key, name=key.title(), timezone=timezone)
     subsidiary = CustomerFactory(key=f"{key}-eu", name=f"{key.title()} EU", parent=account)
-    subscription_create(customer=account, plan_version=catalog, start=start)
+    SubscriptionFactory(customer=account, plan_version=catalog, start=start)
     ConsumerMappingFactory(
         consumer_key=f"{key}-gw", customer=account, valid_from=start - timedelta(days=30)
     )

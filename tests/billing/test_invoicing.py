@@ -20,9 +20,15 @@ from billing.invoicing import (
 )
 from billing.models import FrozenInvoiceError, Invoice, InvoiceLine, InvoiceStatus, LineKind
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
-from metering.services import feature_create, meter_create, usage_rollup
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from billing.services import RateCardSpec
+from metering.services import usage_rollup
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
@@ -33,28 +39,7 @@ DEC = datetime(2026, 12, 1, tzinfo=UTC)
 @pytest.fixture
 def account(db):
     acme = CustomerFactory(key="acme")
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", name="API calls", meter=meter)
-    version = plan_save(
-        key="pro",
-        name="Pro",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": "49.00", "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
-                ),
-            ),
-        ),
-    )[1]
-    subscription_create(customer=acme, plan_version=version, start=OCT)
+    SubscriptionFactory(customer=acme, plan_version__feature=FeatureFactory(), start=OCT)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=OCT)
     return acme
 
@@ -265,29 +250,17 @@ def test_a_period_without_usage_bills_the_first_tiers_flat_fee():
     from billing.documents import invoice_html
 
     initech = CustomerFactory(key="initech")
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls_feature = feature_create(key="api_calls", name="API calls", meter=meter)
     tiers = [
         {"up_to": 1000, "unit_price": "0.01", "flat_price": "25.00"},
         {"up_to": None, "unit_price": "0.005"},
     ]
-    version = plan_save(
-        key="tiered",
-        name="Tiered",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="calls",
-                    feature=calls_feature,
-                    price={"model": "graduated", "tiers": tiers, "included": 500},
-                ),
-            ),
-        ),
-    )[1]
-    subscription_create(customer=initech, plan_version=version, start=OCT)
+    graduated = RateCardSpec(
+        key="calls",
+        feature=FeatureFactory(),
+        price={"model": "graduated", "tiers": tiers, "included": 500},
+    )
+    tiered = PlanVersionFactory(key="tiered", name="Tiered", rate_cards=(graduated,))
+    SubscriptionFactory(customer=initech, plan_version=tiered, start=OCT)
 
     periods_close(now=NOV + timedelta(hours=1))
 

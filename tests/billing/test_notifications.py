@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -43,10 +42,16 @@ from billing.notifications import (
     thresholds_validate,
 )
 from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from metering.models import Feature
-from metering.services import feature_create, meter_create, usage_rollup
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from metering.services import usage_rollup
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+    flat_fee,
+)
 from tests.metering.conftest import cloud_event
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
@@ -150,18 +155,18 @@ def endpoint(db, receiver):
 def acme(db):
     """A billing account on a plan with 10 API calls a month, thresholds at 80% and 100%."""
     acme = CustomerFactory(key="acme")
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", name="API calls", meter=meter)
-    version = plan_save(key="pro", name="Pro", spec=PlanVersionSpec(
-        currency="USD", cadence="monthly", minimum_commitment=Decimal(0),
-        rate_cards=(
-            RateCardSpec(key="platform", price={"model": "flat", "amount": "49.00", "timing": "in_arrears"}),
-            RateCardSpec(key="calls", feature=calls, price={"model": "unit", "unit_price": "0.50"}),
-        ),
-        entitlements=({"feature": "api_calls", "type": "metered", "limit": 10, "period": "monthly", "hard": True,
-                       "thresholds": [80, 100]},),
-    ))[1]  # fmt: skip
-    subscription_create(customer=acme, plan_version=version, start=OCT)
+    limit = {
+        "feature": "api_calls",
+        "type": "metered",
+        "limit": 10,
+        "period": "monthly",
+        "hard": True,
+        "thresholds": [80, 100],
+    }
+    version = PlanVersionFactory(
+        fee=flat_fee(name=""), feature=FeatureFactory(), unit_price="0.50", entitlements=(limit,)
+    )
+    SubscriptionFactory(customer=acme, plan_version=version, start=OCT)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=OCT)
     return acme
 

@@ -4,17 +4,21 @@ access query over customer and consumer keys."""
 import json
 import time
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import EntitlementOverride
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from metering.models import Event
-from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    FeatureFactory,
+    MeterFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 pytestmark = pytest.mark.django_db
@@ -79,41 +83,31 @@ def world(db):
     subsidiary acme-dev billed to it; globex on the same plan; consumer keys mapped now,
     and one whose mapping ended yesterday."""
     now = timezone.now()
-    meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
-    calls = feature_create(key="api_calls", meter=meter)
-    feature_create(key="sso", meter=meter)
-    feature_create(key="rate_config", meter=meter)
-    version = plan_save(
-        key="free",
-        name="Free",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0"}
-                ),
-            ),
-            entitlements=(
-                {
-                    "feature": "api_calls",
-                    "type": "metered",
-                    "limit": 3,
-                    "period": "monthly",
-                    "hard": True,
-                },
-                {"feature": "sso", "type": "boolean", "enabled": False},
-                {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
-            ),
+    meter = MeterFactory()
+    calls = FeatureFactory(name="", meter=meter)
+    FeatureFactory(key="sso", name="", meter=meter)
+    FeatureFactory(key="rate_config", name="", meter=meter)
+    version = PlanVersionFactory(
+        free=True,
+        feature=calls,
+        entitlements=(
+            {
+                "feature": "api_calls",
+                "type": "metered",
+                "limit": 3,
+                "period": "monthly",
+                "hard": True,
+            },
+            {"feature": "sso", "type": "boolean", "enabled": False},
+            {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
         ),
-    )[1]
+    )
     start = now - timedelta(hours=2)
     acme = CustomerFactory(key="acme", name="Acme")
     dev = CustomerFactory(key="acme-dev", parent=acme)
     globex = CustomerFactory(key="globex")
     for customer in (acme, globex):
-        subscription_create(customer=customer, plan_version=version, start=start)
+        SubscriptionFactory(customer=customer, plan_version=version, start=start)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=start)
     ConsumerMappingFactory(consumer_key="acme-dev-gw", customer=dev, valid_from=start)
     ConsumerMappingFactory(
@@ -263,7 +257,7 @@ def test_a_thousand_keys_are_answered_in_a_fixed_number_of_queries_and_fast(
     keys = []
     for n in range(200):
         customer = CustomerFactory(key=f"c{n}")
-        subscription_create(customer=customer, plan_version=version, start=start)
+        SubscriptionFactory(customer=customer, plan_version=version, start=start)
         keys.append(customer.key)
         for m in range(4):
             ConsumerMappingFactory(consumer_key=f"c{n}-gw{m}", customer=customer, valid_from=start)

@@ -124,6 +124,22 @@ def test_plain_decimal_round_trips_exactly_in_plain_digits(value):
         assert not text.endswith(("0", "."))
 
 
+@given(st.booleans(), st.integers(min_value=-30, max_value=30), st.sampled_from(["USD", "JPY"]))
+def test_a_zero_never_prints_with_a_sign(negative, exponent, currency):
+    zero = Decimal((int(negative), (0,), exponent))  # 0, -0, 0E-17, -0E+3, ...
+    assert plain_decimal(zero) == "0"
+    assert money_text(zero, currency) == money_text(Decimal(0), currency)
+
+
+@given(finite_decimals)
+def test_a_value_and_its_negation_print_the_same_digits(value):
+    text, negated = plain_decimal(value), plain_decimal(value.copy_negate())
+    if value.is_zero():
+        assert text == negated == "0"
+    else:
+        assert {text, negated} == {text.lstrip("-"), "-" + text.lstrip("-")}
+
+
 @pytest.mark.parametrize(
     ("amount", "currency", "text"),
     [

@@ -2,13 +2,12 @@
 settings (no core code changes) and failure modes simulated by that rail."""
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.test import override_settings
 
-from billing.invoicing import invoice_issue, invoice_line_add, invoice_void
-from billing.models import Invoice, InvoiceStatus
+from billing.invoicing import invoice_void
+from billing.models import InvoiceStatus
 from rails.models import Settlement, SettlementState
 from rails.registry import rail_cache_clear
 from rails.services import (
@@ -18,7 +17,7 @@ from rails.services import (
     settlement_report,
     settlement_retry,
 )
-from tests.factories import CustomerFactory
+from tests.factories import CustomerFactory, IssuedInvoiceFactory, SettlementFactory
 from tests.rails.pigeon import PigeonRail
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -42,12 +41,12 @@ def pigeon_rail():
 
 def issued_invoice(*, rail="pigeon", parent=None, amount="120.50"):
     customer = CustomerFactory(rail=rail, parent=parent)
-    account = parent or customer
-    draft = Invoice.objects.create(customer=account, currency="USD")
-    invoice_line_add(
-        invoice=draft, description="Consulting", amount=Decimal(amount), customer=customer, now=NOW
+    return IssuedInvoiceFactory(
+        customer=parent or customer,
+        lines=(("Consulting", amount),),
+        line_customer=customer,
+        now=NOW,
     )
-    return invoice_issue(invoice=draft, now=NOW)
 
 
 @pytest.mark.django_db
@@ -183,7 +182,7 @@ def test_operators_retry_failed_and_cancel_pending_settlements():
         settlement_drive(settlement_id=settlement.pk, now=NOW + timedelta(seconds=1)) == "submitted"
     )
 
-    other = Settlement.objects.get(invoice=issued_invoice())
+    other = SettlementFactory(invoice=issued_invoice())
     cancelled = settlement_cancel(settlement=other, now=NOW, actor="ops", reason="Paid by cheque")
     assert cancelled.state == SettlementState.CANCELLED
     assert settlement_drive(settlement_id=other.pk, now=NOW + timedelta(days=1)) == "not due"
