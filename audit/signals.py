@@ -3,7 +3,7 @@
 - Issuing an invoice is an ``UPDATE`` (billing.invoicing), followed in the same
   transaction by an ``InvoiceEvent``: on that event, the invoice's state is recorded when
   its last history row does not already show it, with the event's actor and note.
-- A plan version's rate cards are bulk-created (billing.services): when the version is
+- A plan version's rate cards are bulk-created (billing.catalog.services): when the version is
   saved, its rate cards are compared with their history once the transaction commits,
   and every card added or changed gets its row (deleted ones get theirs from the delete).
 """

@@ -28,13 +28,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from billing.api.upcoming import NoSubscription, upcoming_invoice
-from billing.catalog import price_describe, unit_nouns
-from billing.credits import credit_balances
-from billing.entitlements import entitlement_value, entitlements_of
+from billing.catalog.periods import Period
+from billing.catalog.prices import price_describe, unit_nouns
+from billing.catalog.rating import account_period
+from billing.catalog.upcoming import NoSubscription, upcoming_invoice
+from billing.credits.services import credit_balances
+from billing.entitlements.services import entitlement_value, entitlements_of
 from billing.models import Invoice, InvoiceLine, Subscription
-from billing.periods import Period
-from billing.rating import account_period
 from core.money import format_money, format_quantity
 from customers.models import ConsumerMapping, Customer
 from customers.selectors import billed_customer_ids, billing_account_ids, customer_tree

@@ -24,9 +24,9 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Min, Q, Sum
 
-from billing.api.upcoming import NoSubscription, upcoming_invoice
+from billing.catalog.periods import Period
+from billing.catalog.upcoming import NoSubscription, upcoming_invoice
 from billing.models import Invoice, InvoiceStatus, Subscription
-from billing.periods import Period
 from metering.models import Meter
 from metering.selectors import MeterRollupProblem, rollup_problems, unattributed_usage
 from metering.usage import meter_events_per_day

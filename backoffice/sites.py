@@ -34,7 +34,7 @@ PAGES = (
     ),
     Page(
         "billing/entitlements/<str:key>/",
-        "billing.admin_entitlements.entitlement_status_view",
+        "billing.entitlements.admin.entitlement_status_view",
         "billing_entitlement_status",
     ),
     Page("audit/history/", "audit.admin.recent_view", "audit_recent"),

@@ -176,7 +176,7 @@ def catalog_create() -> list[int]:
     in the order of ``PLANS``."""
     from decimal import Decimal
 
-    from billing.services import PlanVersionSpec, RateCardSpec, plan_save
+    from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save
     from metering.services import feature_create, meter_create
 
     requests = meter_create(
@@ -305,7 +305,7 @@ class StatementCounter:
 
 def run_phases(now: datetime, counter: StatementCounter) -> dict:
     """What ``billing_run(now=now)`` does before rendering PDFs, timed per step."""
-    from billing.invoicing import drafts_refresh, invoices_issue_due, periods_close
+    from billing.invoicing.services import drafts_refresh, invoices_issue_due, periods_close
     from metering.services import usage_rollup
 
     out: dict = {"seconds": {}, "statements": {}}

@@ -199,7 +199,7 @@ FROM customers_customer c CROSS JOIN generate_series(1, %(per)s) AS g
 def catalog_create():
     """The meters, features and plans, through the services; the plan version ids and
     the metered features."""
-    from billing.services import PlanVersionSpec, RateCardSpec, plan_save
+    from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save
     from metering.services import feature_create, meter_create
 
     requests = meter_create(
@@ -786,7 +786,7 @@ def answers_check(*, port: int, token: str, paths: list[str], at: datetime) -> i
     many were compared."""
     import http.client
 
-    from billing.entitlements import (
+    from billing.entitlements.services import (
         EntitlementNotFound,
         entitlement_context_build_for_keys,
         entitlement_value_from,

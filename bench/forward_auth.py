@@ -117,7 +117,7 @@ class _Through:
 def consumers_allowed(conn, *, limit: int) -> tuple[list[str], int]:
     """Consumers whose check answers 204 now (computed in this process), and how many
     were refused."""
-    from billing.gateway_authorize import gateway_authorize
+    from billing.entitlements.gateway import gateway_authorize
 
     keys = [
         row[0]

@@ -69,7 +69,7 @@ from bench.common import (  # noqa: E402
 def invoices_make(conn, *, count: int) -> list[str]:
     """``count`` issued invoices (untimed); their ids."""
     from bench.billing_run import AFTER_GRACE, setup
-    from billing.invoicing import invoices_issue_due, periods_close
+    from billing.invoicing.services import invoices_issue_due, periods_close
 
     setup(conn, accounts=count, per_account=20)
     periods_close(now=AFTER_GRACE)
@@ -97,7 +97,7 @@ def one_process(conn, ids: list[str]) -> dict:
     """Render and store every invoice's PDF here, one after the other."""
     from django.utils import timezone
 
-    from billing.documents import invoice_pdf_bytes, invoice_pdf_store
+    from billing.documents.pdf import invoice_pdf_bytes, invoice_pdf_store
     from billing.models import Invoice
 
     invoice_pdf_bytes(invoice=Invoice.objects.get(pk=ids[0]))  # warm-up: fonts, imports

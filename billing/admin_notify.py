@@ -23,8 +23,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.admin_invoices.forms import error_messages, form_add_errors, money
-from billing.credits import credit_balances, credit_grant, credit_void
+from billing.credits.models import CreditKind
+from billing.credits.services import credit_balances, credit_grant, credit_void
+from billing.invoicing.admin.forms import error_messages, form_add_errors, money
 from billing.models import (
     CreditGrant,
     CreditLedgerEntry,
@@ -33,8 +34,7 @@ from billing.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from billing.models.credits import CreditKind
-from billing.notifications import RESPONSE_KEEP, redeliver, thresholds_validate
+from billing.notifications.services import RESPONSE_KEEP, redeliver, thresholds_validate
 from customers.models import Customer
 
 TEMPLATE = "admin/billing/notify/action_form.html"

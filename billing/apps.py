@@ -6,6 +6,6 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
-        from billing import entitlement_cache
+        import billing.entitlements.cache as entitlement_cache
 
         entitlement_cache.connect()  # every change to a check's inputs moves its cache on

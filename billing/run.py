@@ -9,7 +9,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from billing.invoicing import drafts_refresh, invoices_issue_due, periods_close
+from billing.invoicing.services import drafts_refresh, invoices_issue_due, periods_close
 from metering.services import usage_rollup
 
 
@@ -81,7 +81,7 @@ def billing_run(*, now: datetime) -> BillingRunResult:
     the registered after-run hooks (settlement). Safe to repeat and to run concurrently:
     every step is idempotent and guarded by constraints and row locks.
     """
-    from billing.documents import pdfs_render_missing
+    from billing.documents.pdf import pdfs_render_missing
 
     result = BillingRunResult()
     result.events_rolled_up = usage_rollup(now=now).events

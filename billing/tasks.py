@@ -27,7 +27,7 @@ def invoice_pdf_render_task(*, invoice_id: str) -> str:
 
 
 def _invoice_pdf_render(invoice_id: str) -> str:
-    from billing.documents import invoice_pdf_store
+    from billing.documents.pdf import invoice_pdf_store
 
     invoice = invoice_pdf_store(invoice=Invoice.objects.get(pk=invoice_id), now=timezone.now())
     return invoice.pdf.name
@@ -55,7 +55,7 @@ def invoice_pdfs_render_task(*, invoice_ids: list[str]) -> list[str]:
     max_retries=5,
 )
 def credit_note_pdf_render_task(*, credit_note_id: str) -> str:
-    from billing.documents import credit_note_pdf_store
+    from billing.documents.pdf import credit_note_pdf_store
 
     note = credit_note_pdf_store(
         credit_note=CreditNote.objects.get(pk=credit_note_id), now=timezone.now()

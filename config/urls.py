@@ -15,13 +15,13 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # the gateways' hot paths first: URLs are resolved by trying each pattern in turn
-    path("api/v1/", include("billing.api.entitlement_urls")),
-    path("api/v3/openmeter/", include("billing.api.openmeter_v3_urls")),
+    path("api/v1/", include("billing.entitlements.api.urls")),
+    path("api/v3/openmeter/", include("billing.entitlements.api.openmeter_v3_urls")),
     path("api/v1/", include("metering.api.urls")),
     path("api/v1/", include("customers.api.urls")),
-    path("api/v1/", include("billing.api.invoice_urls")),
-    path("api/v1/", include("billing.api.urls")),
+    path("api/v1/", include("billing.invoicing.api.urls")),
+    path("api/v1/", include("billing.catalog.api.urls")),
     path("api/v1/", ApiRoot.as_view(), name="api-root"),  # the index, after the hot paths
     path("webhooks/", include("rails.urls")),
-    path("", include("billing.portal_urls")),
+    path("", include("billing.documents.portal_urls")),
 ]

@@ -13,7 +13,7 @@ import yaml
 from django.conf import settings
 from django.db import connection, transaction
 
-from billing.periods import period_at
+from billing.catalog.periods import period_at
 from metering.partitions import month_start, partitions_ensure
 
 CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"

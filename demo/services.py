@@ -22,9 +22,9 @@ from django.db import transaction
 
 from backoffice.configuration.apply import config_apply
 from backoffice.configuration.report import ApplyReport
-from billing.access import invoice_hosted_url
+from billing.catalog.periods import period_iter
+from billing.documents.links import invoice_hosted_url
 from billing.models import BillingProfile, Invoice, InvoiceStatus, Subscription
-from billing.periods import period_iter
 from billing.run import billing_run
 from customers.models import Customer, rail_label
 from demo.data import (

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 import rails.admin_ach  # noqa: F401  ACH files, export and return upload
-from billing.admin_invoices.forms import money
+from billing.invoicing.admin.forms import money
 from rails.models import (
     InboundWebhook,
     RailItemMapping,

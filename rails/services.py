@@ -24,14 +24,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
-from billing.invoicing import (
+from billing.invoicing.services import (
     InvoiceStateError,
     invoice_mark,
     invoice_settlement_state_set,
     invoices_settlement_state_set,
 )
 from billing.models import CreditNote, Invoice, InvoiceStatus
-from billing.notifications import notify_settlement_failed
+from billing.notifications.services import notify_settlement_failed
 from customers.models import Customer, rail_label
 from customers.selectors import billing_account_ids
 from rails.base import RailResult, Step, redact

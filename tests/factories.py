@@ -15,10 +15,15 @@ from decimal import Decimal
 
 import factory
 
-from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue, invoice_line_add
+from billing.catalog.periods import Period
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.invoicing.services import (
+    credit_note_create,
+    invoice_draft_for,
+    invoice_issue,
+    invoice_line_add,
+)
 from billing.models import Grant, Invoice, PlanVersion, Subscription, TaxRate
-from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import ConsumerMapping, Customer
 from metering.models import Feature, Meter
 from metering.services import feature_create, meter_create

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from core.services import api_key_create
 from metering.models import Meter
 from metering.rollup import meter_rollup

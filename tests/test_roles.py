@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import reverse
 
 from audit.roles import ADMIN, OPERATOR, VIEWER, roles_sync
-from billing.invoicing import invoice_draft_for, invoice_issue
+from billing.catalog.periods import Period
+from billing.invoicing.services import invoice_draft_for, invoice_issue
 from billing.models import Invoice, InvoiceLine, InvoiceStatus, Plan, PlanVersion, RateCard
-from billing.periods import Period
 from customers.models import ConsumerMapping, Customer
 from rails.models import Settlement, SettlementState
 from tests.factories import CustomerFactory, FeatureFactory, SubscriptionFactory

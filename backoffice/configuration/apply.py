@@ -26,14 +26,14 @@ from backoffice.configuration.report import (
     no_such,
 )
 from backoffice.configuration.schema import document_validate
-from billing.models import Plan, PlanVersion, WebhookEndpoint
-from billing.services import (
+from billing.catalog.services import (
     PlanVersionSpec,
     RateCardSpec,
     plan_latest_version,
     plan_save,
     rate_cards_validate,
 )
+from billing.models import Plan, PlanVersion, WebhookEndpoint
 from core.money import UnknownCurrency, currency_validate
 from metering.models import Feature, Meter
 from metering.services import feature_create, feature_update, meter_create, meter_update

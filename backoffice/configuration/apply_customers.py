@@ -16,8 +16,8 @@ from django.utils.module_loading import import_string
 
 from backoffice.configuration.report import ApplyRun, instant_text, kept_line, no_such
 from backoffice.configuration.schema import CONSUMER_VALID_FROM_DEFAULT
+from billing.catalog.services import plan_latest_version, subscription_cancel, subscription_create
 from billing.models import Plan, PlanVersion, Subscription
-from billing.services import plan_latest_version, subscription_cancel, subscription_create
 from customers.models import CUSTOMER_ADDRESS_FIELDS, ConsumerMapping, Customer
 from customers.rail_settings import rail_settings_unmask
 from customers.services import (

@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 
 from backoffice.configuration.report import ApplyRun, kept_line, no_such
 from billing.models import WebhookEndpoint
-from billing.models.notifications import NotificationRule
-from billing.notifications import thresholds_validate
+from billing.notifications.models import NotificationRule
+from billing.notifications.services import thresholds_validate
 from customers.models import Customer
 from customers.selectors import billing_account_ids
 from metering.models import Feature

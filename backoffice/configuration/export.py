@@ -21,10 +21,10 @@ import yaml
 from backoffice.configuration.apply_customers import rail_settings_as_stored
 from backoffice.configuration.report import instant_text
 from backoffice.configuration.schema import CONSUMER_VALID_FROM_DEFAULT, SECTIONS, SHAPES
-from billing.catalog import price_dump, price_parse
+from billing.catalog.prices import price_dump, price_parse
+from billing.catalog.services import plan_latest_version
 from billing.models import Plan, PlanVersion, Subscription, WebhookEndpoint
-from billing.models.notifications import NotificationRule
-from billing.services import plan_latest_version
+from billing.notifications.models import NotificationRule
 from core.money import plain_decimal
 from customers.models import CUSTOMER_ADDRESS_FIELDS, ConsumerMapping, Customer
 from customers.rail_settings import ACCOUNT_NUMBER, rail_settings_shown

@@ -21,7 +21,7 @@ from billing.models import (
     InvoiceTax,
     LineKind,
 )
-from billing.notifications import notify_invoice_status
+from billing.notifications.services import notify_invoice_status
 from core.money import quantize
 from customers.models import Customer
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from billing.catalog.periods import Period, period_containing
 from billing.display import period_text
 from billing.invoicing.base import InvoiceStateError, _chunk, _history
 from billing.invoicing.recompute import _Context, _grace, _rated_lines, _totals, invoice_rate
@@ -23,7 +24,6 @@ from billing.models import (
     InvoiceTax,
     Subscription,
 )
-from billing.periods import Period, period_containing
 from customers.models import Customer
 from customers.selectors import billed_customer_ids_many
 from metering.usage import current_xmin, usage_changed_since_many

@@ -13,6 +13,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Q
 
+from billing.catalog.periods import Period
+from billing.catalog.rating import (
+    RatedLine,
+    RatingContext,
+    rate_period,
+    taxes_for,
+    total_with_taxes,
+)
 from billing.invoicing.base import InvoiceStateError, _history, _invoices_update
 from billing.models import (
     BillingProfile,
@@ -22,8 +30,6 @@ from billing.models import (
     InvoiceTax,
     LineKind,
 )
-from billing.periods import Period
-from billing.rating import RatedLine, RatingContext, rate_period, taxes_for, total_with_taxes
 from core.money import zero
 from customers.models import Customer
 from metering.usage import current_xmin, usage_changed_since

@@ -151,7 +151,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
-CELERY_IMPORTS = ["billing.notify_tasks"]
+CELERY_IMPORTS = ["billing.notifications.tasks"]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "usage-rollup": {"task": "metering.usage_rollup", "schedule": timedelta(minutes=1)},
     "event-partitions-ahead": {
@@ -255,10 +255,10 @@ BILLING_CREDIT_NOTE_PREFIX = os.environ.get("BILLING_CREDIT_NOTE_PREFIX", "CN")
 BILLING_LATE_USAGE_LOOKBACK_DAYS = int(os.environ.get("BILLING_LATE_USAGE_LOOKBACK_DAYS", "180"))
 # Called inside the issuing transaction with (invoice=, now=): the settlement outbox
 # (rails) and credits register here, so billing never imports them.
-BILLING_INVOICE_ISSUING_HOOKS: list[str] = ["billing.credits.credits_apply_on_issue"]
+BILLING_INVOICE_ISSUING_HOOKS: list[str] = ["billing.credits.services.credits_apply_on_issue"]
 BILLING_INVOICE_ISSUED_HOOKS: list[str] = [
     "rails.services.settlement_open_for_invoice",
-    "billing.notifications.notify_invoice_issued",
+    "billing.notifications.services.notify_invoice_issued",
 ]
 BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.services.settlement_on_void"]
 BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.services.settlement_on_credit_note"]
@@ -271,9 +271,9 @@ BILLING_RUN_CHUNK = int(os.environ.get("BILLING_RUN_CHUNK", "200"))
 # Called at the end of every billing run with (now=): drive settlements and the like.
 BILLING_RUN_HOOKS: list[str] = [
     "rails.services.settlements_drive_due",
-    "billing.notifications.thresholds_check",
-    "billing.notifications.deliveries_send_due",
-    "billing.credits.credit_expire_due",
+    "billing.notifications.services.thresholds_check",
+    "billing.notifications.services.deliveries_send_due",
+    "billing.credits.services.credit_expire_due",
 ]
 
 # Webhook notifications (Standard Webhooks): retried with exponential backoff, capped per

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from backoffice.configuration import config_export
 from billing.models import Plan, PlanVersion, RateCard, Subscription, WebhookEndpoint
-from billing.models.notifications import NotificationRule
+from billing.notifications.models import NotificationRule
 from customers.models import ConsumerMapping, ConsumerMappingChange, Customer
 from metering.models import Feature, Meter
 from metering.services import meter_create

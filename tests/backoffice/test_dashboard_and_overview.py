@@ -14,10 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice import dashboard
-from billing.invoicing import invoice_draft_for, invoice_issue, invoice_void
+from billing.catalog.periods import Period
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.invoicing.services import invoice_draft_for, invoice_issue, invoice_void
 from billing.models import Invoice
-from billing.periods import Period
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from metering.models import UsageBucket
 from metering.services import feature_create, meter_create
 from rails.models import Settlement, SettlementState
@@ -278,7 +278,7 @@ def test_the_cached_parts_say_when_they_were_computed_and_recompute_on_request(a
 def maybe_grant_credit(account) -> str | None:
     """25 USD of credit, where billing has credits."""
     try:
-        from billing.credits import credit_grant
+        from billing.credits.services import credit_grant
     except ImportError:
         return None
     credit_grant(

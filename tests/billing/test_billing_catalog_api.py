@@ -13,8 +13,8 @@ import pytest
 from django.urls import include, path
 from django.utils import timezone
 
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from billing.models import BillingProfile, PlanVersion, Subscription, TaxRate
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from config.urls import urlpatterns as project_urlpatterns
 from metering.services import feature_create, meter_create, usage_rollup
 from tests.factories import ConsumerMappingFactory, CustomerFactory
@@ -30,7 +30,11 @@ def _mounted(module: str) -> bool:
 
 # The project's URLs plus the billing catalog API where config/urls.py mounts it, until it does.
 urlpatterns = [
-    *([] if _mounted("billing.api.urls") else [path("api/v1/", include("billing.api.urls"))]),
+    *(
+        []
+        if _mounted("billing.catalog.api.urls")
+        else [path("api/v1/", include("billing.catalog.api.urls"))]
+    ),
     *project_urlpatterns,
 ]
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]

@@ -25,11 +25,11 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
 
+from billing.catalog.periods import Period
+from billing.catalog.rating import rate_period
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from billing.models import Invoice, InvoiceEvent, InvoiceStatus, LineKind
-from billing.periods import Period
-from billing.rating import rate_period
 from billing.run import BillingRunResult
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import Customer
 from customers.services import consumer_mapping_create, customer_create
 from metering.services import feature_create, meter_create
@@ -463,8 +463,8 @@ def in_another_connection(work) -> None:
 def test_a_draft_another_run_issues_while_this_one_refreshes_drafts_is_left_to_it(
     plans, monkeypatch
 ):
-    from billing import invoicing
     from billing.invoicing import drafts
+    from billing.invoicing import services as invoicing
 
     account = account_create(plans, key="acme", plan="starter")
     invoicing.invoice_draft_for(account=account, period=Period(OCT, NOV), now=NOV)
@@ -488,8 +488,8 @@ def test_drafts_another_run_makes_while_this_one_rates_them_are_left_to_it(plans
     # run can issue it half-made. The interleaving left: the other run makes the same
     # drafts between this run finding them missing and inserting its own. This run's
     # bulk insert then meets the unique constraint, and it goes one by one, finding them.
-    from billing import invoicing
     from billing.invoicing import recompute
+    from billing.invoicing import services as invoicing
 
     accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(3)]
     load, calls = recompute._Context.load, []
@@ -519,7 +519,7 @@ def test_an_account_that_cannot_be_issued_holds_up_no_other_and_stays_a_draft(
     # Issuing works a chunk per transaction; when one draft's hook fails, the chunk is
     # redone one draft at a time: the others are issued, numbered without a gap, and the
     # failing one stays a draft, logged, for the next run.
-    from billing import invoicing
+    from billing.invoicing import services as invoicing
     from tests.billing import slow_hooks
 
     accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(5)]
@@ -547,8 +547,8 @@ def test_an_account_that_cannot_be_issued_holds_up_no_other_and_stays_a_draft(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_account_that_cannot_be_rated_holds_up_no_other_draft(plans, monkeypatch, caplog):
-    from billing import invoicing
     from billing.invoicing import recompute
+    from billing.invoicing import services as invoicing
 
     accounts = [account_create(plans, key=f"acme-{i}", plan="starter") for i in range(4)]
     rate = recompute.rate_period

@@ -15,7 +15,14 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.catalog import price_describe, unit_nouns
+from billing.catalog.prices import price_describe, unit_nouns
+from billing.catalog.services import (
+    PlanVersionSpec,
+    RateCardSpec,
+    custom_contract_create,
+    plan_save,
+    subscription_create,
+)
 from billing.models import (
     BillingProfile,
     Plan,
@@ -23,13 +30,6 @@ from billing.models import (
     Subscription,
     TaxRate,
     WebhookEndpoint,
-)
-from billing.services import (
-    PlanVersionSpec,
-    RateCardSpec,
-    custom_contract_create,
-    plan_save,
-    subscription_create,
 )
 from metering.services import feature_create, meter_create
 from tests.factories import ConsumerMappingFactory, CustomerFactory

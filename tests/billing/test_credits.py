@@ -15,7 +15,9 @@ from django.urls import NoReverseMatch, clear_url_caches, reverse
 from django.utils import timezone
 
 import billing.admin_notify  # noqa: F401  registers the admin pages under test
-from billing.credits import (
+from billing.catalog.periods import Period
+from billing.credits.models import LedgerImmutableError
+from billing.credits.services import (
     credit_balance,
     credit_expire_due,
     credit_grant,
@@ -23,17 +25,20 @@ from billing.credits import (
     credit_void,
     credits_apply_on_issue,
 )
-from billing.invoicing import InvoiceStateError, invoice_draft_for, invoice_issue, invoice_line_add
+from billing.invoicing.services import (
+    InvoiceStateError,
+    invoice_draft_for,
+    invoice_issue,
+    invoice_line_add,
+)
 from billing.models import CreditGrant, CreditLedgerEntry, Invoice
-from billing.models.credits import LedgerImmutableError
-from billing.periods import Period
 from tests.factories import CustomerFactory, SubscriptionFactory
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 ISSUE = NOV + timedelta(days=2)
 WITH_CREDITS = override_settings(
-    BILLING_INVOICE_ISSUING_HOOKS=["billing.credits.credits_apply_on_issue"]
+    BILLING_INVOICE_ISSUING_HOOKS=["billing.credits.services.credits_apply_on_issue"]
 )
 
 

@@ -12,10 +12,10 @@ import pytest
 from django.contrib import admin
 from django.urls import include, path, reverse
 
-import billing.admin_invoices  # noqa: F401  (registers the invoice admin)
-from billing.invoicing import invoice_draft_for
+import billing.invoicing.admin  # noqa: F401  (registers the invoice admin)
+from billing.catalog.periods import Period
+from billing.invoicing.services import invoice_draft_for
 from billing.models import LineKind
-from billing.periods import Period
 from config.urls import urlpatterns as project_urlpatterns
 from tests.factories import (
     ConsumerMappingFactory,
@@ -29,7 +29,7 @@ from tests.metering.conftest import cloud_event
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/v1/", include("billing.api.invoice_urls")),
+    path("api/v1/", include("billing.invoicing.api.urls")),
     *project_urlpatterns,
 ]
 pytestmark = pytest.mark.urls(__name__)

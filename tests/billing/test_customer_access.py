@@ -11,7 +11,7 @@ from django.core import mail, signing
 from django.urls import include, path
 from django.utils import timezone
 
-from billing.access import (
+from billing.documents.links import (
     INVOICE_LINK_SALT,
     LinkInvalid,
     customer_links_revoke,
@@ -22,8 +22,8 @@ from billing.access import (
     portal_sign_in_check,
     portal_sign_in_token,
 )
-from billing.documents import invoice_pdf_store
-from billing.invoicing import credit_note_create, invoice_mark
+from billing.documents.pdf import invoice_pdf_store
+from billing.invoicing.services import credit_note_create, invoice_mark
 from billing.models import Invoice, InvoiceStatus
 from tests.factories import (
     CustomerFactory,
@@ -33,7 +33,7 @@ from tests.factories import (
     flat_fee,
 )
 
-urlpatterns = [path("", include("billing.portal_urls"))]
+urlpatterns = [path("", include("billing.documents.portal_urls"))]
 pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)

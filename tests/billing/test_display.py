@@ -17,22 +17,22 @@ from django.template import Context, Template
 from django.urls import include, path, reverse
 from django.utils import timezone
 
-import billing.admin_invoices  # noqa: F401  (registers the invoice admin)
-from billing.access import invoice_hosted_url
-from billing.catalog import price_parse
+import billing.invoicing.admin  # noqa: F401  (registers the invoice admin)
+from billing.catalog.prices import price_parse
+from billing.catalog.pricing import usage_price
+from billing.catalog.rating import _breakdown  # what rating stores as a line's tier breakdown
 from billing.display import format_period, period_text
-from billing.documents import invoice_pdf_bytes
-from billing.invoicing import invoice_issue
+from billing.documents.links import invoice_hosted_url
+from billing.documents.pdf import invoice_pdf_bytes
+from billing.invoicing.services import invoice_issue
 from billing.models import Invoice, InvoiceLine, LineKind
-from billing.pricing import usage_price
-from billing.rating import _breakdown  # what rating stores as a line's tier breakdown
 from config.urls import urlpatterns as project_urlpatterns
 from tests.billing.test_customer_access import sign_in
 from tests.factories import CustomerFactory
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("billing.portal_urls")),
+    path("", include("billing.documents.portal_urls")),
     *project_urlpatterns,
 ]
 pytestmark = pytest.mark.urls(__name__)

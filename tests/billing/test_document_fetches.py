@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from billing.documents import _pdf
+from billing.documents.pdf import _pdf
 
 
 def test_a_url_inside_a_document_is_never_fetched_while_rendering():

@@ -10,15 +10,15 @@ from decimal import Decimal
 import pytest
 from django.core.files.storage import default_storage
 
-from billing.credits import credit_grant
-from billing.documents import (
+from billing.credits.services import credit_grant
+from billing.documents.pdf import (
     credit_note_pdf_store,
     invoice_html,
     invoice_pdf_bytes,
     invoice_pdf_store,
     pdfs_render_missing,
 )
-from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add
+from billing.invoicing.services import credit_note_create, invoice_issue, invoice_line_add
 from billing.models import BillingProfile, Invoice, InvoiceLine, LineKind, TaxRate
 from tests.factories import CustomerFactory
 

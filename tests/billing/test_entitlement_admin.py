@@ -12,10 +12,10 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-import billing.admin_entitlements  # noqa: F401  registers the admin (as billing.admin does)
-from billing.entitlements import entitlement_value_for_key
+import billing.entitlements.admin  # noqa: F401  registers the admin (as billing.admin does)
+from billing.catalog.services import PlanVersionSpec, plan_save, subscription_create
+from billing.entitlements.services import entitlement_value_for_key
 from billing.models import EntitlementOverride, Grant
-from billing.services import PlanVersionSpec, plan_save, subscription_create
 from metering.models import Feature
 from metering.services import feature_create, meter_create
 from tests.factories import ConsumerMappingFactory, CustomerFactory
@@ -27,7 +27,7 @@ START = NOW - timedelta(days=40)
 
 @pytest.fixture(autouse=True)
 def _admin_urls():
-    """billing.admin imports billing.admin_entitlements, which registers its admin pages
+    """billing.admin imports billing.entitlements.admin, which registers its admin pages
     at autodiscovery. Should the URLs have been built before this module was imported
     anyway (when billing.admin does not import it), build them again."""
     from django.urls import NoReverseMatch, clear_url_caches

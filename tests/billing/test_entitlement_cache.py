@@ -16,20 +16,20 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from billing import entitlement_cache
-from billing.entitlements import (
+import billing.entitlements.cache as entitlement_cache
+from billing.catalog.services import (
+    PlanVersionSpec,
+    plan_save,
+    subscription_change_plan,
+    subscription_create,
+)
+from billing.entitlements.services import (
     EntitlementNotFound,
     entitlement_context,
     entitlement_context_build_for_keys,
     entitlement_value_for_key,
 )
 from billing.models import EntitlementOverride, Grant, Subscription
-from billing.services import (
-    PlanVersionSpec,
-    plan_save,
-    subscription_change_plan,
-    subscription_create,
-)
 from customers.models import Customer
 from customers.services import consumer_key_move, customer_update
 from metering.services import feature_create, feature_update, meter_create

@@ -3,8 +3,8 @@ from decimal import Decimal
 
 import pytest
 
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from billing.models import EntitlementOverride, Grant
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import Customer
 from metering.services import feature_create, meter_create
 from tests.factories import ConsumerMappingFactory, CustomerFactory
@@ -324,7 +324,10 @@ INSTANTS = [
 
 
 def _assert_narrow_equals_reference(features):
-    from billing.entitlements import entitlement_context_build_for_keys, entitlement_value_from
+    from billing.entitlements.services import (
+        entitlement_context_build_for_keys,
+        entitlement_value_from,
+    )
     from core.api.renderers import ExactNumberJSONRenderer
 
     render = ExactNumberJSONRenderer().render
@@ -370,7 +373,7 @@ def test_the_narrow_usage_statement_answers_as_the_reference_through_rollups_and
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_accepted_a_moment_ago_counts_at_once_whatever_its_time(usage_world, ingest):
-    from billing.entitlements import entitlement_value_for_key
+    from billing.entitlements.services import entitlement_value_for_key
     from tests.metering.conftest import cloud_event
 
     at = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)

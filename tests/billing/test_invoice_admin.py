@@ -14,10 +14,15 @@ from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import include, path, reverse
 
-import billing.admin_invoices  # noqa: F401  (registers the invoice and credit note admins)
-from billing.invoicing import credit_note_create, invoice_draft_for, invoice_issue, invoice_line_add
+import billing.invoicing.admin  # noqa: F401  (registers the invoice and credit note admins)
+from billing.catalog.periods import Period
+from billing.invoicing.services import (
+    credit_note_create,
+    invoice_draft_for,
+    invoice_issue,
+    invoice_line_add,
+)
 from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
-from billing.periods import Period
 from config.urls import urlpatterns as project_urlpatterns
 from metering.services import usage_rollup
 from tests.factories import (
@@ -31,7 +36,7 @@ from tests.metering.conftest import cloud_event
 # The admin as it is once this module is imported, ahead of the project's URLs.
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("billing.portal_urls")),
+    path("", include("billing.documents.portal_urls")),
     *project_urlpatterns,
 ]
 pytestmark = pytest.mark.urls(__name__)

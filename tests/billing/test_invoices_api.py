@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 from django.urls import include, path
 
-from billing.invoicing import invoice_draft_for, invoice_issue, invoice_line_add
+from billing.catalog.periods import Period
+from billing.invoicing.services import invoice_draft_for, invoice_issue, invoice_line_add
 from billing.models import CreditNote, Invoice, InvoiceLine, InvoiceStatus, LineKind
-from billing.periods import Period
 from config.urls import urlpatterns as project_urlpatterns
 from metering.services import usage_rollup
 from tests.factories import (
@@ -41,10 +41,14 @@ def _mounted(module: str) -> bool:
 urlpatterns = [
     *(
         []
-        if _mounted("billing.api.invoice_urls")
-        else [path("api/v1/", include("billing.api.invoice_urls"))]
+        if _mounted("billing.invoicing.api.urls")
+        else [path("api/v1/", include("billing.invoicing.api.urls"))]
     ),
-    *([] if _mounted("billing.portal_urls") else [path("", include("billing.portal_urls"))]),
+    *(
+        []
+        if _mounted("billing.documents.portal_urls")
+        else [path("", include("billing.documents.portal_urls"))]
+    ),
     *project_urlpatterns,
 ]
 pytestmark = pytest.mark.urls(__name__)

@@ -6,7 +6,9 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from billing.invoicing import (
+from billing.catalog.periods import Period
+from billing.catalog.services import RateCardSpec
+from billing.invoicing.services import (
     InvoiceStateError,
     credit_note_create,
     invoice_draft_for,
@@ -19,8 +21,6 @@ from billing.invoicing import (
     sequence_take,
 )
 from billing.models import FrozenInvoiceError, Invoice, InvoiceLine, InvoiceStatus, LineKind
-from billing.periods import Period
-from billing.services import RateCardSpec
 from metering.services import usage_rollup
 from tests.factories import (
     ConsumerMappingFactory,
@@ -247,7 +247,7 @@ def test_late_usage_lands_on_the_next_invoice_and_the_issued_one_stays(account, 
 def test_a_period_without_usage_bills_the_first_tiers_flat_fee():
     # Stripe, OpenMeter and Lago charge a tiered price's first flat fee at zero usage;
     # a subscription with no usage at all gets it on its invoice, explained on the PDF.
-    from billing.documents import invoice_html
+    from billing.documents.pdf import invoice_html
 
     initech = CustomerFactory(key="initech")
     tiers = [

@@ -22,7 +22,8 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 import billing.admin_notify  # noqa: F401  registers the admin pages under test
-from billing.invoicing import invoice_draft_for, invoice_issue, invoice_mark
+from billing.catalog.periods import Period
+from billing.invoicing.services import invoice_draft_for, invoice_issue, invoice_mark
 from billing.models import (
     NotificationEvent,
     NotificationRule,
@@ -30,7 +31,7 @@ from billing.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from billing.notifications import (
+from billing.notifications.services import (
     account_thresholds_check,
     deliveries_send_due,
     delivery_send,
@@ -41,7 +42,6 @@ from billing.notifications import (
     thresholds_check,
     thresholds_validate,
 )
-from billing.periods import Period
 from metering.models import Feature
 from metering.services import usage_rollup
 from tests.factories import (
@@ -308,9 +308,9 @@ def test_the_billing_run_checks_thresholds_sends_due_deliveries_and_expires_cred
     send_calls(ingest, 8)
     settled()
     hooks = [
-        "billing.notifications.thresholds_check",
-        "billing.notifications.deliveries_send_due",
-        "billing.credits.credit_expire_due",
+        "billing.notifications.services.thresholds_check",
+        "billing.notifications.services.deliveries_send_due",
+        "billing.credits.services.credit_expire_due",
     ]
     with override_settings(BILLING_RUN_HOOKS=hooks):
         result = billing_run(now=CHECK)
@@ -431,7 +431,7 @@ def test_an_issued_invoice_notifies_its_subscribers_once(acme, receiver):
     )
     draft, _ = invoice_draft_for(account=acme, period=Period(OCT, NOV), now=NOV)
     with override_settings(
-        BILLING_INVOICE_ISSUED_HOOKS=["billing.notifications.notify_invoice_issued"]
+        BILLING_INVOICE_ISSUED_HOOKS=["billing.notifications.services.notify_invoice_issued"]
     ):
         invoice = invoice_issue(invoice=draft, now=NOV + timedelta(days=2))
     [payload] = receiver.verified

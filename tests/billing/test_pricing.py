@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from billing.pricing import (
+from billing.catalog.pricing import (
     FlatPrice,
     InvalidPrice,
     PriceError,

@@ -6,16 +6,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billing.models import BillingProfile, TaxRate
-from billing.periods import Period
-from billing.rating import LineKind, account_period, rate_period
-from billing.services import (
+from billing.catalog.periods import Period
+from billing.catalog.rating import LineKind, account_period, rate_period
+from billing.catalog.services import (
     PlanVersionSpec,
     RateCardSpec,
     plan_save,
     subscription_change_plan,
     subscription_create,
 )
+from billing.models import BillingProfile, TaxRate
 from customers.services import consumer_key_move
 from metering.services import feature_create, meter_create, usage_rollup
 from tests.factories import ConsumerMappingFactory, CustomerFactory
@@ -244,7 +244,7 @@ def test_a_billing_runs_shared_context_rates_every_account_as_rating_it_alone_do
     # feature and range); each account must come out exactly as when rated on its own:
     # trees, a plan change inside the period, a unique count with and without
     # subsidiaries (whose distinct count over the group is read per account).
-    from billing.rating import RatingContext
+    from billing.catalog.rating import RatingContext
 
     users = feature_create(
         key="active_users",

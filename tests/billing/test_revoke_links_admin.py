@@ -16,15 +16,15 @@ from django.utils import timezone
 
 import billing.admin  # noqa: F401  (registers the billing admins, revoking included)
 from audit.roles import ADMIN, OPERATOR, VIEWER, roles_sync
-from billing.access import invoice_signed_path
-from billing.invoicing import invoice_issue, invoice_line_add
+from billing.documents.links import invoice_signed_path
+from billing.invoicing.services import invoice_issue, invoice_line_add
 from billing.models import Invoice
 from config.urls import urlpatterns as project_urlpatterns
 from tests.factories import CustomerFactory
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("billing.portal_urls")),
+    path("", include("billing.documents.portal_urls")),
     *project_urlpatterns,
 ]
 pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]

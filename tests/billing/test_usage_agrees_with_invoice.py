@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing import entitlement_cache
-from billing.api.upcoming import upcoming_invoice
-from billing.entitlements import entitlement_value_for_key
+import billing.entitlements.cache as entitlement_cache
+from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.upcoming import upcoming_invoice
+from billing.entitlements.services import entitlement_value_for_key
 from billing.models import LineKind
-from billing.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from customers.models import Customer
 from metering.models import RollupState, UsageBucket
 from metering.selectors import events_newest_xid

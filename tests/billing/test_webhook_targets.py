@@ -29,7 +29,7 @@ from django.utils import timezone
 
 import billing.admin_notify  # noqa: F401  registers the delivery admin
 from billing.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from billing.notifications import RESPONSE_KEEP, delivery_send, notify
+from billing.notifications.services import RESPONSE_KEEP, delivery_send, notify
 
 REFUSED_URLS = {
     "http://127.0.0.1:8000/hooks": "127.0.0.1 is a loopback address",

@@ -113,7 +113,7 @@ def portal_sign_in(driver, base: str) -> None:
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from billing.access import portal_sign_in_path
+    from billing.documents.links import portal_sign_in_path
     from demo.services import demo_hosted_invoice
 
     invoice, _ = demo_hosted_invoice(now=timezone.now())

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_customer_opens_the_signed_invoice_link_and_downloads_the_pdf(browser, books, downloads):
-    from billing.access import invoice_hosted_url
+    from billing.documents.links import invoice_hosted_url
 
     billed = books("pendant")
     invoice = billed.invoices("pendant", status="issued").get()
@@ -36,7 +36,7 @@ def test_a_customer_opens_the_signed_invoice_link_and_downloads_the_pdf(browser,
 
 
 def test_a_tampered_invoice_link_shows_a_page_that_says_so(browser, books):
-    from billing.access import invoice_hosted_url
+    from billing.documents.links import invoice_hosted_url
 
     billed = books("pendant")
     invoice = billed.invoices("pendant", status="issued").get()

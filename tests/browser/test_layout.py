@@ -71,7 +71,7 @@ def admin_pages(base: str, billed) -> dict[str, str]:
 
 
 def test_every_page_fits_its_window_without_scrolling_sideways(browser, operator, books, tmp_path):
-    from billing.access import invoice_hosted_url, portal_sign_in_path
+    from billing.documents.links import invoice_hosted_url, portal_sign_in_path
     from billing.invoicing.corrections import invoice_line_add
     from demo.services import netsuite_refusal
     from rails.ach.export import ach_export

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.periods import period_containing, period_iter
+from billing.catalog.periods import period_containing, period_iter
 from demo.data import OVER_LIMIT_BURST, demo_catalog, demo_self_service
 
 GRACE = timedelta(hours=24)  # BILLING_GRACE_PERIOD_HOURS's default, which the demo keeps

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 import rails.admin_ach  # noqa: F401  (registers the ACH admin before the URLs load)
-from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add
+from billing.invoicing.services import credit_note_create, invoice_issue, invoice_line_add
 from billing.models import Invoice, InvoiceStatus
 from customers.models import Customer
 from customers.services import customer_create, customer_update

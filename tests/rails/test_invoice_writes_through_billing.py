@@ -13,7 +13,7 @@ import pytest
 
 import billing.invoicing.corrections as corrections
 import rails.services
-from billing.invoicing import InvoiceStateError, invoice_settlement_state_set
+from billing.invoicing.services import InvoiceStateError, invoice_settlement_state_set
 from billing.models import Invoice, InvoiceStatus
 from rails.models import Settlement, SettlementState
 from rails.services import settlement_cancel, settlement_drive, settlement_report

@@ -5,7 +5,7 @@ import pytest
 from django.test import override_settings
 from django.urls import reverse
 
-from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add
+from billing.invoicing.services import credit_note_create, invoice_issue, invoice_line_add
 from billing.models import Invoice, InvoiceStatus
 from metering.services import feature_create, meter_create
 from rails.models import RailItemMapping, Settlement, SettlementState

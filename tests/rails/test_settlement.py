@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import override_settings
 
-from billing.invoicing import invoice_void
+from billing.invoicing.services import invoice_void
 from billing.models import InvoiceStatus
 from rails.models import Settlement, SettlementState
 from rails.registry import rail_cache_clear

@@ -14,7 +14,12 @@ from django.test import override_settings
 from django.urls import include, path
 from django.utils import timezone
 
-from billing.invoicing import credit_note_create, invoice_issue, invoice_line_add, invoice_void
+from billing.invoicing.services import (
+    credit_note_create,
+    invoice_issue,
+    invoice_line_add,
+    invoice_void,
+)
 from billing.models import Invoice, InvoiceStatus
 from config.urls import urlpatterns as project_urlpatterns
 from rails import services

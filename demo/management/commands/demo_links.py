@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.access import portal_sign_in_path
+from billing.documents.links import portal_sign_in_path
 from demo.services import demo_hosted_invoice
 
 

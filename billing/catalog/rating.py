@@ -1,0 +1,445 @@
+"""Rating a billing account's period: usage and fees priced into lines, nothing stored.
+
+The account's usage is gathered across its whole subsidiary tree (each consumer key
+counted for the customer it mapped to at each event's time), priced on the account's
+plan over the combined quantity, so tiers and minimums see the whole group, and each
+usage charge is allocated to the subsidiaries it came from in proportion to their own
+quantities (largest remainder on minor units, so the shares add up to the charge).
+A plan change inside the period splits it: each side is priced by its own plan, flat fees
+prorated by the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Prefetch, Q
+
+from billing.catalog.periods import Period, period_containing
+from billing.catalog.prices import price_parse
+from billing.catalog.pricing import (
+    FlatPrice,
+    TaxRate,
+    flat_charge,
+    minimum_commitment_true_up,
+    prorate_fraction,
+    tax_compute,
+    usage_price,
+)
+from billing.models import BillingProfile, LineKind, PlanVersion, RateCard, Subscription
+from billing.models import TaxRate as TaxRateRow
+from core.money import allocate, format_money, quantize, zero
+from customers.models import Customer
+from customers.selectors import billed_customer_ids_many
+from metering.models import Aggregation, Feature
+from metering.usage import FeatureUsage, Partial, feature_usage, usage_of, usage_partials
+
+
+@dataclass(frozen=True)
+class RatedLine:
+    kind: str
+    description: str
+    customer_id: int
+    period_start: datetime
+    period_end: datetime
+    amount: Decimal
+    unrounded_amount: Decimal
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+    feature_id: int | None = None
+    rate_card_id: int | None = None
+    plan_version_id: int | None = None
+    group_quantity: Decimal | None = None  # the combined quantity the tiers saw
+    group_amount: Decimal | None = None  # the whole charge this line is a share of
+    breakdown: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class RatedTax:
+    name: str
+    percentage: Decimal
+    inclusive: bool
+    base: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class RatedPeriod:
+    account_id: int
+    currency: str
+    period: Period
+    lines: tuple[RatedLine, ...]
+    taxes: tuple[RatedTax, ...] = ()
+    tax_exempt_reason: str = ""
+    subtotal: Decimal = Decimal(0)
+    total: Decimal = Decimal(0)
+    plan_versions: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class RatingContext:
+    """Everything rating reads besides usage, for a set of billing accounts, loaded in a
+    handful of queries: a billing run rates thousands of accounts with it instead of
+    asking for each account's subscriptions, rate cards, tree and taxes one by one.
+
+    A context is a snapshot: build it inside the transaction (or the run) that uses it.
+    """
+
+    billed: dict[int, list[int]]
+    subscriptions: dict[int, list[Subscription]]
+    cards: dict[int, list[RateCard]]
+    profiles: dict[int, BillingProfile]
+    version_taxes: dict[int, list[TaxRateRow]]
+    # (feature id, start, end) → (the customers read, their partial aggregates)
+    usage: dict[tuple, tuple[frozenset, dict[int, Partial]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, account_ids: Iterable[int]) -> RatingContext:
+        ids = sorted(set(account_ids))
+        subscriptions: dict[int, list[Subscription]] = {}
+        for sub in (
+            Subscription.objects.select_related("plan_version")
+            .filter(customer_id__in=ids)
+            .order_by("customer_id", "start")
+        ):
+            subscriptions.setdefault(sub.customer_id, []).append(sub)
+        version_ids = {s.plan_version_id for subs in subscriptions.values() for s in subs}
+        cards: dict[int, list[RateCard]] = {}
+        for card in (
+            RateCard.objects.select_related("feature__meter")
+            .filter(plan_version_id__in=version_ids)
+            .order_by("plan_version_id", "position", "pk")
+        ):
+            cards.setdefault(card.plan_version_id, []).append(card)
+        profiles = {
+            p.customer_id: p
+            for p in BillingProfile.objects.filter(customer_id__in=ids).prefetch_related(
+                Prefetch("tax_rates", queryset=TaxRateRow.objects.order_by("key"))
+            )
+        }
+        version_taxes: dict[int, list[TaxRateRow]] = {v: [] for v in version_ids}
+        for row in (
+            PlanVersion.tax_rates.through.objects.filter(planversion_id__in=version_ids)
+            .select_related("taxrate")
+            .order_by("taxrate__key")
+        ):
+            version_taxes[row.planversion_id].append(row.taxrate)
+        return cls(
+            billed=billed_customer_ids_many(account_ids=ids),
+            subscriptions=subscriptions,
+            cards=cards,
+            profiles=profiles,
+            version_taxes=version_taxes,
+        )
+
+    def subscriptions_in(self, account_id: int, period: Period) -> list[Subscription]:
+        return [
+            s
+            for s in self.subscriptions.get(account_id, [])
+            if s.start < period.end and (s.end is None or s.end > period.start)
+        ]
+
+    def usage_prefetch(self, pairs: Iterable[tuple[Customer, Period]]) -> None:
+        """Read, for every (account, period) of ``pairs``, the usage its rating will ask
+        for: one statement per feature and time range for all the accounts at once
+        (accounts on the same plan and period share them) instead of one per account.
+
+        A unique count of an account with subsidiaries is left to ``feature_usage``:
+        distinct values over a group are not a sum of its members' counts.
+        """
+        wanted: dict[tuple, tuple[Feature, set[int]]] = {}
+        for account, period in pairs:
+            ids = self.billed[account.pk]
+            for sub in self.subscriptions_in(account.pk, period):
+                start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
+                for card in self.cards.get(sub.plan_version_id, []):
+                    if card.feature_id is None or isinstance(price_parse(card.price), FlatPrice):
+                        continue
+                    unique = card.feature.meter.aggregation == Aggregation.UNIQUE_COUNT
+                    if end <= start or (unique and len(ids) > 1):
+                        continue
+                    key = (card.feature_id, start, end)
+                    wanted.setdefault(key, (card.feature, set()))[1].update(ids)
+        for (feature_id, start, end), (feature, ids) in wanted.items():
+            partials = usage_partials(
+                meter=feature.meter,
+                filters=feature.filters or {},
+                customer_ids=ids,
+                start=start,
+                end=end,
+            )
+            partials.pop(-1, None)  # the distinct count over all of them: meaningless here
+            self.usage[(feature_id, start, end)] = (frozenset(ids), partials)
+
+    def feature_usage(
+        self, *, feature: Feature, customer_ids: list[int], start: datetime, end: datetime
+    ) -> FeatureUsage:
+        """``metering.usage.feature_usage``, from what ``usage_prefetch`` read when it
+        covers these customers over exactly this range."""
+        found = self.usage.get((feature.pk, start, end))
+        unique = feature.meter.aggregation == Aggregation.UNIQUE_COUNT
+        if (
+            found is None
+            or not found[0].issuperset(customer_ids)
+            or (unique and len(customer_ids) > 1)
+        ):
+            return feature_usage(feature=feature, customer_ids=customer_ids, start=start, end=end)
+        partials = {cid: found[1][cid] for cid in customer_ids if cid in found[1]}
+        return usage_of(feature.meter.aggregation, partials)
+
+
+def account_period(*, account: Customer, at: datetime) -> Period | None:
+    """The billing period of ``account`` that contains ``at`` (None without a subscription)."""
+    sub = (
+        Subscription.objects.select_related("plan_version")
+        .filter(customer=account, start__lte=at)
+        .filter(Q(end__isnull=True) | Q(end__gt=at))
+        .first()
+    )
+    if sub is None:
+        return None
+    return period_containing(
+        anchor=sub.anchor, cadence=sub.plan_version.cadence, timezone=account.timezone, instant=at
+    )
+
+
+def _breakdown(charge) -> tuple[dict, ...]:
+    return tuple(
+        {
+            "tier": line.tier,
+            "from": str(line.from_quantity),
+            "to": str(line.to_quantity),
+            "quantity": str(line.quantity),
+            "unit_price": str(line.unit_price),
+            "flat_price": str(line.flat_price),
+            "amount": str(line.amount),
+            **(
+                {"packages": str(line.packages), "package_size": str(line.package_size)}
+                if line.packages is not None
+                else {}
+            ),
+        }
+        for line in charge.breakdown
+    )
+
+
+def _usage_lines(
+    *,
+    card: RateCard,
+    version: PlanVersion,
+    account: Customer,
+    customer_ids: list[int],
+    start: datetime,
+    end: datetime,
+    usage_until: datetime,
+    context: RatingContext,
+) -> list[RatedLine]:
+    currency = version.currency
+    price = price_parse(card.price)
+    usage = (
+        context.feature_usage(
+            feature=card.feature, customer_ids=customer_ids, start=start, end=min(end, usage_until)
+        )
+        if usage_until > start
+        else None
+    )
+    quantity = usage.quantity if usage else Decimal(0)
+    charge = usage_price(price=price, quantity=quantity, currency=currency)
+    label = card.name or card.feature.name or card.feature.key
+    common = dict(
+        kind=LineKind.USAGE,
+        period_start=start,
+        period_end=end,
+        feature_id=card.feature_id,
+        rate_card_id=card.pk,
+        plan_version_id=version.pk,
+        group_quantity=quantity,
+        group_amount=charge.amount,
+        breakdown=_breakdown(charge),
+        unit_price=price.unit_price if price.model == "unit" else None,
+    )
+    weights = {cid: q for cid, q in (usage.by_customer.items() if usage else []) if q}
+    if len(weights) <= 1:
+        owner = next(iter(weights), account.pk)
+        return [
+            RatedLine(
+                description=label,
+                customer_id=owner,
+                quantity=quantity,
+                amount=charge.amount,
+                unrounded_amount=charge.unrounded_amount,
+                **common,
+            )
+        ]
+    owners = sorted(weights, key=lambda cid: (cid != account.pk, cid))
+    shares = allocate(charge.amount, [weights[c] for c in owners], currency)
+    total_weight = sum(weights.values())
+    return [
+        RatedLine(
+            description=label,
+            customer_id=cid,
+            quantity=weights[cid],
+            amount=share,
+            unrounded_amount=charge.unrounded_amount * weights[cid] / total_weight,
+            **common,
+        )
+        for cid, share in zip(owners, shares, strict=True)
+    ]
+
+
+def rate_period(
+    *,
+    account: Customer,
+    period: Period,
+    usage_until: datetime | None = None,
+    context: RatingContext | None = None,
+) -> RatedPeriod:
+    """Price ``period`` for a billing account: flat fees, usage per feature and
+    subsidiary, the minimum-commitment true-up and tax. ``usage_until`` caps the usage
+    taken into account (the upcoming invoice counts usage so far); fees are the period's.
+    ``context`` (which must cover the account) saves loading what rating reads.
+    """
+    context = context or RatingContext.load([account.pk])
+    usage_until = usage_until or period.end
+    currency = account.currency
+    customer_ids = context.billed[account.pk]
+    subs = context.subscriptions_in(account.pk, period)
+    lines: list[RatedLine] = []
+    versions: list[int] = []
+    for sub in subs:
+        version = sub.plan_version
+        versions.append(version.pk)
+        start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
+        fraction = prorate_fraction(
+            period_start=period.start, period_end=period.end, start=start, end=end
+        )
+        segment: list[RatedLine] = []
+        for card in context.cards.get(version.pk, []):
+            price = price_parse(card.price)
+            if isinstance(price, FlatPrice):
+                charge = flat_charge(price=price, currency=currency, fraction=fraction)
+                note = (
+                    ""
+                    if fraction == 1
+                    else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
+                )
+                segment.append(
+                    RatedLine(
+                        kind=LineKind.FLAT_FEE,
+                        description=(card.name or card.key) + note,
+                        customer_id=account.pk,
+                        period_start=start,
+                        period_end=end,
+                        amount=charge.amount,
+                        unrounded_amount=charge.unrounded_amount,
+                        quantity=fraction,
+                        unit_price=price.amount,
+                        rate_card_id=card.pk,
+                        plan_version_id=version.pk,
+                    )
+                )
+            else:
+                segment += _usage_lines(
+                    card=card,
+                    version=version,
+                    account=account,
+                    customer_ids=customer_ids,
+                    start=start,
+                    end=end,
+                    usage_until=usage_until,
+                    context=context,
+                )
+        commitment = version.minimum_commitment.amount * fraction
+        if commitment > 0:
+            charges = sum((line.amount for line in segment), Decimal(0))
+            true_up = minimum_commitment_true_up(
+                charges=charges, commitment=commitment, currency=currency
+            )
+            if true_up > 0:
+                segment.append(
+                    RatedLine(
+                        kind=LineKind.MINIMUM_TRUE_UP,
+                        description=(
+                            "Minimum commitment true-up ("
+                            f"{format_money(commitment, currency, code=True)} committed, "
+                            f"{format_money(charges, currency, code=True)} charged)"
+                        ),
+                        customer_id=account.pk,
+                        period_start=start,
+                        period_end=end,
+                        amount=true_up,
+                        unrounded_amount=true_up,
+                        plan_version_id=version.pk,
+                    )
+                )
+        lines += segment
+    return _with_tax(
+        account=account, period=period, lines=lines, versions=versions, context=context
+    )
+
+
+def taxes_for(
+    *,
+    account: Customer,
+    plan_version_ids: list[int],
+    subtotal: Decimal,
+    context: RatingContext | None = None,
+) -> tuple[tuple[RatedTax, ...], str]:
+    """The taxes on ``subtotal`` for the account (its own rates, else its plan's), each
+    rounded once on the sum, and the exemption reason when the account is exempt."""
+    if context is not None:
+        profile = context.profiles.get(account.pk)
+    else:
+        profile = BillingProfile.objects.filter(customer=account).first()
+    if profile is not None and profile.tax_exempt:
+        return (), profile.tax_exempt_reason
+    rates = list(profile.tax_rates.all()) if profile is not None else []
+    if not rates and plan_version_ids:
+        if context is not None and plan_version_ids[-1] in context.version_taxes:
+            rates = context.version_taxes[plan_version_ids[-1]]
+        else:
+            rates = list(PlanVersion.objects.get(pk=plan_version_ids[-1]).tax_rates.all())
+    computed = tax_compute(
+        amounts_by_rate={TaxRate(r.name, r.percentage, r.inclusive): [subtotal] for r in rates},
+        currency=account.currency,
+    )
+    return tuple(
+        RatedTax(t.rate.name, t.rate.percentage, t.rate.inclusive, t.base, t.amount)
+        for t in computed
+    ), ""
+
+
+def total_with_taxes(*, subtotal: Decimal, taxes: tuple[RatedTax, ...], currency: str) -> Decimal:
+    """Inclusive taxes are inside the subtotal already; exclusive ones are added."""
+    return quantize(
+        subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0)), currency
+    )
+
+
+def _with_tax(
+    *,
+    account: Customer,
+    period: Period,
+    lines: list[RatedLine],
+    versions: list[int],
+    context: RatingContext,
+) -> RatedPeriod:
+    currency = account.currency
+    subtotal = sum((line.amount for line in lines), zero(currency))
+    taxes, exempt = taxes_for(
+        account=account, plan_version_ids=versions, subtotal=subtotal, context=context
+    )
+    return RatedPeriod(
+        account_id=account.pk,
+        currency=currency,
+        period=period,
+        lines=tuple(lines),
+        taxes=taxes,
+        tax_exempt_reason=exempt,
+        subtotal=subtotal,
+        total=total_with_taxes(subtotal=subtotal, taxes=taxes, currency=currency),
+        plan_versions=tuple(versions),
+    )
