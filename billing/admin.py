@@ -20,7 +20,8 @@ __all__ = [
     "WebhookEndpointAdmin",
 ]
 
-import billing.admin_notify  # noqa: E402,F401  credits, notification rules, webhook deliveries
+import billing.credits.admin  # noqa: E402,F401  credit grants and the ledger
 import billing.documents.admin  # noqa: E402,F401  revoking a customer's invoice links
 import billing.entitlements.admin  # noqa: E402,F401  overrides, grants, entitlement status
 import billing.invoicing.admin  # noqa: E402,F401  invoices and credit notes
+import billing.notifications.admin  # noqa: E402,F401  notification rules, webhook deliveries

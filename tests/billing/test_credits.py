@@ -14,7 +14,7 @@ from django.test import override_settings
 from django.urls import NoReverseMatch, clear_url_caches, reverse
 from django.utils import timezone
 
-import billing.admin_notify  # noqa: F401  registers the admin pages under test
+import billing.credits.admin  # noqa: F401  registers the admin pages under test
 from billing.catalog.periods import Period
 from billing.credits.models import LedgerImmutableError
 from billing.credits.services import (

@@ -21,7 +21,7 @@ from django.urls import NoReverseMatch, clear_url_caches, reverse
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-import billing.admin_notify  # noqa: F401  registers the admin pages under test
+import billing.notifications.admin  # noqa: F401  registers the admin pages under test
 from billing.catalog.periods import Period
 from billing.invoicing.services import invoice_draft_for, invoice_issue, invoice_mark
 from billing.models import (

@@ -27,7 +27,7 @@ from django.core.management import CommandError, call_command
 from django.urls import NoReverseMatch, clear_url_caches, reverse
 from django.utils import timezone
 
-import billing.admin_notify  # noqa: F401  registers the delivery admin
+import billing.notifications.admin  # noqa: F401  registers the delivery admin
 from billing.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from billing.notifications.services import RESPONSE_KEEP, delivery_send, notify
 
