@@ -9,6 +9,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from billing.documents.pdf import pdfs_render_missing
 from billing.invoicing.services import drafts_refresh, invoices_issue_due, periods_close
 from metering.services import usage_rollup
 
@@ -81,8 +82,6 @@ def billing_run(*, now: datetime) -> BillingRunResult:
     the registered after-run hooks (settlement). Safe to repeat and to run concurrently:
     every step is idempotent and guarded by constraints and row locks.
     """
-    from billing.documents.pdf import pdfs_render_missing
-
     result = BillingRunResult()
     result.events_rolled_up = usage_rollup(now=now).events
     result.drafts_created = periods_close(now=now).created

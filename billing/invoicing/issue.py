@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
+from billing.documents.tasks import invoice_pdf_render_task, invoice_pdfs_render_task
 from billing.invoicing.base import (
     InvoiceStateError,
     _chunk,
@@ -114,8 +115,6 @@ PDFS_PER_TASK = 10
 
 
 def _enqueue_pdfs(invoice_ids: list) -> None:
-    from billing.tasks import invoice_pdf_render_task, invoice_pdfs_render_task
-
     ids = [str(pk) for pk in invoice_ids]
     if len(ids) == 1:
         invoice_pdf_render_task.delay(invoice_id=ids[0])

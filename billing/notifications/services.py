@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import requests
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -145,11 +146,14 @@ def notify_many(
     return [r if r.pk in kept else None for r in rows]
 
 
-def _enqueue(delivery_ids: list[int]) -> None:
-    from billing.notifications.tasks import delivery_send_task
+# billing.notifications.tasks, which calls this module: sent by name, not imported.
+DELIVERY_SEND_TASK = "billing.webhook_delivery_send"
 
+
+def _enqueue(delivery_ids: list[int]) -> None:
+    task = current_app.tasks[DELIVERY_SEND_TASK]
     for delivery_id in delivery_ids:
-        delivery_send_task.delay(delivery_id=delivery_id)
+        task.delay(delivery_id=delivery_id)
 
 
 # ---------------------------------------------------------------- sending

@@ -1,4 +1,4 @@
-"""Celery tasks for webhooks, thresholds and credits: thin edges that read the clock and
+"""Celery tasks for webhooks and thresholds: thin edges that read the clock and
 make one service call. Retries of a webhook are the delivery's own (its state, attempts
 and ``next_attempt_at``), not Celery's, so they survive a broker restart."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from billing.notifications.services import deliveries_send_due, delivery_send, thresholds_check
+
 
 @shared_task(name="billing.webhook_delivery_send", acks_late=True)
 def delivery_send_task(*, delivery_id: int) -> str | None:
     """Attempt one webhook delivery now (enqueued when its event commits)."""
-    from billing.notifications.services import delivery_send
 
     delivery = delivery_send(delivery_id=delivery_id, now=timezone.now())
     return delivery.state if delivery is not None else None
@@ -20,7 +21,6 @@ def delivery_send_task(*, delivery_id: int) -> str | None:
 @shared_task(name="billing.webhook_deliveries_send_due", acks_late=True)
 def deliveries_send_due_task() -> dict:
     """Beat: attempt every delivery whose retry is due."""
-    from billing.notifications.services import deliveries_send_due
 
     return deliveries_send_due(now=timezone.now())
 
@@ -28,14 +28,5 @@ def deliveries_send_due_task() -> dict:
 @shared_task(name="billing.thresholds_check", acks_late=True)
 def thresholds_check_task() -> dict:
     """Beat: notify entitlement and spend thresholds crossed since the last check."""
-    from billing.notifications.services import thresholds_check
 
     return thresholds_check(now=timezone.now())
-
-
-@shared_task(name="billing.credits_expire", acks_late=True)
-def credits_expire_task() -> dict:
-    """Beat: write the expiry of every credit grant that has expired."""
-    from billing.credits.services import credit_expire_due
-
-    return credit_expire_due(now=timezone.now())

@@ -151,7 +151,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
-CELERY_IMPORTS = ["billing.notifications.tasks"]
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "usage-rollup": {"task": "metering.usage_rollup", "schedule": timedelta(minutes=1)},
     "event-partitions-ahead": {

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from billing.documents.pdf import credit_note_pdf_store
 from billing.invoicing.admin.forms import money
 from billing.models import CREDIT_NOTE_ORDERING, CreditNote
 
@@ -98,8 +99,6 @@ class CreditNoteAdmin(admin.ModelAdmin):
         )
 
     def pdf_view(self, request, pk):
-        from billing.documents.pdf import credit_note_pdf_store
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         note = credit_note_pdf_store(

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.display import period_html
+from billing.documents.pdf import invoice_pdf_bytes, invoice_pdf_store
 from billing.invoicing.admin.forms import (
     UNPAID_ISSUED,
     CreditNoteForm,
@@ -408,8 +409,6 @@ class InvoiceAdmin(admin.ModelAdmin):
         )
 
     def pdf_view(self, request, pk):
-        from billing.documents.pdf import invoice_pdf_bytes, invoice_pdf_store
-
         self._view(request)
         invoice = get_object_or_404(Invoice, pk=pk)
         if invoice.is_draft:

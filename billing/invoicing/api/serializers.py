@@ -14,7 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.catalog.api.serializers import PlainDecimalText, breakdown_text
-from billing.invoicing.provenance import PROVABLE_KINDS
+from billing.documents.links import invoice_hosted_url
+from billing.invoicing.provenance import PROVABLE_KINDS, bucket_value
 from billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTax
 from core.money import money_text, plain_decimal
 
@@ -214,8 +215,6 @@ class InvoiceSerializer(serializers.ModelSerializer):
     def get_hosted_url(self, invoice: Invoice) -> str | None:
         if invoice.is_draft:
             return None  # a draft is not the customer's to see; it gets a link when issued
-        from billing.documents.links import invoice_hosted_url
-
         path = invoice_hosted_url(invoice=invoice, now=self.context["now"])
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request and path.startswith("/") else path
@@ -291,6 +290,4 @@ class BucketSerializer(serializers.Serializer):
     value_sum = PlainDecimalText()
 
     def get_value(self, bucket) -> str | None:
-        from billing.invoicing.provenance import bucket_value
-
         return plain_decimal(bucket_value(bucket, bucket.meter.aggregation))

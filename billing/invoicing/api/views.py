@@ -25,6 +25,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.documents.pdf import credit_note_pdf_store, invoice_pdf_bytes, invoice_pdf_store
 from billing.invoicing.api.serializers import (
     BucketSerializer,
     CreditNoteCreateRequest,
@@ -252,8 +253,6 @@ class InvoicePdf(APIView):
 
     @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
     def get(self, request, invoice_id: str):
-        from billing.documents.pdf import invoice_pdf_bytes, invoice_pdf_store
-
         invoice = _invoice_get(invoice_id)
         if invoice.is_draft:
             response = HttpResponse(
@@ -434,8 +433,6 @@ class CreditNotePdf(APIView):
 
     @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
     def get(self, request, credit_note_id: str):
-        from billing.documents.pdf import credit_note_pdf_store
-
         note = CreditNoteDetail(kwargs={"credit_note_id": credit_note_id}).get_object()
         if not note.pdf:
             note = credit_note_pdf_store(credit_note=note, now=timezone.now())
