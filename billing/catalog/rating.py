@@ -412,11 +412,44 @@ def taxes_for(
     ), ""
 
 
-def total_with_taxes(*, subtotal: Decimal, taxes: tuple[RatedTax, ...], currency: str) -> Decimal:
-    """Inclusive taxes are inside the subtotal already; exclusive ones are added."""
-    return quantize(
-        subtotal + sum((t.amount for t in taxes if not t.inclusive), Decimal(0)), currency
+@dataclass(frozen=True)
+class Totals:
+    """An invoice's totals from its line amounts: the one place they are computed."""
+
+    subtotal: Decimal
+    taxes: tuple[RatedTax, ...]
+    tax_exempt_reason: str
+    tax_total: Decimal  # the exclusive taxes, added on top of the subtotal
+    total: Decimal
+
+
+def totals_compute(
+    *,
+    account: Customer,
+    currency: str,
+    amounts: Iterable[Decimal],
+    plan_version_ids: list[int],
+    context: RatingContext | None = None,
+) -> Totals:
+    """Subtotal, taxes and total of lines worth ``amounts``. Inclusive taxes are inside the
+    subtotal already; exclusive ones are added."""
+    subtotal = sum(amounts, zero(currency))
+    taxes, exempt = taxes_for(
+        account=account, plan_version_ids=plan_version_ids, subtotal=subtotal, context=context
     )
+    tax_total = sum((t.amount for t in taxes if not t.inclusive), zero(currency))
+    return Totals(
+        subtotal=subtotal,
+        taxes=taxes,
+        tax_exempt_reason=exempt,
+        tax_total=tax_total,
+        total=quantize(subtotal + tax_total, currency),
+    )
+
+
+def amount_due(*, total: Decimal, credits_applied: Decimal, currency: str) -> Decimal:
+    """What is left to pay once credits are applied (never below zero)."""
+    return max(total - credits_applied, zero(currency))
 
 
 def _with_tax(
@@ -427,19 +460,39 @@ def _with_tax(
     versions: list[int],
     context: RatingContext,
 ) -> RatedPeriod:
-    currency = account.currency
-    subtotal = sum((line.amount for line in lines), zero(currency))
-    taxes, exempt = taxes_for(
-        account=account, plan_version_ids=versions, subtotal=subtotal, context=context
+    totals = totals_compute(
+        account=account,
+        currency=account.currency,
+        amounts=[line.amount for line in lines],
+        plan_version_ids=versions,
+        context=context,
     )
     return RatedPeriod(
         account_id=account.pk,
-        currency=currency,
+        currency=account.currency,
         period=period,
         lines=tuple(lines),
-        taxes=taxes,
-        tax_exempt_reason=exempt,
-        subtotal=subtotal,
-        total=total_with_taxes(subtotal=subtotal, taxes=taxes, currency=currency),
+        taxes=totals.taxes,
+        tax_exempt_reason=totals.tax_exempt_reason,
+        subtotal=totals.subtotal,
+        total=totals.total,
         plan_versions=tuple(versions),
+    )
+
+
+@dataclass(frozen=True)
+class CurrentPeriod:
+    period: Period
+    rated: RatedPeriod
+
+
+def current_period_rate(*, account: Customer, now: datetime) -> CurrentPeriod | None:
+    """``account``'s billing period holding ``now``, rated with usage up to ``now`` (fees are
+    the whole period's): its next invoice so far. The upcoming invoice, the portal and the
+    spend notifications all read it here. None without a subscription at ``now``."""
+    period = account_period(account=account, at=now)
+    if period is None:
+        return None
+    return CurrentPeriod(
+        period=period, rated=rate_period(account=account, period=period, usage_until=now)
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.catalog.rating import RatedLine, RatedPeriod, account_period, rate_period
+from billing.catalog.rating import RatedLine, RatedPeriod, current_period_rate
 from billing.models import PlanVersion
 from customers.models import Customer
 from customers.selectors import customer_billing_account
@@ -58,10 +58,10 @@ def upcoming_invoice(*, customer: Customer, now: datetime) -> UpcomingInvoice:
     Raises ``NoSubscription`` when the account has no subscription at ``now``.
     """
     account = customer_billing_account(customer=customer)
-    period = account_period(account=account, at=now)
-    if period is None:
+    current = current_period_rate(account=account, now=now)
+    if current is None:
         raise NoSubscription(customer=customer, account=account, at=now)
-    rated = rate_period(account=account, period=period, usage_until=now)
+    rated = current.rated
     customer_ids = {line.customer_id for line in rated.lines} | {account.pk, customer.pk}
     feature_ids = {line.feature_id for line in rated.lines if line.feature_id}
     versions = PlanVersion.objects.select_related("plan", "customer").in_bulk(rated.plan_versions)

@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.catalog.rating import account_period, rate_period
+from billing.catalog.rating import account_period, current_period_rate
 from billing.display import customer_zone, format_date, format_period
 from billing.documents.links import (
     LinkInvalid,
@@ -322,14 +322,15 @@ def _dashboard(customer: Customer) -> dict:
 
 def _usage_so_far(customer: Customer, now, zone) -> dict | None:
     """The current period priced on usage up to now: what the next invoice looks like so far."""
-    period = account_period(account=customer, at=now)
-    if period is None:
-        return None
     try:
-        rated = rate_period(account=customer, period=period, usage_until=now)
+        current = current_period_rate(account=customer, now=now)
     except Exception:  # a customer's page must not break on a pricing problem
         logger.exception("Rating the current period of %s for the portal failed", customer.key)
+        period = account_period(account=customer, at=now)
         return {"period": format_period(period.start, period.end, zone), "error": True}
+    if current is None:
+        return None
+    period, rated = current.period, current.rated
     names = dict(
         Customer.objects.filter(pk__in={line.customer_id for line in rated.lines}).values_list(
             "pk", "name"

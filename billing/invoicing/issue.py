@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
+from billing.catalog.rating import amount_due
 from billing.documents.tasks import invoice_pdf_render_task, invoice_pdfs_render_task
 from billing.invoicing.base import (
     InvoiceStateError,
@@ -25,7 +26,6 @@ from billing.models import (
     InvoiceEvent,
     InvoiceStatus,
 )
-from core.money import zero
 
 logger = logging.getLogger("billing.invoicing")
 
@@ -63,7 +63,9 @@ def _drafts_issue(
         invoice.due_at = now + timedelta(days=net_terms)
     _hooks_run("BILLING_INVOICE_ISSUING_HOOKS", drafts, now)  # e.g. credits, before the freeze
     for invoice in drafts:
-        invoice.amount_due = max(invoice.total - invoice.credits_applied, zero(invoice.currency))
+        invoice.amount_due = amount_due(
+            total=invoice.total, credits_applied=invoice.credits_applied, currency=invoice.currency
+        )
         invoice.updated_at = now
     _invoices_update(
         drafts,

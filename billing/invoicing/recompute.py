@@ -17,9 +17,9 @@ from billing.catalog.periods import Period
 from billing.catalog.rating import (
     RatedLine,
     RatingContext,
+    amount_due,
     rate_period,
-    taxes_for,
-    total_with_taxes,
+    totals_compute,
 )
 from billing.invoicing.base import InvoiceStateError, _history, _invoices_update
 from billing.models import (
@@ -30,7 +30,6 @@ from billing.models import (
     InvoiceTax,
     LineKind,
 )
-from core.money import zero
 from customers.models import Customer
 from metering.usage import current_xmin, usage_changed_since
 
@@ -225,19 +224,21 @@ def _totals(
     context: _Context | None = None,
 ) -> list[InvoiceTax]:
     """Set the invoice's totals from all its ``lines``; its taxes (unsaved)."""
-    currency = invoice.currency
-    subtotal = sum((line.amount for line in lines), zero(currency))
-    taxes, exempt = taxes_for(
+    totals = totals_compute(
         account=account,
+        currency=invoice.currency,
+        amounts=[line.amount for line in lines],
         plan_version_ids=plan_version_ids,
-        subtotal=subtotal,
         context=context.rating if context else None,
     )
-    invoice.subtotal = subtotal
-    invoice.tax_total = sum((t.amount for t in taxes if not t.inclusive), zero(currency))
-    invoice.tax_exempt_reason = exempt
-    invoice.total = total_with_taxes(subtotal=subtotal, taxes=taxes, currency=currency)
-    invoice.amount_due = max(invoice.total - invoice.credits_applied, zero(currency))
+    invoice.subtotal = totals.subtotal
+    invoice.tax_total = totals.tax_total
+    invoice.tax_exempt_reason = totals.tax_exempt_reason
+    invoice.total = totals.total
+    invoice.amount_due = amount_due(
+        total=invoice.total, credits_applied=invoice.credits_applied, currency=invoice.currency
+    )
+    taxes = totals.taxes
     return [
         InvoiceTax(
             invoice=invoice,

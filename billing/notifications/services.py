@@ -33,7 +33,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from standardwebhooks import Webhook
 
-from billing.catalog.rating import account_period, rate_period
+from billing.catalog.rating import current_period_rate
 from billing.entitlements.services import entitlement_value, entitlements_of
 from billing.models import (
     Invoice,
@@ -470,10 +470,10 @@ def _entitlement_checks(account: Customer, rules: list[NotificationRule], now: d
 
 
 def _spend_checks(account: Customer, rules: list[NotificationRule], now: datetime) -> int:
-    period = account_period(account=account, at=now)
-    if period is None or not rules:
+    current = current_period_rate(account=account, now=now) if rules else None
+    if current is None:
         return 0
-    spend = rate_period(account=account, period=period, usage_until=now).total
+    spend, period = current.rated.total, current.period
     notified = 0
     for rule in rules:
         ids = [e.pk for e in rule.endpoints.all()]
