@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from backoffice.configuration.report import ApplyRun, kept_line, no_such
 from billing.models import WebhookEndpoint
 from billing.notifications.models import NotificationRule
-from billing.notifications.services import thresholds_validate
+from billing.notifications.thresholds import thresholds_validate
 from customers.models import Customer
 from customers.selectors import billing_account_ids
 from metering.models import Feature

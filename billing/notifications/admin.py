@@ -25,7 +25,8 @@ from billing.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from billing.notifications.services import RESPONSE_KEEP, redeliver, thresholds_validate
+from billing.notifications.delivery import RESPONSE_KEEP, redeliver
+from billing.notifications.thresholds import thresholds_validate
 
 
 class NotificationRuleForm(forms.ModelForm):

@@ -7,7 +7,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from billing.notifications.services import deliveries_send_due, delivery_send, thresholds_check
+from billing.notifications.delivery import deliveries_send_due, delivery_send
+from billing.notifications.thresholds import thresholds_check
 
 
 @shared_task(name="billing.webhook_delivery_send", acks_late=True)

@@ -270,8 +270,8 @@ BILLING_RUN_CHUNK = int(os.environ.get("BILLING_RUN_CHUNK", "200"))
 # Called at the end of every billing run with (now=): drive settlements and the like.
 BILLING_RUN_HOOKS: list[str] = [
     "rails.services.settlements_drive_due",
-    "billing.notifications.services.thresholds_check",
-    "billing.notifications.services.deliveries_send_due",
+    "billing.notifications.thresholds.thresholds_check",
+    "billing.notifications.delivery.deliveries_send_due",
     "billing.credits.services.credit_expire_due",
 ]
 

@@ -31,14 +31,10 @@ from billing.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from billing.notifications.services import (
+from billing.notifications.delivery import deliveries_send_due, delivery_send, redeliver
+from billing.notifications.services import notify, notify_invoice_status, notify_settlement_failed
+from billing.notifications.thresholds import (
     account_thresholds_check,
-    deliveries_send_due,
-    delivery_send,
-    notify,
-    notify_invoice_status,
-    notify_settlement_failed,
-    redeliver,
     thresholds_check,
     thresholds_validate,
 )
@@ -308,8 +304,8 @@ def test_the_billing_run_checks_thresholds_sends_due_deliveries_and_expires_cred
     send_calls(ingest, 8)
     settled()
     hooks = [
-        "billing.notifications.services.thresholds_check",
-        "billing.notifications.services.deliveries_send_due",
+        "billing.notifications.thresholds.thresholds_check",
+        "billing.notifications.delivery.deliveries_send_due",
         "billing.credits.services.credit_expire_due",
     ]
     with override_settings(BILLING_RUN_HOOKS=hooks):

@@ -29,7 +29,8 @@ from django.utils import timezone
 
 import billing.notifications.admin  # noqa: F401  registers the delivery admin
 from billing.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from billing.notifications.services import RESPONSE_KEEP, delivery_send, notify
+from billing.notifications.delivery import RESPONSE_KEEP, delivery_send
+from billing.notifications.services import notify
 
 REFUSED_URLS = {
     "http://127.0.0.1:8000/hooks": "127.0.0.1 is a loopback address",
