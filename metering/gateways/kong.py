@@ -353,18 +353,19 @@ def kong_log_events(
         }
         # Each direction also keeps the field it was read from (prompt_tokens,
         # completion_tokens), which meters made before the direction events still sum.
+        # A direction without tokens (an embeddings call's output) has no event.
         directions = [
-            (INPUT, prompt, "prompt_tokens"),
-            (OUTPUT, completion, "completion_tokens"),
+            (direction, tokens, field)
+            for direction, tokens, field in (
+                (INPUT, prompt, "prompt_tokens"),
+                (OUTPUT, completion, "completion_tokens"),
+            )
+            if tokens
         ]
-        first = True
-        for direction, tokens, field in directions:
-            if not tokens:
-                continue  # an embeddings call has no output tokens
+        for position, (direction, tokens, field) in enumerate(directions):
             data = {"tokens": tokens, "direction": direction, field: tokens, **call}
-            if first:
+            if position == 0:
                 data |= whole_call
-                first = False
             events.append(event(_llm_event_id(event_id, plugin, direction), LLM_TYPE, data))
     return events
 
