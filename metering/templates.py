@@ -12,12 +12,19 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from metering.gateways.kong import LLM_TYPE, REQUEST_TYPE
+from metering.gateways.kong import INPUT, LLM_TYPE, OUTPUT, REQUEST_TYPE
 from metering.models import Aggregation, Feature, Meter
 from metering.services import feature_create, meter_create
 
 # Every 2xx status defined by RFC 9110 and its WebDAV extensions; feature filters match
 # dimension values exactly, and the request events carry the status as a string.
+# The event type of the AI token usage that Kong's Metering & Billing plugin (Kong 3.14+,
+# ``meter_ai_token_usage``) posts to OpenMeter's v3 ingest path: two events per call, data
+# ``{tokens, type, model, provider}`` with ``type`` "request" (prompt tokens) or
+# "response" (completion tokens), as Kong's "Enforce entitlements on LLM traffic" guide
+# meters them.
+KONG_PLUGIN_LLM_TYPE = "kong.llm_request"
+
 SUCCESS_STATUSES = ["200", "201", "202", "203", "204", "205", "206", "207", "208", "226"]
 
 
@@ -68,8 +75,6 @@ class UnknownTemplate(ValueError):
         self.name = name
 
 
-_LLM_GROUP_BY = {"model": "$.model", "provider": "$.provider"}
-
 TEMPLATES: tuple[Template, ...] = (
     Template(
         name="api_requests",
@@ -109,34 +114,71 @@ TEMPLATES: tuple[Template, ...] = (
     Template(
         name="llm_tokens",
         title="LLM tokens",
-        description="Sum prompt (input) and completion (output) tokens of LLM calls by model "
-        "and provider (Kong AI Gateway logs become 'llm' events); a feature for each.",
+        description="Sum the tokens of LLM calls by direction (input: prompt, output: "
+        "completion) and model: Kong's http-log receiver sends each AI Gateway call as "
+        "two 'llm' events, {tokens, direction, model, provider}, the shape of "
+        "OpenMeter's token meter. Features for input and output tokens filter on "
+        "direction, so each has its own price. Also what examples/catalog.yaml defines.",
         meters=(
             MeterTemplate(
-                key="llm_input_tokens",
-                name="LLM input tokens",
-                description="Prompt tokens sent to LLM providers.",
+                key="llm_tokens",
+                name="LLM tokens",
+                description="Tokens sent to (input) and returned by (output) LLM providers.",
                 event_type=LLM_TYPE,
                 aggregation=Aggregation.SUM,
-                value_property="$.prompt_tokens",
-                group_by=_LLM_GROUP_BY,
-            ),
-            MeterTemplate(
-                key="llm_output_tokens",
-                name="LLM output tokens",
-                description="Completion tokens returned by LLM providers.",
-                event_type=LLM_TYPE,
-                aggregation=Aggregation.SUM,
-                value_property="$.completion_tokens",
-                group_by=_LLM_GROUP_BY,
+                value_property="$.tokens",
+                group_by={"direction": "$.direction", "model": "$.model"},
             ),
         ),
         features=(
             FeatureTemplate(
-                key="llm_input_tokens", name="LLM input tokens", meter="llm_input_tokens"
+                key="llm_input_tokens",
+                name="LLM input tokens",
+                meter="llm_tokens",
+                filters={"direction": [INPUT]},
             ),
             FeatureTemplate(
-                key="llm_output_tokens", name="LLM output tokens", meter="llm_output_tokens"
+                key="llm_output_tokens",
+                name="LLM output tokens",
+                meter="llm_tokens",
+                filters={"direction": [OUTPUT]},
+            ),
+        ),
+    ),
+    Template(
+        name="kong_llm_tokens",
+        title="LLM tokens from Kong's Metering & Billing plugin",
+        description="Sum the tokens that Kong's Metering & Billing plugin "
+        "(meter_ai_token_usage) posts to /api/v3/openmeter/events: two "
+        "'kong.llm_request' events per AI Gateway call, {tokens, type, model, "
+        "provider}, type 'request' for the prompt and 'response' for the completion. "
+        "Features for input and output tokens filter on type. Use it instead of "
+        "llm_tokens when the plugin, not the http-log receiver, meters the AI traffic "
+        "(both at once would count every call twice), and price these features.",
+        meters=(
+            MeterTemplate(
+                key="kong_llm_tokens",
+                name="LLM tokens (Kong Metering & Billing)",
+                description="Tokens of AI Gateway calls, as Kong's Metering & Billing "
+                "plugin reports them.",
+                event_type=KONG_PLUGIN_LLM_TYPE,
+                aggregation=Aggregation.SUM,
+                value_property="$.tokens",
+                group_by={"type": "$.type", "model": "$.model", "provider": "$.provider"},
+            ),
+        ),
+        features=(
+            FeatureTemplate(
+                key="kong_llm_input_tokens",
+                name="LLM input tokens (Kong Metering & Billing)",
+                meter="kong_llm_tokens",
+                filters={"type": ["request"]},
+            ),
+            FeatureTemplate(
+                key="kong_llm_output_tokens",
+                name="LLM output tokens (Kong Metering & Billing)",
+                meter="kong_llm_tokens",
+                filters={"type": ["response"]},
             ),
         ),
     ),

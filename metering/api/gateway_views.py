@@ -40,7 +40,7 @@ class KongHttpLogReceiver(APIView):
 
     Each log becomes a `request` event (data: route_name, route, path, service, method,
     status, latencies, sizes) and, for Kong AI Gateway logs with token usage, an `llm`
-    event (model, provider, prompt_tokens, completion_tokens, total_tokens). The subject
+    event per direction (tokens, direction `input` or `output`, model, provider). The subject
     is the request header named in the URL (`.../http-log/subject-header/<name>`; Kong's
     plugin drops an `http_endpoint`'s query string) or by the
     `METERING_KONG_SUBJECT_HEADER` setting, when the log carries it, else the Kong

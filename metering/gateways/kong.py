@@ -23,8 +23,10 @@ from Kong's source and docs:
   ``completion_token``; both spellings are read), ``meta {plugin_id, provider_name,
   request_model, response_model, llm_latency}``.
 
-Each log becomes one ``request`` event and, for each AI section that counted tokens, one
-``llm`` event (see ``kong_log_events``). A log that cannot become events (no subject,
+Each log becomes one ``request`` event and, for each AI section that counted tokens, an
+``llm`` event per direction, input (prompt) and output (completion), in OpenMeter's and
+Kong's own Metering & Billing plugin's shape: ``tokens`` and what they were (see
+``kong_log_events``). A log that cannot become events (no subject,
 unreadable) is skipped with a reason, never a reason to refuse the others: Kong's queue
 retries a refused batch and then drops it, good logs and all. The functions here are
 pure: no ORM, no clock.
@@ -58,13 +60,17 @@ Reason = KongSkippedEntry.Reason
 
 REQUEST_TYPE = "request"
 LLM_TYPE = "llm"
+# The ``direction`` of an llm event: the tokens sent to the model (prompt) or returned by
+# it (completion), priced apart by every LLM provider.
+INPUT = "input"
+OUTPUT = "output"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_KEY = 255
 # A count written as text: ASCII digits only (str.isdigit() also takes "²", which int()
 # refuses), and few enough to stay below the limit of every metered number.
 _MAX_COUNT_DIGITS = len(str(VALUE_MAX_EXCLUSIVE - 1))
-_MAX_ID = 200  # leaves room for the ":llm:<plugin>" suffix of the LLM event's id
+_MAX_ID = 200  # leaves room for the ":llm:<plugin>:<direction>" suffix of LLM events' ids
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # A skipped log is kept as a sample for the operator, cut to this many characters.
 SAMPLE_CHARS = 4000
@@ -248,14 +254,19 @@ def kong_log_events(
       path (the request's path, ``request.uri`` without the query string), service
       (name, else host), method, status (a string), latency_ms / kong_latency_ms /
       upstream_latency_ms, request_bytes / response_bytes, workspace.
-    - ``llm`` (per AI section with tokens): model (the requested model), response_model,
-      provider, prompt_tokens, completion_tokens, total_tokens, cost (a decimal string,
-      Kong's own estimate), llm_latency_ms, plugin, and route_name, route, path,
-      service, status.
+    - ``llm`` (per AI section, one for its input tokens and one for its output tokens,
+      each only when not zero): tokens, direction (``input`` or ``output``), model (the
+      requested model), response_model, provider, plugin, and route_name, route, path,
+      service, status; the input event also carries prompt_tokens and the output event
+      completion_tokens (the same number as tokens, for meters that sum those fields).
+      The call's first event (input, unless it had none) also carries total_tokens, cost
+      (a decimal string, Kong's own estimate) and llm_latency_ms, so that each call
+      counts once in a sum of them.
 
     Subject: the configured request header when the log carries it, else the consumer's
     custom_id, username or id. Time: ``started_at``. Id: Kong's request id, so a re-sent
-    log counts once (a hash of the log's identifying fields before Kong 3.5). Numbers
+    log counts once (a hash of the log's identifying fields before Kong 3.5); an llm
+    event's id is that id with ``:llm:<plugin>:<direction>``. Numbers
     that a meter could not sum (10^15 or more) are left out; fractions are rounded to the
     decimal places a usage bucket keeps.
     """
@@ -313,8 +324,8 @@ def kong_log_events(
         )
     ]
     for plugin, usage, meta in _ai_sections(log.get("ai")):
-        prompt = _tokens(usage, ("prompt_tokens", "prompt_token"), plugin)
-        completion = _tokens(usage, ("completion_tokens", "completion_token"), plugin)
+        prompt = _tokens(usage, ("prompt_tokens", "prompt_token"), plugin) or 0
+        completion = _tokens(usage, ("completion_tokens", "completion_token"), plugin) or 0
         if not prompt and not completion:
             continue  # an error or cache hit that used no tokens is no LLM usage
         total = _tokens(usage, ("total_tokens",), plugin)
@@ -322,28 +333,40 @@ def kong_log_events(
         response_model = _text(meta.get("response_model"))
         if request_model in (None, "UNSPECIFIED"):
             request_model = response_model
-        events.append(
-            event(
-                _llm_event_id(event_id, plugin),
-                LLM_TYPE,
-                {
-                    "model": request_model,
-                    "response_model": response_model,
-                    "provider": _text(meta.get("provider_name")),
-                    "prompt_tokens": prompt or 0,
-                    "completion_tokens": completion or 0,
-                    "total_tokens": total or (prompt or 0) + (completion or 0),
-                    "cost": _decimal_text(usage.get("cost")),
-                    "llm_latency_ms": _number(meta.get("llm_latency")),
-                    "plugin": _text(plugin),
-                    "route": route,
-                    "route_name": route_name,
-                    "path": path,
-                    "service": service,
-                    "status": status,
-                },
+        call = {
+            "model": request_model,
+            "response_model": response_model,
+            "provider": _text(meta.get("provider_name")),
+            "plugin": _text(plugin),
+            "route": route,
+            "route_name": route_name,
+            "path": path,
+            "service": service,
+            "status": status,
+        }
+        # What describes the call as a whole rides on its first event only, so that a
+        # SUM over llm events counts each call once.
+        whole_call = {
+            "total_tokens": total or prompt + completion,
+            "cost": _decimal_text(usage.get("cost")),
+            "llm_latency_ms": _number(meta.get("llm_latency")),
+        }
+        # Each direction also keeps the field it was read from (prompt_tokens,
+        # completion_tokens), which meters made before the direction events still sum.
+        # A direction without tokens (an embeddings call's output) has no event.
+        directions = [
+            (direction, tokens, field)
+            for direction, tokens, field in (
+                (INPUT, prompt, "prompt_tokens"),
+                (OUTPUT, completion, "completion_tokens"),
             )
-        )
+            if tokens
+        ]
+        for position, (direction, tokens, field) in enumerate(directions):
+            data = {"tokens": tokens, "direction": direction, field: tokens, **call}
+            if position == 0:
+                data |= whole_call
+            events.append(event(_llm_event_id(event_id, plugin, direction), LLM_TYPE, data))
     return events
 
 
@@ -469,11 +492,13 @@ def _event_id(log: dict[str, Any], request: dict[str, Any], response: dict[str, 
     return "sha256:" + hashlib.sha256(msgspec.json.encode(fingerprint)).hexdigest()
 
 
-def _llm_event_id(event_id: str, plugin: str) -> str:
-    """The request's id and the AI section's name: one LLM event per plugin per request."""
-    llm_id = f"{event_id}:llm:{plugin}"
+def _llm_event_id(event_id: str, plugin: str, direction: str) -> str:
+    """The request's id, the AI section's name and the direction: one LLM event per
+    plugin, direction and request, the same each time Kong sends the log again."""
+    llm_id = f"{event_id}:llm:{plugin}:{direction}"
     if len(llm_id) > _MAX_KEY or "\x00" in plugin:
-        llm_id = f"{event_id}:llm:" + hashlib.sha256(plugin.encode()).hexdigest()[:16]
+        plugin_hash = hashlib.sha256(plugin.encode()).hexdigest()[:16]
+        llm_id = f"{event_id}:llm:{plugin_hash}:{direction}"
     return llm_id
 
 

@@ -95,33 +95,83 @@ def test_a_batch_of_three_logs_is_stored_whole(kong):
     ]
 
 
-def test_an_ai_gateway_log_adds_an_llm_event_with_its_tokens(kong):
+def llm_events() -> dict[str, Event]:
+    """The stored llm events by direction."""
+    return {e.data["direction"]: e for e in Event.objects.filter(type="llm")}
+
+
+def test_an_ai_gateway_log_adds_an_llm_event_per_direction_with_its_tokens(kong):
     response = post(kong, kong_log("kong_ai_proxy"))
 
     assert response.status_code == 204, response.content
-    request, llm = sorted(stored(), key=lambda e: e.type, reverse=True)
-    assert request.type == "request"
+    [request] = Event.objects.filter(type="request")
     assert request.data["route"] == "openai-chat"
     assert request.data["status"] == "200"
-    assert llm.type == "llm"
-    assert llm.event_id == "5c10fade1c9e4d6c8275c52c36731d3c:llm:proxy"
-    assert llm.subject == "acme-app-1"
-    assert llm.time == request.time == datetime(2026, 11, 27, 10, 5, 12, 120000, tzinfo=UTC)
-    assert llm.data == {
+    llm = llm_events()
+    assert set(llm) == {"input", "output"}
+    assert llm["input"].event_id == "5c10fade1c9e4d6c8275c52c36731d3c:llm:proxy:input"
+    assert llm["output"].event_id == "5c10fade1c9e4d6c8275c52c36731d3c:llm:proxy:output"
+    for event in llm.values():
+        assert event.subject == "acme-app-1"
+        assert event.time == request.time == datetime(2026, 11, 27, 10, 5, 12, 120000, tzinfo=UTC)
+    call = {
         "model": "gpt-4o",
         "response_model": "gpt-4o-2024-08-06",
         "provider": "openai",
-        "prompt_tokens": 1234,
-        "completion_tokens": 377,
-        "total_tokens": 1611,
-        "cost": "0.006855",
-        "llm_latency_ms": 2670,
         "plugin": "proxy",
         "route": "openai-chat",
         "route_name": "openai-chat",
         "path": request.data["path"],
         "service": "openai",
         "status": "200",
+    }
+    assert llm["input"].data == {
+        "tokens": 1234,
+        "direction": "input",
+        "prompt_tokens": 1234,
+        # what describes the whole call rides on its first event only
+        "total_tokens": 1611,
+        "cost": "0.006855",
+        "llm_latency_ms": 2670,
+        **call,
+    }
+    assert llm["output"].data == {
+        "tokens": 377,
+        "direction": "output",
+        "completion_tokens": 377,
+        **call,
+    }
+
+
+def test_a_call_without_output_tokens_is_one_input_event(kong):
+    """An embeddings call, say: no zero-token event, and the call's totals on the one."""
+    log = kong_log("kong_ai_proxy")
+    log["ai"]["proxy"]["usage"] = {"prompt_tokens": 42, "completion_tokens": 0, "cost": 0.1}
+
+    assert post(kong, log).status_code == 204
+
+    [event] = Event.objects.filter(type="llm")
+    assert (event.data["tokens"], event.data["direction"]) == (42, "input")
+    assert (event.data["total_tokens"], event.data["cost"]) == (42, "0.1")
+
+
+def test_each_ai_section_of_a_log_has_its_own_events(kong):
+    """An LLM-calling transformer plugin logs its own section beside ai-proxy's."""
+    log = kong_log("kong_ai_proxy")
+    log["ai"]["ai-request-transformer"] = copy.deepcopy(log["ai"]["proxy"])
+    log["ai"]["ai-request-transformer"]["usage"]["prompt_tokens"] = 10
+
+    assert post(kong, log).status_code == 204
+
+    tokens = {
+        (e.data["plugin"], e.data["direction"]): e.data["tokens"]
+        for e in Event.objects.filter(type="llm")
+    }
+    assert tokens == {
+        ("ai-request-transformer", "input"): 10,
+        ("ai-request-transformer", "output"): 377,
+        ("proxy", "input"): 1234,
+        ("proxy", "output"): 377,
     }
 
 
@@ -142,11 +192,11 @@ def test_kong_3_7_ai_proxy_section_with_the_documented_singular_token_names_is_r
 
     assert post(kong, log).status_code == 204
 
-    [llm] = Event.objects.filter(type="llm")
-    assert llm.event_id.endswith(":llm:ai-proxy")
-    assert (llm.data["model"], llm.data["provider"]) == ("gpt-35-turbo", "azure")
-    assert (llm.data["prompt_tokens"], llm.data["completion_tokens"]) == (89, 56)
-    assert llm.data["total_tokens"] == 145
+    llm = llm_events()
+    assert llm["input"].event_id.endswith(":llm:ai-proxy:input")
+    assert (llm["input"].data["model"], llm["input"].data["provider"]) == ("gpt-35-turbo", "azure")
+    assert (llm["input"].data["tokens"], llm["output"].data["tokens"]) == (89, 56)
+    assert llm["input"].data["total_tokens"] == 145
 
 
 def test_an_ai_call_that_used_no_tokens_is_only_a_request(kong):
@@ -261,7 +311,7 @@ def test_a_resent_log_counts_once(kong):
     assert post(kong, log).status_code == 204
     assert post(kong, [log, log]).status_code == 204
 
-    assert sorted(e.type for e in stored()) == ["llm", "request"]
+    assert sorted(e.type for e in stored()) == ["llm", "llm", "request"]
 
 
 def test_without_a_kong_request_id_a_resent_log_still_counts_once(kong):
@@ -481,10 +531,10 @@ def test_numbers_a_meter_cannot_sum_are_left_out_or_rounded(kong):
     response = post(kong, log)
 
     assert response.status_code == 204, response.content
-    request, llm = sorted(stored(), key=lambda e: e.type, reverse=True)
+    [request] = Event.objects.filter(type="request")
     assert "latency_ms" not in request.data
     assert request.data["kong_latency_ms"] == 0.3
-    assert llm.data["cost"] == "0"
+    assert llm_events()["input"].data["cost"] == "0"
 
 
 def test_a_log_from_centuries_ahead_is_skipped_and_opens_no_partition(kong):

@@ -9,14 +9,23 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+import yaml
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from metering.models import Feature, Meter, UsageBucket
 from metering.services import meter_create, usage_rollup
-from metering.templates import SUCCESS_STATUSES, TEMPLATES, UnknownTemplate, template_apply
+from metering.templates import (
+    SUCCESS_STATUSES,
+    TEMPLATES,
+    UnknownTemplate,
+    template_apply,
+    template_get,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLE_CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"
 
 
 def run(*args: str) -> str:
@@ -48,25 +57,53 @@ def test_api_requests_creates_a_request_counter_and_its_features():
 
 
 @pytest.mark.django_db
-def test_llm_tokens_sums_prompt_and_completion_tokens_by_model_and_provider():
+def test_llm_tokens_sums_tokens_by_direction_and_model_with_a_feature_per_direction():
     created = template_apply(name="llm_tokens")
 
-    assert created == [
-        "llm_input_tokens",
-        "llm_output_tokens",
-        "llm_input_tokens",
-        "llm_output_tokens",
-    ]
-    by_key = {m.key: m for m in Meter.objects.all()}
-    assert by_key["llm_input_tokens"].value_property == "$.prompt_tokens"
-    assert by_key["llm_output_tokens"].value_property == "$.completion_tokens"
-    for meter in by_key.values():
-        assert (meter.event_type, meter.aggregation) == ("llm", "SUM")
-        assert meter.group_by == {"model": "$.model", "provider": "$.provider"}
-    assert {(f.key, f.meter.key) for f in Feature.objects.select_related("meter")} == {
-        ("llm_input_tokens", "llm_input_tokens"),
-        ("llm_output_tokens", "llm_output_tokens"),
+    assert created == ["llm_tokens", "llm_input_tokens", "llm_output_tokens"]
+    meter = Meter.objects.get(key="llm_tokens")
+    assert (meter.event_type, meter.aggregation, meter.value_property) == ("llm", "SUM", "$.tokens")
+    assert meter.group_by == {"direction": "$.direction", "model": "$.model"}
+    assert {(f.key, f.meter.key, json.dumps(f.filters)) for f in Feature.objects.all()} == {
+        ("llm_input_tokens", "llm_tokens", '{"direction": ["input"]}'),
+        ("llm_output_tokens", "llm_tokens", '{"direction": ["output"]}'),
     }
+
+
+def test_llm_tokens_is_the_example_catalogs_meter_and_features():
+    """An operator who starts from the template and one who applies the example catalog
+    price the same features on the same meter."""
+    catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text())
+    [meter] = [m for m in catalog["meters"] if m["key"] == "llm_tokens"]
+    template = template_get(name="llm_tokens")
+
+    [spec] = template.meters
+    assert (spec.key, spec.event_type, spec.aggregation, spec.value_property, spec.group_by) == (
+        meter["key"],
+        meter["event_type"],
+        meter["aggregation"],
+        meter["value"],
+        meter["group_by"],
+    )
+    features = {f["key"]: (f["meter"], f["filters"]) for f in catalog["features"]}
+    for feature in template.features:
+        assert features[feature.key] == (feature.meter, feature.filters)
+
+
+@pytest.mark.django_db
+def test_kong_llm_tokens_sums_the_metering_and_billing_plugins_token_events_by_type():
+    created = template_apply(name="kong_llm_tokens")
+
+    assert created == ["kong_llm_tokens", "kong_llm_input_tokens", "kong_llm_output_tokens"]
+    meter = Meter.objects.get(key="kong_llm_tokens")
+    assert (meter.event_type, meter.aggregation, meter.value_property) == (
+        "kong.llm_request",
+        "SUM",
+        "$.tokens",
+    )
+    assert meter.group_by == {"type": "$.type", "model": "$.model", "provider": "$.provider"}
+    assert Feature.objects.get(key="kong_llm_input_tokens").filters == {"type": ["request"]}
+    assert Feature.objects.get(key="kong_llm_output_tokens").filters == {"type": ["response"]}
 
 
 @pytest.mark.django_db
@@ -109,12 +146,12 @@ def test_an_existing_meter_without_the_filtered_dimension_is_reported_and_nothin
 
 @pytest.mark.django_db
 def test_an_unknown_template_is_refused():
-    with pytest.raises(UnknownTemplate, match="api_requests, llm_tokens"):
+    with pytest.raises(UnknownTemplate, match="api_requests, llm_tokens, kong_llm_tokens"):
         template_apply(name="stripe_charges")
 
 
 def test_templates_describe_themselves_for_the_admin():
-    assert [t.name for t in TEMPLATES] == ["api_requests", "llm_tokens"]
+    assert [t.name for t in TEMPLATES] == ["api_requests", "llm_tokens", "kong_llm_tokens"]
     for template in TEMPLATES:
         assert template.title
         assert template.description
@@ -123,8 +160,7 @@ def test_templates_describe_themselves_for_the_admin():
 @pytest.mark.django_db
 def test_the_command_applies_named_templates_and_prints_what_it_created():
     assert run("llm_tokens").splitlines() == [
-        "llm_tokens: created llm_input_tokens",
-        "llm_tokens: created llm_output_tokens",
+        "llm_tokens: created llm_tokens",
         "llm_tokens: created llm_input_tokens",
         "llm_tokens: created llm_output_tokens",
     ]
@@ -138,8 +174,9 @@ def test_the_command_applies_every_template_when_none_is_named():
 
     assert "api_requests: created api_calls_success" in output
     assert "llm_tokens: created llm_output_tokens" in output
+    assert "kong_llm_tokens: created kong_llm_output_tokens" in output
     assert Meter.objects.count() == 3
-    assert Feature.objects.count() == 4
+    assert Feature.objects.count() == 6
 
 
 @pytest.mark.django_db
@@ -160,7 +197,7 @@ def test_the_command_refuses_an_unknown_template():
 @pytest.mark.urls("tests.metering.kong_urls")
 def test_kong_logs_fill_the_template_meters(api_client_for):
     """The receiver's events and the templates agree: requests counted per route and
-    status, tokens summed per model and provider."""
+    status, tokens summed per direction and model."""
     for template in TEMPLATES:
         template_apply(name=template.name)
     kong = api_client_for("ingest")
@@ -184,14 +221,17 @@ def test_kong_logs_fill_the_template_meters(api_client_for):
     }
     # a feature filters on the Kong route's name, as the operator named it in Kong
     assert {b.dims["route_name"] for b in requests} == {"flights", "openai-chat"}
-    [prompt] = UsageBucket.objects.filter(meter__key="llm_input_tokens")
-    [completion] = UsageBucket.objects.filter(meter__key="llm_output_tokens")
-    assert prompt.subject == completion.subject == "acme-app-1"
-    assert prompt.dims == completion.dims == {"model": "gpt-4o", "provider": "openai"}
-    assert (prompt.value_sum, completion.value_sum) == (Decimal("1234"), Decimal("377"))
+    tokens = {b.dims["direction"]: b for b in UsageBucket.objects.filter(meter__key="llm_tokens")}
+    assert set(tokens) == {"input", "output"}
+    assert {b.subject for b in tokens.values()} == {"acme-app-1"}
+    assert {b.dims["model"] for b in tokens.values()} == {"gpt-4o"}
+    assert (tokens["input"].value_sum, tokens["output"].value_sum) == (
+        Decimal("1234"),
+        Decimal("377"),
+    )
     assert (
         json.loads((FIXTURES / "kong_ai_proxy.json").read_text())["ai"]["proxy"]["usage"][
             "total_tokens"
         ]
-        == prompt.value_sum + completion.value_sum
+        == tokens["input"].value_sum + tokens["output"].value_sum
     )
