@@ -35,9 +35,9 @@ from billing.notifications.services import notify_settlement_failed
 from customers.models import Customer, rail_label
 from customers.selectors import billing_account_ids
 from rails.base import RailResult, Step, redact
-from rails.documents import credit_note_document, invoice_document
 from rails.models import Settlement, SettlementEvent, SettlementExchange
 from rails.models import SettlementState as S
+from rails.rail_documents import credit_note_document, invoice_document
 from rails.registry import rail_get
 from rails.states import RANK, can_move
 

@@ -239,7 +239,7 @@ class MeterAdmin(admin.ModelAdmin):
         """Meters and features from a template, one button each (``template_apply``)."""
         # imported here: the templates module follows the gateway presets and may change
         # on its own; the catalog admin must load even while it does
-        from metering.templates import TEMPLATES, template_apply
+        from metering.meter_templates import TEMPLATES, template_apply
 
         if not self.has_view_permission(request):
             raise PermissionDenied

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from billing.config.apply import config_apply
 from django.conf import settings
 from django.utils import timezone
 
-from billing.config.apply import config_apply
+from metering.meter_templates import template_apply
 from metering.models import Event
 from metering.services import usage_rollup
-from metering.templates import template_apply
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the rollup reads committed rows
 

@@ -123,7 +123,7 @@ def test_a_worker_that_dies_after_the_rails_answer_charges_nothing_twice():
 
     claim = _claim(settlement.pk, NOW)
     from rails.base import Step
-    from rails.documents import invoice_document
+    from rails.rail_documents import invoice_document
     from rails.registry import rail_get
 
     rail_get("pigeon").submit(

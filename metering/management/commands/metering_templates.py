@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from metering.templates import TEMPLATES, UnknownTemplate, template_apply
+from metering.meter_templates import TEMPLATES, UnknownTemplate, template_apply
 
 
 class Command(BaseCommand):

@@ -14,15 +14,15 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from metering.models import Feature, Meter, UsageBucket
-from metering.services import meter_create, usage_rollup
-from metering.templates import (
+from metering.meter_templates import (
     SUCCESS_STATUSES,
     TEMPLATES,
     UnknownTemplate,
     template_apply,
     template_get,
 )
+from metering.models import Feature, Meter, UsageBucket
+from metering.services import meter_create, usage_rollup
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE_CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"
