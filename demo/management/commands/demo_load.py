@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from billing.run import billing_run, counts_text
+from config.celery import app
 from demo.models import DemoLoad
 from demo.services import (
     ach_history,
@@ -39,8 +40,6 @@ def _tasks_kept_in_process():
     settlements itself at the instant it simulates (the billing clock does both), so the
     tasks that issuing queues would only repeat them at the wrong time. The worker and
     the beat started after the load take over from the present on."""
-    from config.celery import app
-
     saved = {key: app.conf[key] for key in ("task_always_eager", "broker_url")}
     app.conf.update(task_always_eager=False, broker_url="memory://localhost/")
     try:
