@@ -17,7 +17,6 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.catalog.api.serializers import DecimalTextModelSerializer
 from billing.entitlements.services import (
     EntitlementNotFound,
     entitlement_value,
@@ -26,6 +25,7 @@ from billing.entitlements.services import (
     grant_void,
 )
 from billing.models import EntitlementOverride, Grant
+from core.api.fields import DecimalTextModelSerializer
 from core.api.renderers import ExactNumberJSONRenderer
 from core.api.times import instant_parse
 from customers.models import Customer

@@ -13,10 +13,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.catalog.api.serializers import PlainDecimalText, breakdown_text
+from billing.catalog.api.serializers import breakdown_text
 from billing.documents.links import invoice_hosted_url
 from billing.invoicing.provenance import PROVABLE_KINDS, bucket_value
 from billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTax
+from core.api.fields import PlainDecimalText
 from core.money import money_text, plain_decimal
 
 
