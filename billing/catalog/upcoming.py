@@ -1,7 +1,8 @@
 """The upcoming invoice: a billing account's current period, rated with usage so far.
 
-A read, nothing stored. Shared by the API and the admin page; it belongs with the other
-selectors (``billing/selectors.py``) once billing has that module.
+A read, nothing stored, shared by the API and the admin page. The rating itself is
+``billing.catalog.rating.current_period_rate``, which the portal and the spend
+notifications read too; this module adds the keys and plan versions the pages show.
 """
 
 from __future__ import annotations
