@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.contrib import admin
@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from billing.catalog.periods import Period
+from billing.catalog.periods import Period, calendar_month
 from billing.catalog.prices import price_describe, unit_nouns
 from billing.catalog.rating import account_period
 from billing.catalog.upcoming import NoSubscription, upcoming_invoice
@@ -208,11 +208,7 @@ def usage_period_of(*, account: Customer, now: datetime) -> Period:
     period = account_period(account=account, at=now)
     if period is not None:
         return period
-    zone = zoneinfo.ZoneInfo(account.timezone)
-    local = now.astimezone(zone)
-    first = datetime.combine(local.date().replace(day=1), time(0), tzinfo=zone)
-    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return Period(first.astimezone(UTC), following.astimezone(UTC))
+    return calendar_month(instant=now, timezone=account.timezone)
 
 
 def usage_charts(

@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Min, Q, Sum
 
-from billing.catalog.periods import Period
+from billing.catalog.periods import Period, calendar_month
 from billing.catalog.upcoming import NoSubscription, upcoming_invoice
 from billing.models import Invoice, InvoiceStatus, Subscription
 from metering.models import Meter
@@ -56,9 +56,7 @@ T = TypeVar("T")
 
 def month_of(*, now: datetime) -> Period:
     """The UTC calendar month holding ``now``."""
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return Period(start, end)
+    return calendar_month(instant=now)
 
 
 # ------------------------------------------------------------------------------ revenue

@@ -148,6 +148,15 @@ def period_containing(
     return schedule.period(schedule.index_containing(instant))
 
 
+def calendar_month(*, instant: datetime, timezone: str = "UTC") -> Period:
+    """The calendar month holding ``instant`` in ``timezone``: from local midnight on the
+    1st to local midnight on the next month's 1st (the monthly period anchored there)."""
+    zone = _schedule(instant, "monthly", timezone).local_anchor.tzinfo
+    local = instant.astimezone(zone)
+    first = datetime(local.year, local.month, 1, tzinfo=zone)
+    return period_at(anchor=first, cadence="monthly", timezone=timezone, index=0)
+
+
 def period_iter(
     *,
     anchor: datetime,

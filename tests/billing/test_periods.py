@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.catalog.periods import Period, period_at, period_containing, period_iter
+from billing.catalog.periods import Period, calendar_month, period_at, period_containing, period_iter
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -381,3 +381,18 @@ def test_period_containing_returns_the_period_that_holds_the_instant(schedule, o
     assert period_containing(**schedule, instant=period.start) == period
     assert period_containing(**schedule, instant=period.end - MICROSECOND) == period
     assert period_containing(**schedule, instant=period.end).start == period.end
+
+
+@given(
+    instant=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    zone=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]),
+)
+def test_a_calendar_month_runs_from_the_first_to_the_next_first_in_its_time_zone(instant, zone):
+    month = calendar_month(instant=instant, timezone=zone)
+    local = instant.astimezone(ZoneInfo(zone))
+    start, end = month.start.astimezone(ZoneInfo(zone)), month.end.astimezone(ZoneInfo(zone))
+    assert month.start <= instant < month.end
+    assert (start.year, start.month, start.day, start.hour) == (local.year, local.month, 1, 0)
+    assert (end.day, end.hour) == (1, 0) and end.month == local.month % 12 + 1
