@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 
 import yaml
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from billing.catalog.periods import period_at
 from metering.partitions import month_start, partitions_ensure
+from metering.synthetic import event_statistics_refresh, synthetic_events_insert
 
 CATALOG = Path(settings.BASE_DIR) / "examples" / "catalog.yaml"
 # The example file tells its story as of one day: two monthly periods billed, the third
@@ -187,49 +188,6 @@ def demo_self_service(*, now: datetime) -> list[dict]:
     ]  # fmt: skip
 
 
-# Traffic grows over the months (the day is drawn from a rising density) and peaks around
-# midday UTC each day; a range shorter than three days is filled evenly. The events go in
-# in time order (the time indexes fill in sequence, far faster than in random order) and
-# their deduplication keys with them, in one statement.
-_EVENTS_SQL = """
-WITH params AS (
-    SELECT %(start)s::timestamptz AS t0, %(end)s::timestamptz AS t1,
-           extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) AS span
-), series AS (
-    SELECT g AS n, random() AS r1, random() AS r2, random() AS r3, random() AS r4,
-           random() AS r5, random() AS r6
-    FROM generate_series(1, %(count)s) AS g
-), shaped AS (
-    SELECT n, r2, r3, r4,
-           CASE WHEN p.span < 3 * 86400 THEN p.t0 + make_interval(secs => p.span * r1)
-                ELSE p.t0 + make_interval(days => floor(sqrt(r1) * ceil(p.span / 86400))::int,
-                                          secs => 86400 * (r5 + r6) / 2)
-           END AS time,
-           (r2 < %(llm_share)s) AS is_llm
-    FROM series CROSS JOIN params AS p
-), stored AS (
-    INSERT INTO metering_event (source, event_id, type, subject, time, data)
-    SELECT 'demo-gateway', %(prefix)s || n, CASE WHEN is_llm THEN 'llm' ELSE 'request' END, %(subject)s, time,
-           CASE WHEN is_llm THEN jsonb_build_object(
-                    'tokens', CASE WHEN r3 < 0.5 THEN 200 + floor(r4 * 3800)::int ELSE 50 + floor(r4 * 1450)::int END,
-                    'direction', CASE WHEN r3 < 0.5 THEN 'input' ELSE 'output' END,
-                    'model', (ARRAY['gpt-4o', 'gpt-4o-mini', 'claude-sonnet', 'llama-3-70b'])[1 + floor(r4 * 4)::int %% 4])
-                ELSE jsonb_build_object(
-                    'route', (ARRAY['/flights', '/hotels', '/cars', '/flights', '/search'])[1 + floor(r3 * 5)::int %% 5],
-                    'method', CASE WHEN r4 < 0.8 THEN 'GET' ELSE 'POST' END,
-                    'status', (ARRAY['200', '200', '200', '200', '200', '200', '201', '404', '429', '500'])[1 + floor(r4 * 10)::int %% 10],
-                    'latency_ms', 20 + floor(r3 * 400)::int)
-           END
-    FROM shaped
-    WHERE time < (SELECT t1 FROM params)
-    ORDER BY time
-    RETURNING source, event_id, time
-)
-INSERT INTO metering_eventkey (source, event_id, time)
-SELECT source, event_id, time FROM stored
-"""
-
-
 def _months_between(start: datetime, end: datetime) -> set[date]:
     months = set()
     month = month_start(start)
@@ -252,21 +210,15 @@ def demo_events(
     the subject and the start, so a second call for another range adds new events."""
     partitions_ensure(_months_between(start, end))
     made = 0
-    with connection.cursor() as cursor:
-        for subject, (share, llm_share) in (subjects or SUBJECTS).items():
-            count = max(int(total * share), 1)
-            cursor.execute(
-                _EVENTS_SQL,
-                {
-                    "start": start,
-                    "end": end,
-                    "count": count,
-                    "subject": subject,
-                    "llm_share": llm_share,
-                    "prefix": f"demo-{subject}-{start:%Y%m%d%H%M}-",
-                },
-            )
-            made += cursor.rowcount
-        # Fresh statistics, so the rollup that follows plans for a million rows, not none.
-        cursor.execute("ANALYZE metering_event")
+    for subject, (share, llm_share) in (subjects or SUBJECTS).items():
+        made += synthetic_events_insert(
+            start=start,
+            end=end,
+            count=max(int(total * share), 1),
+            subject=subject,
+            llm_share=llm_share,
+            prefix=f"demo-{subject}-{start:%Y%m%d%H%M}-",
+        )
+    # Fresh statistics, so the rollup that follows plans for a million rows, not none.
+    event_statistics_refresh()
     return made
