@@ -48,7 +48,7 @@ from rails.adapters.netsuite import netsuite_base_url
 from rails.base import Exchange, RailResult
 from rails.models import Settlement, SettlementState
 from rails.models_ach import AchFile
-from rails.services import settlement_apply_result, settlement_report
+from rails.outcomes import settlement_apply_result, settlement_report
 
 ACH_CUSTOMER = "initech"
 ACH_NET_TERMS_DAYS = 15  # Initech pays on Net 15: its debits fall inside the demo's months

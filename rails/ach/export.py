@@ -61,7 +61,7 @@ from rails.base import Exchange, RailResult
 from rails.models import Settlement
 from rails.models import SettlementState as S
 from rails.models_ach import AchFile, AchFileEntry
-from rails.services import settlement_apply_result
+from rails.outcomes import settlement_apply_result
 
 logger = logging.getLogger(__name__)
 

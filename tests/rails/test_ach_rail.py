@@ -32,7 +32,7 @@ from rails.adapters.ach import (
 from rails.base import InvoiceDocument, Party, Step
 from rails.models import Settlement, SettlementEvent, SettlementExchange, SettlementState
 from rails.models_ach import AchFile, AchFileEntry
-from rails.services import settlement_drive
+from rails.outbox import settlement_drive
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
