@@ -6,10 +6,9 @@ from rails.ach.nacha import (
     AchOriginator,
     NachaEntry,
     NachaFile,
-    aba_check_digit,
     nacha_file_build,
-    routing_number_validate,
 )
+from rails.ach.nacha_records import aba_check_digit, routing_number_validate
 from rails.ach.returns import (
     AchNotificationOfChange,
     AchReturn,

@@ -14,7 +14,8 @@ from django.db.models.functions import Cast
 from billing.models import InvoiceStatus
 from core.money import from_minor_units, to_minor_units
 from rails.ach.calendar import next_banking_day
-from rails.ach.nacha import ALLOWED_TEXT_CHARACTERS, AchDebit, AchOriginator, nacha_file_build
+from rails.ach.nacha import AchDebit, AchOriginator, nacha_file_build
+from rails.ach.nacha_records import ALLOWED_TEXT_CHARACTERS
 from rails.adapters.ach import (
     ach_account_number,
     ach_bank_details,

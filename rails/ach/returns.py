@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from rails.ach.nacha import (
+from rails.ach.nacha import NachaFile
+from rails.ach.nacha_records import (
     RECORD_LENGTH,
-    NachaFile,
     aba_check_digit,
     alphanumeric_field,
     batch_control_record,
