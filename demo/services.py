@@ -41,8 +41,8 @@ from metering.selectors import events_newest_xid
 from metering.services import usage_rollup
 from rails.ach.export import ach_export, ach_file_content
 from rails.ach.nacha import NachaEntry, NachaFile
-from rails.ach.returns import AchReturnInstruction, nacha_return_file_build
 from rails.ach.returns_apply import ach_returns_apply
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 from rails.adapters.ach import ach_originator
 from rails.adapters.netsuite import netsuite_base_url
 from rails.base import Exchange, RailResult

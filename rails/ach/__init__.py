@@ -13,11 +13,10 @@ from rails.ach.returns import (
     AchNotificationOfChange,
     AchReturn,
     AchReturnFile,
-    AchReturnInstruction,
     NachaParseError,
-    nacha_return_file_build,
     nacha_return_file_parse,
 )
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 
 __all__ = [
     "AchDebit",

@@ -229,13 +229,19 @@ def _entry_fields(index: int, debit: AchDebit) -> dict[str, str]:
 
 def _build_arguments_checked(
     *,
+    originator: AchOriginator,
     debits: Sequence[AchDebit],
     created_at: datetime,
     effective_date: date,
     file_id_modifier: str,
+    company_entry_description: str,
     first_trace_sequence: int,
-) -> None:
-    """Check the file's own arguments (not the originator's nor each debit's)."""
+) -> str:
+    """Check the originator and the file's own arguments (each debit is checked on its
+    own); answer the company entry description at its width."""
+    if not debits:
+        raise ValueError("a NACHA file needs at least one debit")
+    _originator_checked(originator)
     if not isinstance(file_id_modifier, str) or not _FILE_ID_MODIFIER.fullmatch(file_id_modifier):
         raise ValueError(
             f"file_id_modifier must be one character A-Z or 0-9, got {file_id_modifier!r}"
@@ -256,6 +262,24 @@ def _build_arguments_checked(
             f"trace sequence {first_trace_sequence}..{first_trace_sequence + len(debits) - 1} "
             f"does not fit 1..{MAX_TRACE_SEQUENCE}"
         )
+    description = alphanumeric_field(
+        company_entry_description, 10, what="company_entry_description"
+    )
+    if not description.strip():
+        raise ValueError("company_entry_description must not be blank")
+    return description
+
+
+def _file_header(originator: AchOriginator, created_at: datetime, file_id_modifier: str) -> str:
+    """The file header: from the originator (us) to its bank (the ODFI)."""
+    return file_header_record(
+        destination=originator.immediate_destination,
+        origin=originator.immediate_origin,
+        created_at=created_at,
+        file_id_modifier=file_id_modifier,
+        destination_name=originator.immediate_destination_name,
+        origin_name=originator.immediate_origin_name,
+    )
 
 
 def _debits_checked(debits: Sequence[AchDebit]) -> list[tuple[AchDebit, dict[str, str]]]:
@@ -344,6 +368,49 @@ def _batch_build(
     return built
 
 
+def _batches_build(
+    checked: list[tuple[AchDebit, dict[str, str]]],
+    *,
+    odfi8: str,
+    company_name: str,
+    company_id: str,
+    description: str,
+    effective_date: date,
+    first_sequence: int,
+) -> list[_Batch]:
+    """One batch per SEC code present, CCD first, numbered from 1; trace numbers run on
+    across the batches from ``first_sequence``. Text arguments come at their widths."""
+    batches: list[_Batch] = []
+    sequence = first_sequence
+    for sec_code in SEC_CODES:
+        batch = [(debit, fields) for debit, fields in checked if debit.sec_code == sec_code]
+        if not batch:
+            continue
+        batch_number = len(batches) + 1
+        header = batch_header_record(
+            company_name=company_name,
+            company_id=company_id,
+            sec_code=sec_code,
+            description=description,
+            effective_date=effective_date,
+            odfi8=odfi8,
+            batch_number=batch_number,
+        )
+        batches.append(
+            _batch_build(
+                batch,
+                header=header,
+                sec_code=sec_code,
+                batch_number=batch_number,
+                odfi8=odfi8,
+                company_id=company_id,
+                first_sequence=sequence,
+            )
+        )
+        sequence += len(batch)
+    return batches
+
+
 def nacha_file_build(
     *,
     originator: AchOriginator,
@@ -368,74 +435,38 @@ def nacha_file_build(
     effective date that is not a banking day or is before the creation date, or a
     batch too large for its control totals.
     """
-    if not debits:
-        raise ValueError("a NACHA file needs at least one debit")
-    _originator_checked(originator)
-    _build_arguments_checked(
+    description = _build_arguments_checked(
+        originator=originator,
         debits=debits,
         created_at=created_at,
         effective_date=effective_date,
         file_id_modifier=file_id_modifier,
+        company_entry_description=company_entry_description,
         first_trace_sequence=first_trace_sequence,
     )
-    description = alphanumeric_field(
-        company_entry_description, 10, what="company_entry_description"
-    )
-    if not description.strip():
-        raise ValueError("company_entry_description must not be blank")
     checked = _debits_checked(debits)
-
-    odfi8 = originator.odfi_routing[:8]
     company_name = alphanumeric_field(originator.company_name, 16, what="originator.company_name")
     company_id = alphanumeric_field(
         originator.company_id, 10, what="originator.company_id", truncate=False
     )
-    records = [
-        file_header_record(
-            destination=originator.immediate_destination,
-            origin=originator.immediate_origin,
-            created_at=created_at,
-            file_id_modifier=file_id_modifier,
-            destination_name=originator.immediate_destination_name,
-            origin_name=originator.immediate_origin_name,
-        )
-    ]
-    entries: list[NachaEntry] = []
-    sequence = first_trace_sequence
-    file_hash = file_debit = file_count = batch_number = 0
-    for sec_code in SEC_CODES:  # one batch per SEC code, CCD first
-        batch = [(debit, fields) for debit, fields in checked if debit.sec_code == sec_code]
-        if not batch:
-            continue
-        batch_number += 1
-        header = batch_header_record(
-            company_name=company_name,
-            company_id=company_id,
-            sec_code=sec_code,
-            description=description,
-            effective_date=effective_date,
-            odfi8=odfi8,
-            batch_number=batch_number,
-        )
-        built = _batch_build(
-            batch,
-            header=header,
-            sec_code=sec_code,
-            batch_number=batch_number,
-            odfi8=odfi8,
-            company_id=company_id,
-            first_sequence=sequence,
-        )
-        sequence += len(batch)
-        records += built.records
-        entries += built.entries
-        file_hash += built.entry_hash
-        file_debit += built.debit_minor
-        file_count += built.count
-
+    records = [_file_header(originator, created_at, file_id_modifier)]
+    batches = _batches_build(
+        checked,
+        odfi8=originator.odfi_routing[:8],
+        company_name=company_name,
+        company_id=company_id,
+        description=description,
+        effective_date=effective_date,
+        first_sequence=first_trace_sequence,
+    )
+    records += [record for batch in batches for record in batch.records]
+    entries = [entry for batch in batches for entry in batch.entries]
+    file_count = sum(batch.count for batch in batches)
+    file_hash = sum(batch.entry_hash for batch in batches)
+    file_debit = sum(batch.debit_minor for batch in batches)
     records.append(
         file_control_record(
-            batch_count=batch_number,
+            batch_count=len(batches),
             record_count=len(records) + 1,
             count=file_count,
             entry_hash=file_hash,
@@ -450,7 +481,7 @@ def nacha_file_build(
         effective_date=effective_date,
         file_id_modifier=file_id_modifier,
         company_entry_description=description.rstrip(),
-        batch_count=batch_number,
+        batch_count=len(batches),
         block_count=-(-len(records) // BLOCKING_FACTOR),
         entry_addenda_count=file_count,
         entry_hash=file_hash % 10**10,

@@ -22,7 +22,7 @@ from customers.models import Customer
 from customers.services import customer_create, customer_update
 from rails.ach.export import ach_export, ach_export_task
 from rails.ach.nacha import AchDebit, NachaFile, nacha_file_build
-from rails.ach.returns import AchReturnInstruction, nacha_return_file_build
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 from rails.adapters.ach import (
     SANDBOX_ORIGINATOR,
     AchRail,
