@@ -93,8 +93,6 @@ settlement_open_for_invoice.many = settlement_open_for_invoices
 
 # Settlements per drive task when many open at once (a billing run's chunk).
 SETTLEMENTS_PER_TASK = 10
-
-
 # rails.tasks, which calls this module: its tasks are sent by name, not imported (the app's
 # ready() registers them in every process).
 SETTLEMENT_DRIVE_TASK = "rails.settlement_drive"
@@ -106,6 +104,8 @@ def _enqueue(settlement_id: int) -> None:
 
 
 def _enqueue_many(settlement_ids: list[int]) -> None:
+    """Drive these settlements from a worker: one task for one, else one task per
+    ``SETTLEMENTS_PER_TASK``, all sent over one broker connection."""
     settlement_drive_task = current_app.tasks[SETTLEMENT_DRIVE_TASK]
     settlements_drive_task = current_app.tasks[SETTLEMENTS_DRIVE_TASK]
     if len(settlement_ids) == 1:
