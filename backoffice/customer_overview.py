@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib import admin
@@ -25,9 +25,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 
+from backoffice.consumer_timeline import consumer_timeline
 from billing.catalog.periods import Period, calendar_month
 from billing.catalog.prices import price_describe, unit_nouns
 from billing.catalog.rating import account_period
@@ -36,7 +35,7 @@ from billing.credits.services import credit_balances
 from billing.entitlements.services import entitlement_value, entitlements_of
 from billing.models import Invoice, InvoiceLine, Subscription
 from core.money import format_money, format_quantity
-from customers.models import ConsumerMapping, Customer
+from customers.models import Customer
 from customers.selectors import billed_customer_ids, billing_account_ids, customer_tree
 from metering.admin.charts import Bar, bar_chart_svg
 from metering.models import Aggregation, Feature
@@ -70,133 +69,6 @@ def tree_rows(*, customer: Customer) -> list[dict]:
         }
         for row in customer_tree(customer=customer)
     ]
-
-
-# ------------------------------------------------------------------ consumer keys timeline
-
-TL_WIDTH, TL_LABEL, TL_ROW, TL_TOP = 960, 200, 26, 24
-TL_LOOKBACK, TL_MARGIN = timedelta(days=365), timedelta(days=30)
-
-
-def consumer_timeline(*, customer_ids: list[int], current_id: int, now: datetime) -> dict:
-    """The consumer keys ever mapped to these customers, each with every mapping it has had
-    (to these customers or others), drawn as bars on one time axis."""
-    keys = sorted(
-        set(
-            ConsumerMapping.objects.filter(customer_id__in=customer_ids).values_list(
-                "consumer_key", flat=True
-            )
-        )
-    )
-    mappings = list(
-        ConsumerMapping.objects.filter(consumer_key__in=keys)
-        .select_related("customer")
-        .order_by("consumer_key", "valid_from")
-    )
-    return {
-        "keys": keys,
-        "mappings": mappings,
-        "svg": _timeline_svg(mappings, keys, customer_ids, current_id, now),
-    }
-
-
-def _timeline_svg(mappings, keys, customer_ids, current_id, now) -> SafeString | None:
-    if not mappings:
-        return None
-    # The axis starts a month before the first change of the last year (or the first
-    # mapping, if later): a key mapped since 2000 does not squeeze this year's moves.
-    first = min(m.valid_from for m in mappings)
-    changes = [
-        t for m in mappings for t in (m.valid_from, m.valid_to) if t and t >= now - TL_LOOKBACK
-    ]
-    start = max(first, min(changes, default=first) - TL_MARGIN)
-    end = max([now, *(m.valid_to for m in mappings if m.valid_to)])
-    span = (end - start).total_seconds() or 1.0
-    end_pad = 24  # px after the axis end: an open mapping's arrow
-    plot_w = TL_WIDTH - TL_LABEL - end_pad
-
-    def x(t: datetime) -> str:
-        return f"{TL_LABEL + plot_w * (t - start).total_seconds() / span:.1f}"
-
-    height = TL_TOP + TL_ROW * len(keys) + 8
-    parts = []
-    for i, key in enumerate(keys):
-        y = TL_TOP + i * TL_ROW
-        parts.append(format_html('<text class="key" x="4" y="{}">{}</text>', y + 16, key))
-        parts.append(
-            format_html(
-                '<line class="row" x1="{}" x2="{}" y1="{}" y2="{}"/>',
-                TL_LABEL,
-                TL_WIDTH,
-                y + TL_ROW,
-                y + TL_ROW,
-            )
-        )
-        for m in (m for m in mappings if m.consumer_key == key):
-            if m.valid_to is not None and m.valid_to <= start:
-                continue  # ended before the axis starts (still in the table)
-            cls = (
-                "this"
-                if m.customer_id == current_id
-                else "tree"
-                if m.customer_id in customer_ids
-                else "other"
-            )
-            until = m.valid_to or end
-            until_text = f"{m.valid_to:%Y-%m-%d %H:%M}" if m.valid_to else "open-ended"
-            since = max(m.valid_from, start)
-            width = max(float(x(until)) - float(x(since)), 2.0)
-            parts.append(
-                format_html(
-                    '<rect class="seg {}" x="{}" y="{}" width="{}" height="16" rx="3">'
-                    "<title>{} → {}: {} – {} (UTC)</title></rect>"
-                    '<text class="seglabel" x="{}" y="{}">{}{}</text>',
-                    cls,
-                    x(since),
-                    y + 4,
-                    f"{width:.1f}",
-                    key,
-                    m.customer.key,
-                    f"{m.valid_from:%Y-%m-%d %H:%M}",
-                    until_text,
-                    f"{float(x(since)) + 4:.1f}",
-                    y + 16,
-                    ("… " if since > m.valid_from else "") + m.customer.key,
-                    " →" if m.valid_to is None else "",
-                )
-            )
-    for t, anchor in ((start, "start"), (end, "end")):
-        parts.append(
-            format_html(
-                '<text class="tick" x="{}" y="14" text-anchor="{}">{}</text>',
-                x(t),
-                anchor,
-                f"{t:%Y-%m-%d}",
-            )
-        )
-    parts.append(
-        format_html(
-            '<line class="now" x1="{}" x2="{}" y1="18" y2="{}"><title>now</title></line>',
-            x(now),
-            x(now),
-            height - 4,
-        )
-    )
-    return format_html(
-        '<svg xmlns="http://www.w3.org/2000/svg" class="timeline" viewBox="0 0 {w} {h}" width="{w}" '
-        'height="{h}" role="img" aria-label="Consumer key mappings over time"><style>{style}</style>{body}</svg>',
-        w=TL_WIDTH,
-        h=height,
-        style=_TL_STYLE,
-        body=format_html_join("", "{}", ((p,) for p in parts)),
-    )
-
-
-_TL_STYLE = (
-    "text{font:11px system-ui,-apple-system,sans-serif;fill:#333}.key{font-family:monospace}"
-    ".seglabel{fill:#fff;pointer-events:none}.row{stroke:#eee}.now{stroke:#ba2121;stroke-dasharray:3 3}"
-    ".seg.this{fill:#417690}.seg.tree{fill:#5b9aa0}.seg.other{fill:#aaa}"
-)
 
 
 # ----------------------------------------------------------------------------- usage

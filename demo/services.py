@@ -41,14 +41,14 @@ from metering.selectors import events_newest_xid
 from metering.services import usage_rollup
 from rails.ach.export import ach_export, ach_file_content
 from rails.ach.nacha import NachaEntry, NachaFile
-from rails.ach.returns import AchReturnInstruction, nacha_return_file_build
 from rails.ach.returns_apply import ach_returns_apply
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 from rails.adapters.ach import ach_originator
 from rails.adapters.netsuite import netsuite_base_url
 from rails.base import Exchange, RailResult
 from rails.models import Settlement, SettlementState
 from rails.models_ach import AchFile
-from rails.services import settlement_apply_result, settlement_report
+from rails.outcomes import settlement_apply_result, settlement_report
 
 ACH_CUSTOMER = "initech"
 ACH_NET_TERMS_DAYS = 15  # Initech pays on Net 15: its debits fall inside the demo's months

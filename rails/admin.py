@@ -18,7 +18,8 @@ from rails.models import (
     SettlementExchange,
     SettlementState,
 )
-from rails.services import settlement_cancel, settlement_mark_paid, settlement_retry
+from rails.outbox import settlement_retry
+from rails.outcomes import settlement_cancel, settlement_mark_paid
 from rails.states import settlement_state_text
 
 

@@ -23,7 +23,8 @@ from django.utils.html import format_html
 
 from core.money import from_minor_units
 from rails.ach.crypto import AchDecryptionError, masked
-from rails.ach.export import AchExportError, ach_export, ach_export_preview, ach_file_content
+from rails.ach.debits import ach_export_preview
+from rails.ach.export import AchExportError, ach_export, ach_file_content
 from rails.ach.returns import NachaParseError
 from rails.ach.returns_apply import ach_returns_apply
 from rails.adapters.ach import ach_is_sandbox

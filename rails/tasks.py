@@ -3,7 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from rails.services import settlement_drive, settlements_drive_due
+from rails.outbox import settlement_drive, settlements_drive_due
 
 
 @shared_task(name="rails.settlement_drive", acks_late=True)

@@ -31,7 +31,7 @@ from django.views.decorators.http import require_POST
 
 from rails.base import redact
 from rails.models import InboundWebhook, Settlement
-from rails.services import settlement_report
+from rails.outcomes import settlement_report
 
 logger = logging.getLogger(__name__)
 

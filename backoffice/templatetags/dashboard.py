@@ -231,7 +231,79 @@ def _meter_problem_rows(problems) -> list[dict]:
     return rows
 
 
+def _draft_cards(found, now: datetime) -> list[dict]:
+    """Drafts waiting out their grace period, and (an alarm) drafts past it not issued."""
+    next_at = (
+        f"; the next is issued at {timezone.localtime(found.next_issue_at):%Y-%m-%d %H:%M}"
+        if found.next_issue_at
+        else ""
+    )
+    cards = [
+        {
+            "key": "drafts-in-grace",
+            "label": "Drafts in their grace period",
+            "count": found.drafts_in_grace,
+            "detail": f"Review them before they are issued automatically{next_at}.",
+            "url": invoices_url(status__exact=InvoiceStatus.DRAFT, grace_until__gt=_iso(now)),
+            "alarm": False,
+        }
+    ]
+    if found.drafts_past_grace:
+        cards.append(
+            {
+                "key": "drafts-past-grace",
+                "label": "Drafts past their grace period",
+                "count": found.drafts_past_grace,
+                "detail": "Not issued although their grace ended: the billing run refused or has not run.",
+                "url": invoices_url(status__exact=InvoiceStatus.DRAFT, grace_until__lte=_iso(now)),
+                "alarm": True,
+            }
+        )
+    return cards
+
+
+def _failed_settlements_card(found, now: datetime) -> dict:
+    """Failed settlements: an alarm only for those no retry is scheduled for."""
+    return {
+        "key": "failed-settlements",
+        "label": "Failed settlements",
+        "count": found.failed_settlements,
+        "detail": _failed_detail(found, now),
+        "url": _url("admin:rails_settlement_changelist", {"state__exact": SettlementState.FAILED}),
+        "alarm": bool(found.failed_settlements_without_retry),  # retries need nobody
+    }
+
+
+def _unattributed_card(unattributed) -> dict:
+    """Usage of the last 30 days from subjects no consumer mapping covers."""
+    return {
+        "key": "unattributed",
+        "label": "Unattributed usage (30 days)",
+        "count": unattributed.events,
+        "detail": f"{format_quantity(unattributed.events)} event{'s' if unattributed.events != 1 else ''} from "
+        f"{unattributed.subjects} subject{'s' if unattributed.subjects != 1 else ''} no consumer "
+        f"mapping covers (as of {timezone.localtime(unattributed.as_of):%H:%M}).",
+        "url": _url("admin:metering_unattributed_usage", {"since": "30"}),
+        "alarm": bool(unattributed.events),
+    }
+
+
+def _webhook_failures_card(found) -> dict:
+    """Webhook deliveries failing or given up."""
+    return {
+        "key": "webhook-failures",
+        "label": "Webhook deliveries failing",
+        "count": found.webhook_failures,
+        "detail": f"{found.webhooks_given_up} given up."
+        if found.webhook_failures
+        else "All delivered or pending.",
+        "url": _url("admin:billing_webhookdelivery_changelist", {"state__in": "failed,given_up"}),
+        "alarm": bool(found.webhook_failures),
+    }
+
+
 def _attention(user, now: datetime, refresh: bool) -> list[dict]:
+    """The cards of what needs an operator, each shown only to a role that may view it."""
     can = user.has_perm
     unattributed = (
         d.cached("unattributed", lambda: d.unattributed_summary(now=now), refresh=refresh)
@@ -241,77 +313,15 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
     found = d.attention(now=now, unattributed=unattributed)
     items = []
     if can("billing.view_invoice"):
-        next_at = (
-            f"; the next is issued at {timezone.localtime(found.next_issue_at):%Y-%m-%d %H:%M}"
-            if found.next_issue_at
-            else ""
-        )
-        items.append(
-            {
-                "key": "drafts-in-grace",
-                "label": "Drafts in their grace period",
-                "count": found.drafts_in_grace,
-                "detail": f"Review them before they are issued automatically{next_at}.",
-                "url": invoices_url(status__exact=InvoiceStatus.DRAFT, grace_until__gt=_iso(now)),
-                "alarm": False,
-            }
-        )
-        if found.drafts_past_grace:
-            items.append(
-                {
-                    "key": "drafts-past-grace",
-                    "label": "Drafts past their grace period",
-                    "count": found.drafts_past_grace,
-                    "detail": "Not issued although their grace ended: the billing run refused or has not run.",
-                    "url": invoices_url(
-                        status__exact=InvoiceStatus.DRAFT, grace_until__lte=_iso(now)
-                    ),
-                    "alarm": True,
-                }
-            )
+        items += _draft_cards(found, now)
     if can("rails.view_settlement"):
-        items.append(
-            {
-                "key": "failed-settlements",
-                "label": "Failed settlements",
-                "count": found.failed_settlements,
-                "detail": _failed_detail(found, now),
-                "url": _url(
-                    "admin:rails_settlement_changelist", {"state__exact": SettlementState.FAILED}
-                ),
-                "alarm": bool(found.failed_settlements_without_retry),  # retries need nobody
-            }
-        )
+        items.append(_failed_settlements_card(found, now))
     if unattributed is not None:
-        items.append(
-            {
-                "key": "unattributed",
-                "label": "Unattributed usage (30 days)",
-                "count": unattributed.events,
-                "detail": f"{format_quantity(unattributed.events)} event{'s' if unattributed.events != 1 else ''} from "
-                f"{unattributed.subjects} subject{'s' if unattributed.subjects != 1 else ''} no consumer "
-                f"mapping covers (as of {timezone.localtime(unattributed.as_of):%H:%M}).",
-                "url": _url("admin:metering_unattributed_usage", {"since": "30"}),
-                "alarm": bool(unattributed.events),
-            }
-        )
+        items.append(_unattributed_card(unattributed))
     if found.meter_problems and can("metering.view_meter"):
         items.append(_meter_problems_card(found.meter_problems))
     if found.webhook_failures is not None and can("billing.view_webhookdelivery"):
-        items.append(
-            {
-                "key": "webhook-failures",
-                "label": "Webhook deliveries failing",
-                "count": found.webhook_failures,
-                "detail": f"{found.webhooks_given_up} given up."
-                if found.webhook_failures
-                else "All delivered or pending.",
-                "url": _url(
-                    "admin:billing_webhookdelivery_changelist", {"state__in": "failed,given_up"}
-                ),
-                "alarm": bool(found.webhook_failures),
-            }
-        )
+        items.append(_webhook_failures_card(found))
     for item in items:
         item["count_text"] = format_quantity(item["count"])  # 34,694, as the detail line writes it
     return items

@@ -256,11 +256,11 @@ BILLING_LATE_USAGE_LOOKBACK_DAYS = int(os.environ.get("BILLING_LATE_USAGE_LOOKBA
 # (rails) and credits register here, so billing never imports them.
 BILLING_INVOICE_ISSUING_HOOKS: list[str] = ["billing.credits.services.credits_apply_on_issue"]
 BILLING_INVOICE_ISSUED_HOOKS: list[str] = [
-    "rails.services.settlement_open_for_invoice",
+    "rails.outbox.settlement_open_for_invoice",
     "billing.notifications.services.notify_invoice_issued",
 ]
-BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.services.settlement_on_void"]
-BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.services.settlement_on_credit_note"]
+BILLING_INVOICE_VOIDED_HOOKS: list[str] = ["rails.corrections.settlement_on_void"]
+BILLING_CREDIT_NOTE_HOOKS: list[str] = ["rails.corrections.settlement_on_credit_note"]
 # Meters rolled up at once, each on its own database connection (a catch-up after a
 # backlog then uses the database's cores, as a parallel GROUP BY would). 1: one by one.
 METERING_ROLLUP_WORKERS = int(os.environ.get("METERING_ROLLUP_WORKERS", "2"))
@@ -269,7 +269,7 @@ METERING_ROLLUP_WORKERS = int(os.environ.get("METERING_ROLLUP_WORKERS", "2"))
 BILLING_RUN_CHUNK = int(os.environ.get("BILLING_RUN_CHUNK", "200"))
 # Called at the end of every billing run with (now=): drive settlements and the like.
 BILLING_RUN_HOOKS: list[str] = [
-    "rails.services.settlements_drive_due",
+    "rails.outbox.settlements_drive_due",
     "billing.notifications.thresholds.thresholds_check",
     "billing.notifications.delivery.deliveries_send_due",
     "billing.credits.services.credit_expire_due",

@@ -6,19 +6,17 @@ from rails.ach.nacha import (
     AchOriginator,
     NachaEntry,
     NachaFile,
-    aba_check_digit,
     nacha_file_build,
-    routing_number_validate,
 )
+from rails.ach.nacha_records import aba_check_digit, routing_number_validate
 from rails.ach.returns import (
     AchNotificationOfChange,
     AchReturn,
     AchReturnFile,
-    AchReturnInstruction,
     NachaParseError,
-    nacha_return_file_build,
     nacha_return_file_parse,
 )
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 
 __all__ = [
     "AchDebit",

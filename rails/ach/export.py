@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import string
-import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -32,25 +31,20 @@ from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connection, transaction
-from django.db.models import DateField, Max, QuerySet, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models import Max
 from django.utils import timezone
 
-from billing.models import InvoiceStatus
-from core.money import from_minor_units, to_minor_units
+from core.money import from_minor_units
 from rails.ach.calendar import next_banking_day
 from rails.ach.crypto import decrypt_text, encrypt_text, masked
+from rails.ach.debits import DueDebit, ach_debit_for, ach_due_locked
 from rails.ach.nacha import (
-    ALLOWED_TEXT_CHARACTERS,
     AchDebit,
     AchOriginator,
     NachaFile,
     nacha_file_build,
 )
 from rails.adapters.ach import (
-    ach_account_number,
-    ach_bank_details,
     ach_business_date,
     ach_is_sandbox,
     ach_originator,
@@ -59,9 +53,8 @@ from rails.adapters.ach import (
 )
 from rails.base import Exchange, RailResult
 from rails.models import Settlement
-from rails.models import SettlementState as S
 from rails.models_ach import AchFile, AchFileEntry
-from rails.services import settlement_apply_result
+from rails.outcomes import settlement_apply_result
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +88,6 @@ class AchExportResult:
     skipped: tuple[str, ...] = ()  # settlements left out, and why (no account numbers)
 
 
-@dataclass(frozen=True)
-class _Due:
-    settlement: Settlement
-    debit: AchDebit
-    account_last4: str
-
-
-def _nacha_text(value: str) -> str:
-    """Names as a NACHA file can carry them: accents dropped, other characters spaced."""
-    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
-    return "".join(ch if ch.upper() in ALLOWED_TEXT_CHARACTERS else " " for ch in ascii_text)
-
-
 def _originator_checked(originator: AchOriginator, now: datetime, effective: date) -> None:
     try:
         nacha_file_build(
@@ -119,91 +99,6 @@ def _originator_checked(originator: AchOriginator, now: datetime, effective: dat
         )
     except ValueError as exc:
         raise AchExportError(f"The ACH settings are not usable: {exc}") from None
-
-
-def _due(*, effective: date, sandbox: bool) -> QuerySet[Settlement]:
-    return (
-        Settlement.objects.select_related("invoice__customer")
-        .filter(rail="ach", state=S.SUBMITTED, sandbox=sandbox)
-        .exclude(external_ids__has_key="ach_trace_number")
-        .exclude(invoice__status=InvoiceStatus.VOID)
-        .annotate(debit_date=Cast(KT("external_ids__ach_effective_date"), DateField()))
-        .filter(debit_date__lte=effective)
-        .order_by("debit_date", "invoice__number")
-    )
-
-
-def _due_settlements(*, effective: date, sandbox: bool) -> list[Settlement]:
-    """The due settlements, locked; ones another export or worker holds are skipped."""
-    return list(
-        _due(effective=effective, sandbox=sandbox).select_for_update(skip_locked=True, of=("self",))
-    )
-
-
-@dataclass(frozen=True)
-class AchExportPreview:
-    effective_date: date
-    count: int
-    total_debit_minor: int
-    sandbox: bool
-
-    @property
-    def total_debit_display(self) -> str:
-        return f"${from_minor_units(self.total_debit_minor, 'USD'):,}"
-
-
-def ach_export_preview(*, now: datetime) -> AchExportPreview:
-    """What an export at `now` would debit (before checking each customer's details)."""
-    effective = next_banking_day(ach_business_date(now))
-    sandbox = ach_is_sandbox()
-    due = list(_due(effective=effective, sandbox=sandbox))
-    return AchExportPreview(
-        effective_date=effective,
-        count=len(due),
-        total_debit_minor=sum(_debit_amount_minor(settlement) for settlement in due),
-        sandbox=sandbox,
-    )
-
-
-def _debit_amount_minor(settlement: Settlement) -> int:
-    """What is left to collect: the amount due less credit notes issued before export."""
-    invoice = settlement.invoice
-    credited = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or 0
-    return to_minor_units(max(invoice.amount_due - credited, 0), invoice.currency)
-
-
-def _debit_for(
-    settlement: Settlement, *, originator: AchOriginator, now: datetime, effective: date
-) -> _Due | None:
-    """The settlement's debit, checked on its own so one bad entry cannot stop the file;
-    None when nothing is left to debit.
-
-    Raises ValidationError or ValueError saying why it cannot be debited.
-    """
-    invoice = settlement.invoice
-    customer = invoice.customer
-    amount = _debit_amount_minor(settlement)
-    if amount <= 0:
-        return None
-    details = ach_bank_details(customer.rail_settings)
-    debit = AchDebit(
-        invoice_number=invoice.number,
-        amount_minor=amount,
-        receiver_name=_nacha_text(details.account_holder_name or customer.name),
-        receiver_id=_nacha_text(customer.key),
-        routing_number=details.routing_number,
-        account_number=ach_account_number(customer.rail_settings),
-        account_type=details.account_type,
-        sec_code=details.sec_code,
-    )
-    nacha_file_build(
-        originator=originator,
-        debits=[debit],
-        created_at=now,
-        effective_date=effective,
-        file_id_modifier="A",
-    )
-    return _Due(settlement=settlement, debit=debit, account_last4=details.account_last4)
 
 
 def _file_id_modifier(business_date: date) -> str:
@@ -261,7 +156,7 @@ def _exchange(entry: AchFileEntry, ach_file: AchFile, settlement: Settlement) ->
 
 def _record(
     nacha: NachaFile,
-    due: list[_Due],
+    due: list[DueDebit],
     *,
     now: datetime,
     business_date: date,
@@ -341,6 +236,100 @@ def _write(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _originator_for(*, sandbox: bool, created_at: datetime, effective: date) -> AchOriginator:
+    """The originator this file is sent as, checked; AchExportError when unusable."""
+    try:
+        originator = ach_originator(sandbox=sandbox)
+    except ImproperlyConfigured as exc:
+        raise AchExportError(str(exc)) from None
+    _originator_checked(originator, created_at, effective)
+    return originator
+
+
+def _debits_due(
+    *,
+    originator: AchOriginator,
+    created_at: datetime,
+    effective: date,
+    sandbox: bool,
+    now: datetime,
+    actor: str,
+) -> tuple[list[DueDebit], list[str]]:
+    """The debits of every settlement due, and a line for each one skipped: failed for an
+    operator when its bank details cannot be debited, settled as paid with no debit when
+    its invoice is fully credited."""
+    due: list[DueDebit] = []
+    skipped: list[str] = []
+    for settlement in ach_due_locked(effective=effective, sandbox=sandbox):
+        try:
+            item = ach_debit_for(
+                settlement, originator=originator, now=created_at, effective=effective
+            )
+        except (ValidationError, ValueError) as exc:
+            reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            skipped.append(_skip(settlement, reason=reason, now=now, actor=actor))
+            continue
+        if item is None:
+            settlement_apply_result(
+                settlement_id=settlement.pk,
+                result=RailResult(
+                    outcome="paid",
+                    note="Fully credited before the ACH export: nothing debited.",
+                ),
+                attempt=settlement.attempts,
+                now=now,
+                actor=actor,
+            )
+            continue
+        due.append(item)
+    for line in skipped:
+        logger.warning("ACH export: %s", line)
+    return due, skipped
+
+
+def _nacha_for(
+    due: list[DueDebit],
+    *,
+    originator: AchOriginator,
+    created_at: datetime,
+    effective: date,
+    modifier: str,
+) -> str:
+    """The NACHA file of these debits, their trace numbers following the last file's."""
+    first_sequence = (AchFileEntry.objects.aggregate(last=Max("trace_sequence"))["last"] or 0) + 1
+    try:
+        return nacha_file_build(
+            originator=originator,
+            debits=[item.debit for item in due],
+            created_at=created_at,
+            effective_date=effective,
+            file_id_modifier=modifier,
+            company_entry_description=COMPANY_ENTRY_DESCRIPTION,
+            first_trace_sequence=first_sequence,
+        )
+    except ValueError as exc:  # each debit passed alone: the file's totals overflowed
+        raise AchExportError(f"The ACH file cannot be built: {exc}") from None
+
+
+def _written(ach_file: AchFile, nacha: str, path: Path, *, sandbox: bool) -> None:
+    """Write the stored file to ``path``; AchExportError (the file stays stored) if not."""
+    try:
+        _write(path, nacha.encode())
+    except OSError as exc:
+        raise AchExportError(
+            f"ACH file {ach_file.file_name} is stored (download it from the admin) but could not "
+            f"be written to {path}: {exc.strerror or exc}"
+        ) from None
+    logger.info(
+        "ACH file %s: %d debits, %d cents, effective %s%s",
+        ach_file.file_name,
+        ach_file.entry_count,
+        ach_file.total_debit_minor,
+        ach_file.effective_date.isoformat(),
+        " (sandbox)" if sandbox else "",
+    )
+
+
 def ach_export(
     *, now: datetime, out_path: str | Path | None = None, actor: str = "ach export"
 ) -> AchExportResult | None:
@@ -358,58 +347,28 @@ def ach_export(
     created_at = now.astimezone(ach_time_zone()).replace(tzinfo=None)  # the bank's local time
     effective = next_banking_day(business_date)
     sandbox = ach_is_sandbox()
-    try:
-        originator = ach_originator(sandbox=sandbox)
-    except ImproperlyConfigured as exc:
-        raise AchExportError(str(exc)) from None
-    _originator_checked(originator, created_at, effective)
-    skipped: list[str] = []
+    originator = _originator_for(sandbox=sandbox, created_at=created_at, effective=effective)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('rails.ach_export', 0))")
-        due: list[_Due] = []
-        for settlement in _due_settlements(effective=effective, sandbox=sandbox):
-            try:
-                item = _debit_for(
-                    settlement, originator=originator, now=created_at, effective=effective
-                )
-            except (ValidationError, ValueError) as exc:
-                reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                skipped.append(_skip(settlement, reason=reason, now=now, actor=actor))
-                continue
-            if item is None:
-                settlement_apply_result(
-                    settlement_id=settlement.pk,
-                    result=RailResult(
-                        outcome="paid",
-                        note="Fully credited before the ACH export: nothing debited.",
-                    ),
-                    attempt=settlement.attempts,
-                    now=now,
-                    actor=actor,
-                )
-                continue
-            due.append(item)
-        for line in skipped:
-            logger.warning("ACH export: %s", line)
+        due, skipped = _debits_due(
+            originator=originator,
+            created_at=created_at,
+            effective=effective,
+            sandbox=sandbox,
+            now=now,
+            actor=actor,
+        )
         if not due:
             return None
         modifier = _file_id_modifier(business_date)
-        first_sequence = (
-            AchFileEntry.objects.aggregate(last=Max("trace_sequence"))["last"] or 0
-        ) + 1
-        try:
-            nacha = nacha_file_build(
-                originator=originator,
-                debits=[item.debit for item in due],
-                created_at=created_at,
-                effective_date=effective,
-                file_id_modifier=modifier,
-                company_entry_description=COMPANY_ENTRY_DESCRIPTION,
-                first_trace_sequence=first_sequence,
-            )
-        except ValueError as exc:  # each debit passed alone: the file's totals overflowed
-            raise AchExportError(f"The ACH file cannot be built: {exc}") from None
+        nacha = _nacha_for(
+            due,
+            originator=originator,
+            created_at=created_at,
+            effective=effective,
+            modifier=modifier,
+        )
         name = f"ach-{business_date:%Y%m%d}-{modifier}{'-sandbox' if sandbox else ''}.ach"
         path = (
             Path(out_path)
@@ -426,21 +385,7 @@ def ach_export(
             path=path,
             actor=actor,
         )
-    try:
-        _write(path, nacha.encode())
-    except OSError as exc:
-        raise AchExportError(
-            f"ACH file {ach_file.file_name} is stored (download it from the admin) but could not "
-            f"be written to {path}: {exc.strerror or exc}"
-        ) from None
-    logger.info(
-        "ACH file %s: %d debits, %d cents, effective %s%s",
-        ach_file.file_name,
-        ach_file.entry_count,
-        ach_file.total_debit_minor,
-        ach_file.effective_date.isoformat(),
-        " (sandbox)" if sandbox else "",
-    )
+    _written(ach_file, nacha, path, sandbox=sandbox)
     return AchExportResult(
         file_id=ach_file.pk,
         file_name=ach_file.file_name,

@@ -31,213 +31,36 @@ one too long is an error, because a cut identifier would name something else.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
 from rails.ach.calendar import is_banking_day
+from rails.ach.nacha_records import (
+    BLOCKING_FACTOR,
+    DIGITS_9,
+    LINE_ENDING,
+    addenda_record,
+    alphanumeric_field,
+    batch_control_record,
+    batch_header_record,
+    blocked,
+    entry_detail_record,
+    file_control_record,
+    file_header_record,
+    file_text,
+    numeric_field,
+    routing_number_validate,
+)
 
-RECORD_LENGTH = 94
-BLOCKING_FACTOR = 10
-LINE_ENDING = "\r\n"
-SERVICE_CLASS_DEBITS_ONLY = "225"
 SEC_CODES = ("CCD", "PPD")
 TRANSACTION_CODES = {"checking": "27", "savings": "37"}
 MAX_ENTRY_AMOUNT_MINOR = 9_999_999_999  # 10 digits
 MAX_TRACE_SEQUENCE = 9_999_999  # 7 digits
-
-ALLOWED_TEXT_CHARACTERS = frozenset(
-    string.ascii_uppercase + string.digits + " &'()*+,-./:;=?@!#%_$"
-)
-_ABA_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7)
-# ABA-assigned prefixes: 00 U.S. Government, 01-12 Federal Reserve districts,
-# 21-32 thrift institutions, 61-72 electronic transactions.
-_ROUTING_PREFIXES = frozenset(range(0, 13)) | frozenset(range(21, 33)) | frozenset(range(61, 73))
-_DIGITS_8 = re.compile(r"[0-9]{8}")
-_DIGITS_9 = re.compile(r"[0-9]{9}")
 _ACCOUNT = re.compile(r"[A-Z0-9-]{1,17}")
 _ORIGIN_ALNUM = re.compile(r"[A-Z0-9]{10}")
 _FILE_ID_MODIFIER = re.compile(r"[A-Z0-9]")
-
-
-# --- field helpers (shared with rails.ach.returns) ---------------------------------
-
-
-def aba_check_digit(first8: str) -> int:
-    """The ABA check digit for the first 8 digits of a routing number: weights 3, 7, 1
-    repeated, and the digit that brings the weighted sum to a multiple of 10.
-
-    Raises ValueError unless `first8` is exactly 8 ASCII digits.
-    """
-    if not isinstance(first8, str) or not _DIGITS_8.fullmatch(first8):
-        raise ValueError(f"expected the first 8 digits of a routing number, got {first8!r}")
-    total = sum(int(digit) * weight for digit, weight in zip(first8, _ABA_WEIGHTS, strict=True))
-    return (10 - total % 10) % 10
-
-
-def routing_number_validate(routing: str) -> None:
-    """Check a 9-digit ABA routing number: digits only, an ABA-assigned prefix, and
-    the check digit (3-7-1 weights).
-
-    Raises ValueError saying what is wrong.
-    """
-    if not isinstance(routing, str) or not _DIGITS_9.fullmatch(routing):
-        raise ValueError(f"routing number {routing!r} must be exactly 9 digits")
-    if routing == "000000000" or int(routing[:2]) not in _ROUTING_PREFIXES:
-        raise ValueError(
-            f"routing number {routing!r} does not start with an ABA-assigned prefix "
-            "(00-12, 21-32 or 61-72)"
-        )
-    expected = aba_check_digit(routing[:8])
-    if int(routing[8]) != expected:
-        raise ValueError(
-            f"routing number {routing!r} fails the ABA check digit "
-            f"(last digit should be {expected}, not {routing[8]})"
-        )
-
-
-def numeric_field(value: int, width: int, *, what: str) -> str:
-    """`value` right-justified and zero-filled to `width` digits.
-
-    Raises ValueError if it is negative or does not fit.
-    """
-    if value < 0 or len(str(value)) > width:
-        raise ValueError(f"{what} {value} does not fit in {width} digits")
-    return str(value).zfill(width)
-
-
-def alphanumeric_field(value: str, width: int, *, what: str, truncate: bool = True) -> str:
-    """`value` normalised (upper-case, single spaces), checked against the allowed
-    characters, then cut (if `truncate`) and space-filled to `width`.
-
-    Raises ValueError for a non-string, a disallowed character, or (when not
-    truncating) a value longer than `width`.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
-    cleaned = " ".join(value.split()).upper()
-    bad = sorted({ch for ch in cleaned if ch not in ALLOWED_TEXT_CHARACTERS})
-    if bad:
-        raise ValueError(
-            f"{what} {value!r} contains characters NACHA files cannot carry: {''.join(bad)!r}"
-        )
-    if len(cleaned) > width and not truncate:
-        raise ValueError(f"{what} {value!r} is longer than its {width}-character field")
-    return cleaned[:width].ljust(width)
-
-
-def yymmdd(d: date) -> str:
-    return d.strftime("%y%m%d")
-
-
-def blocked(records: Sequence[str]) -> list[str]:
-    """`records` padded with lines of 94 nines to a multiple of the blocking factor."""
-    padding = -len(records) % BLOCKING_FACTOR
-    return [*records, *(["9" * RECORD_LENGTH] * padding)]
-
-
-def file_text(records: Sequence[str]) -> str:
-    """The file's text: every record checked at 94 characters and ended by CRLF."""
-    for index, record in enumerate(records, start=1):
-        if len(record) != RECORD_LENGTH:  # a bug in this module, never bad input
-            raise AssertionError(f"record {index} is {len(record)} characters: {record!r}")
-    return "".join(record + LINE_ENDING for record in records)
-
-
-def file_header_record(
-    *,
-    destination: str,
-    origin: str,
-    created_at: datetime,
-    file_id_modifier: str,
-    destination_name: str,
-    origin_name: str,
-) -> str:
-    """The file header (1). A 9-digit `destination` or `origin` is blank-prefixed."""
-    return (
-        "1"
-        + "01"  # priority code
-        + destination.rjust(10)
-        + origin.rjust(10)
-        + yymmdd(created_at)
-        + created_at.strftime("%H%M")
-        + file_id_modifier
-        + f"{RECORD_LENGTH:03d}"
-        + f"{BLOCKING_FACTOR:02d}"
-        + "1"  # format code
-        + alphanumeric_field(destination_name, 23, what="immediate_destination_name")
-        + alphanumeric_field(origin_name, 23, what="immediate_origin_name")
-        + " " * 8  # reference code
-    )
-
-
-def batch_header_record(
-    *,
-    company_name: str,
-    company_id: str,
-    sec_code: str,
-    description: str,
-    effective_date: date,
-    odfi8: str,
-    batch_number: int,
-    settlement_day: str = "   ",
-) -> str:
-    """A batch header (5), service class 225. Text arguments come at their widths."""
-    return (
-        "5"
-        + SERVICE_CLASS_DEBITS_ONLY
-        + company_name
-        + " " * 20  # company discretionary data
-        + company_id
-        + sec_code
-        + description
-        + " " * 6  # company descriptive date
-        + yymmdd(effective_date)
-        + settlement_day  # Julian day, filled in by the ACH operator: blank when originating
-        + "1"  # originator status code: a depository financial institution
-        + odfi8
-        + numeric_field(batch_number, 7, what="batch number")
-    )
-
-
-def batch_control_record(
-    *, count: int, entry_hash: int, debit_minor: int, company_id: str, odfi8: str, batch_number: int
-) -> str:
-    """A batch control (8) for a debits-only batch; raises ValueError on overflow."""
-    what = f"batch {batch_number}"
-    return (
-        "8"
-        + SERVICE_CLASS_DEBITS_ONLY
-        + numeric_field(count, 6, what=f"{what} entry/addenda count")
-        + numeric_field(entry_hash % 10**10, 10, what="entry hash")
-        + numeric_field(debit_minor, 12, what=f"{what} total debit amount")
-        + numeric_field(0, 12, what="total credit amount")
-        + company_id
-        + " " * 19  # message authentication code
-        + " " * 6  # reserved
-        + odfi8
-        + numeric_field(batch_number, 7, what="batch number")
-    )
-
-
-def file_control_record(
-    *, batch_count: int, record_count: int, count: int, entry_hash: int, debit_minor: int
-) -> str:
-    """The file control (9); `record_count` counts every record but the padding,
-    this one included. Raises ValueError on overflow."""
-    block_count = -(-record_count // BLOCKING_FACTOR)
-    return (
-        "9"
-        + numeric_field(batch_count, 6, what="batch count")
-        + numeric_field(block_count, 6, what="block count")
-        + numeric_field(count, 8, what="file entry/addenda count")
-        + numeric_field(entry_hash % 10**10, 10, what="entry hash")
-        + numeric_field(debit_minor, 12, what="file total debit amount")
-        + numeric_field(0, 12, what="total credit amount")
-        + " " * 39  # reserved
-    )
 
 
 # --- inputs and outputs ------------------------------------------------------------
@@ -334,7 +157,7 @@ def _originator_checked(originator: AchOriginator) -> None:
             raise ValueError(f"originator.{name}: {exc}") from None
     origin = originator.immediate_origin
     if not isinstance(origin, str) or not (
-        _DIGITS_9.fullmatch(origin) or _ORIGIN_ALNUM.fullmatch(origin)
+        DIGITS_9.fullmatch(origin) or _ORIGIN_ALNUM.fullmatch(origin)
     ):
         raise ValueError(
             f"originator.immediate_origin {origin!r} must be 10 letters or digits "
@@ -404,30 +227,18 @@ def _entry_fields(index: int, debit: AchDebit) -> dict[str, str]:
     return fields
 
 
-def nacha_file_build(
+def _build_arguments_checked(
     *,
     originator: AchOriginator,
     debits: Sequence[AchDebit],
     created_at: datetime,
     effective_date: date,
     file_id_modifier: str,
-    company_entry_description: str = "INVOICE",
-    first_trace_sequence: int = 1,
-) -> NachaFile:
-    """Build the NACHA file that debits each of `debits` on `effective_date`.
-
-    `created_at` is written as the file creation date and time, as given (pass the
-    time in the zone the bank expects). `file_id_modifier` (A-Z, 0-9) tells apart
-    files sent the same day. `first_trace_sequence` starts the 7-digit trace sequence;
-    pass a counter that never repeats to keep trace numbers unique across files.
-
-    Raises ValueError, naming the debit or the originator field, for: no debits, a
-    duplicate invoice number, a routing number that fails its check, an amount that
-    is not a positive int of cents or does not fit 10 digits, an unsupported SEC code
-    or account type, disallowed characters, an identifier too long for its field, an
-    effective date that is not a banking day or is before the creation date, or a
-    batch too large for its control totals.
-    """
+    company_entry_description: str,
+    first_trace_sequence: int,
+) -> str:
+    """Check the originator and the file's own arguments (each debit is checked on its
+    own); answer the company entry description at its width."""
     if not debits:
         raise ValueError("a NACHA file needs at least one debit")
     _originator_checked(originator)
@@ -456,7 +267,23 @@ def nacha_file_build(
     )
     if not description.strip():
         raise ValueError("company_entry_description must not be blank")
+    return description
 
+
+def _file_header(originator: AchOriginator, created_at: datetime, file_id_modifier: str) -> str:
+    """The file header: from the originator (us) to its bank (the ODFI)."""
+    return file_header_record(
+        destination=originator.immediate_destination,
+        origin=originator.immediate_origin,
+        created_at=created_at,
+        file_id_modifier=file_id_modifier,
+        destination_name=originator.immediate_destination_name,
+        origin_name=originator.immediate_origin_name,
+    )
+
+
+def _debits_checked(debits: Sequence[AchDebit]) -> list[tuple[AchDebit, dict[str, str]]]:
+    """Each debit with its fields at their widths; an invoice may appear only once."""
     checked = [(debit, _entry_fields(index, debit)) for index, debit in enumerate(debits, start=1)]
     seen: set[str] = set()
     for index, (_, fields) in enumerate(checked, start=1):
@@ -465,94 +292,181 @@ def nacha_file_build(
                 f"debit #{index}: invoice {fields['invoice']!r} appears more than once"
             )
         seen.add(fields["invoice"])
+    return checked
 
-    odfi8 = originator.odfi_routing[:8]
-    company_name = alphanumeric_field(originator.company_name, 16, what="originator.company_name")
-    company_id = alphanumeric_field(
-        originator.company_id, 10, what="originator.company_id", truncate=False
-    )
-    records = [
-        file_header_record(
-            destination=originator.immediate_destination,
-            origin=originator.immediate_origin,
-            created_at=created_at,
-            file_id_modifier=file_id_modifier,
-            destination_name=originator.immediate_destination_name,
-            origin_name=originator.immediate_origin_name,
+
+@dataclass
+class _Batch:
+    """One batch as built: its records (header to control), entries and control totals."""
+
+    records: list[str]
+    entries: list[NachaEntry]
+    count: int  # entries and addenda
+    entry_hash: int
+    debit_minor: int
+
+
+def _batch_build(
+    batch: list[tuple[AchDebit, dict[str, str]]],
+    *,
+    header: str,
+    sec_code: str,
+    batch_number: int,
+    odfi8: str,
+    company_id: str,
+    first_sequence: int,
+) -> _Batch:
+    """A batch's entries (each with its addenda, if any) between its header and its
+    control, trace numbers running on from ``first_sequence``."""
+    built = _Batch(records=[header], entries=[], count=0, entry_hash=0, debit_minor=0)
+    sequence = first_sequence
+    for debit, fields in batch:
+        trace = odfi8 + numeric_field(sequence, 7, what="trace sequence")
+        sequence += 1
+        has_addenda = "addenda" in fields
+        built.records.append(
+            entry_detail_record(
+                transaction_code=fields["transaction_code"],
+                routing_number=debit.routing_number,
+                account=fields["account"],
+                amount=fields["amount"],
+                receiver_id=fields["receiver_id"],
+                name=fields["name"],
+                has_addenda=has_addenda,
+                trace=trace,
+            )
         )
-    ]
-    entries: list[NachaEntry] = []
-    sequence = first_trace_sequence
-    file_hash = file_debit = file_count = batch_number = 0
+        if has_addenda:
+            built.records.append(addenda_record(info=fields["addenda"], trace=trace))
+        built.count += 2 if has_addenda else 1
+        built.entry_hash += int(debit.routing_number[:8])
+        built.debit_minor += debit.amount_minor
+        built.entries.append(
+            NachaEntry(
+                invoice_number=debit.invoice_number,  # as billing knows it: the link back
+                trace_number=trace,
+                batch_number=batch_number,
+                sec_code=sec_code,
+                transaction_code=fields["transaction_code"],
+                amount_minor=debit.amount_minor,
+                receiver_id=fields["receiver_id"].rstrip(),
+                receiver_name=fields["name"].rstrip(),
+                routing_number=debit.routing_number,
+                account_number=fields["account"].rstrip(),
+            )
+        )
+    built.records.append(
+        batch_control_record(
+            count=built.count,
+            entry_hash=built.entry_hash,
+            debit_minor=built.debit_minor,
+            company_id=company_id,
+            odfi8=odfi8,
+            batch_number=batch_number,
+        )
+    )
+    return built
+
+
+def _batches_build(
+    checked: list[tuple[AchDebit, dict[str, str]]],
+    *,
+    odfi8: str,
+    company_name: str,
+    company_id: str,
+    description: str,
+    effective_date: date,
+    first_sequence: int,
+) -> list[_Batch]:
+    """One batch per SEC code present, CCD first, numbered from 1; trace numbers run on
+    across the batches from ``first_sequence``. Text arguments come at their widths."""
+    batches: list[_Batch] = []
+    sequence = first_sequence
     for sec_code in SEC_CODES:
         batch = [(debit, fields) for debit, fields in checked if debit.sec_code == sec_code]
         if not batch:
             continue
-        batch_number += 1
-        records.append(
-            batch_header_record(
-                company_name=company_name,
-                company_id=company_id,
+        batch_number = len(batches) + 1
+        header = batch_header_record(
+            company_name=company_name,
+            company_id=company_id,
+            sec_code=sec_code,
+            description=description,
+            effective_date=effective_date,
+            odfi8=odfi8,
+            batch_number=batch_number,
+        )
+        batches.append(
+            _batch_build(
+                batch,
+                header=header,
                 sec_code=sec_code,
-                description=description,
-                effective_date=effective_date,
-                odfi8=odfi8,
                 batch_number=batch_number,
-            )
-        )
-        batch_hash = batch_debit = batch_count = 0
-        for debit, fields in batch:
-            trace = odfi8 + numeric_field(sequence, 7, what="trace sequence")
-            sequence += 1
-            has_addenda = "addenda" in fields
-            records.append(
-                "6"
-                + fields["transaction_code"]
-                + debit.routing_number
-                + fields["account"]
-                + fields["amount"]
-                + fields["receiver_id"]
-                + fields["name"]
-                + "  "  # discretionary data
-                + ("1" if has_addenda else "0")
-                + trace
-            )
-            if has_addenda:
-                records.append("7" + "05" + fields["addenda"] + "0001" + trace[-7:])
-            batch_count += 2 if has_addenda else 1
-            batch_hash += int(debit.routing_number[:8])
-            batch_debit += debit.amount_minor
-            entries.append(
-                NachaEntry(
-                    invoice_number=debit.invoice_number,  # as billing knows it: the link back
-                    trace_number=trace,
-                    batch_number=batch_number,
-                    sec_code=sec_code,
-                    transaction_code=fields["transaction_code"],
-                    amount_minor=debit.amount_minor,
-                    receiver_id=fields["receiver_id"].rstrip(),
-                    receiver_name=fields["name"].rstrip(),
-                    routing_number=debit.routing_number,
-                    account_number=fields["account"].rstrip(),
-                )
-            )
-        records.append(
-            batch_control_record(
-                count=batch_count,
-                entry_hash=batch_hash,
-                debit_minor=batch_debit,
+                odfi8=odfi8,
                 company_id=company_id,
-                odfi8=odfi8,
-                batch_number=batch_number,
+                first_sequence=sequence,
             )
         )
-        file_hash += batch_hash
-        file_debit += batch_debit
-        file_count += batch_count
+        sequence += len(batch)
+    return batches
 
+
+def nacha_file_build(
+    *,
+    originator: AchOriginator,
+    debits: Sequence[AchDebit],
+    created_at: datetime,
+    effective_date: date,
+    file_id_modifier: str,
+    company_entry_description: str = "INVOICE",
+    first_trace_sequence: int = 1,
+) -> NachaFile:
+    """Build the NACHA file that debits each of `debits` on `effective_date`.
+
+    `created_at` is written as the file creation date and time, as given (pass the
+    time in the zone the bank expects). `file_id_modifier` (A-Z, 0-9) tells apart
+    files sent the same day. `first_trace_sequence` starts the 7-digit trace sequence;
+    pass a counter that never repeats to keep trace numbers unique across files.
+
+    Raises ValueError, naming the debit or the originator field, for: no debits, a
+    duplicate invoice number, a routing number that fails its check, an amount that
+    is not a positive int of cents or does not fit 10 digits, an unsupported SEC code
+    or account type, disallowed characters, an identifier too long for its field, an
+    effective date that is not a banking day or is before the creation date, or a
+    batch too large for its control totals.
+    """
+    description = _build_arguments_checked(
+        originator=originator,
+        debits=debits,
+        created_at=created_at,
+        effective_date=effective_date,
+        file_id_modifier=file_id_modifier,
+        company_entry_description=company_entry_description,
+        first_trace_sequence=first_trace_sequence,
+    )
+    checked = _debits_checked(debits)
+    company_name = alphanumeric_field(originator.company_name, 16, what="originator.company_name")
+    company_id = alphanumeric_field(
+        originator.company_id, 10, what="originator.company_id", truncate=False
+    )
+    records = [_file_header(originator, created_at, file_id_modifier)]
+    batches = _batches_build(
+        checked,
+        odfi8=originator.odfi_routing[:8],
+        company_name=company_name,
+        company_id=company_id,
+        description=description,
+        effective_date=effective_date,
+        first_sequence=first_trace_sequence,
+    )
+    records += [record for batch in batches for record in batch.records]
+    entries = [entry for batch in batches for entry in batch.entries]
+    file_count = sum(batch.count for batch in batches)
+    file_hash = sum(batch.entry_hash for batch in batches)
+    file_debit = sum(batch.debit_minor for batch in batches)
     records.append(
         file_control_record(
-            batch_count=batch_number,
+            batch_count=len(batches),
             record_count=len(records) + 1,
             count=file_count,
             entry_hash=file_hash,
@@ -567,7 +481,7 @@ def nacha_file_build(
         effective_date=effective_date,
         file_id_modifier=file_id_modifier,
         company_entry_description=description.rstrip(),
-        batch_count=batch_number,
+        batch_count=len(batches),
         block_count=-(-len(records) // BLOCKING_FACTOR),
         entry_addenda_count=file_count,
         entry_hash=file_hash % 10**10,

@@ -1,5 +1,5 @@
-"""NACHA return files: parse a bank's returns (and notifications of change), and build
-one from a file we sent, for tests and the sandbox.
+"""NACHA return files: parse a bank's returns (and notifications of change). Building one
+from a file we sent, for tests and the sandbox, is ``rails.ach.returns_build``'s.
 
 Pure: no Django, no clock, frozen dataclasses out.
 
@@ -13,23 +13,12 @@ it tells us a corrected routing or account number to use from now on.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from rails.ach.nacha import (
+from rails.ach.nacha_records import (
     RECORD_LENGTH,
-    NachaFile,
     aba_check_digit,
-    alphanumeric_field,
-    batch_control_record,
-    batch_header_record,
-    blocked,
-    file_control_record,
-    file_header_record,
-    file_text,
-    numeric_field,
-    yymmdd,
 )
 
 RETURN_REASONS: dict[str, str] = {
@@ -124,7 +113,6 @@ CHANGE_REASONS: dict[str, str] = {
 }
 # NACHA lets an originator re-present a debit returned for these, at most twice.
 RETRY_PERMITTED_CODES = frozenset({"R01", "R09"})
-_RETURN_TRANSACTION_CODES = {"27": "26", "37": "36"}
 _PADDING = "9" * RECORD_LENGTH
 _DIGITS = re.compile(r"[0-9]+")
 _REASON_CODE = re.compile(r"[RC][0-9]{2}")
@@ -184,16 +172,6 @@ class AchReturnFile:
     created_at: datetime  # the file header's creation date and time (midnight if no time)
     returns: tuple[AchReturn, ...]
     notifications_of_change: tuple[AchNotificationOfChange, ...]
-
-
-@dataclass(frozen=True)
-class AchReturnInstruction:
-    """For `nacha_return_file_build`: return the entry with this trace number."""
-
-    original_trace_number: str
-    return_code: str
-    addenda_information: str = ""
-    date_of_death: date | None = None
 
 
 # --- parsing -----------------------------------------------------------------------
@@ -258,6 +236,135 @@ class _Batch:
     credit: int = 0
 
 
+def _created_at(header_line: int, header: str) -> datetime:
+    """The file header's creation date and time (midnight when the time is left out)."""
+    if header[0] != "1":
+        raise NachaParseError(
+            header_line, f"a NACHA file starts with a file header (1), not {header[0]!r}"
+        )
+    try:
+        return datetime.strptime(header[23:33], "%y%m%d%H%M")
+    except ValueError:  # the creation time is optional; the date is not
+        created_date = _date(header_line, header[23:29], "file creation date")
+        return datetime.combine(created_date, datetime.min.time())
+
+
+class _Reader:
+    """A return file read record by record after its header: the batch open, the entry
+    waiting for its addenda, the returns and NOCs found, and the file's running sums."""
+
+    def __init__(self) -> None:
+        self.returns: list[AchReturn] = []
+        self.changes: list[AchNotificationOfChange] = []
+        self.batch: _Batch | None = None
+        self.entry: tuple[int, str] | None = None  # the entry record waiting for its addenda
+        self.batches = 0
+        self.totals = _Batch("", "", None)  # the whole file's sums, for the file control
+        self.control_line: int | None = None
+
+    def read(self, number: int, record: str) -> None:
+        kind = record[0]
+        if self.control_line is not None:
+            if record != _PADDING:
+                raise NachaParseError(
+                    number, "only records of 94 nines may follow the file control record"
+                )
+            return
+        if self.entry is not None and kind != "7":
+            raise NachaParseError(
+                self.entry[0], "entry has its addenda record indicator set but no addenda follows"
+            )
+        if kind == "1":
+            raise NachaParseError(number, "a second file header (1); a file has exactly one")
+        read = {
+            "5": self._batch_header,
+            "6": self._entry,
+            "7": self._addenda,
+            "8": self._batch_control,
+            "9": self._file_control,
+        }.get(kind)
+        if read is None:
+            raise NachaParseError(
+                number, f"unknown record type {kind!r} (expected 1, 5, 6, 7, 8 or 9)"
+            )
+        read(number, record)
+
+    def _batch_header(self, number: int, record: str) -> None:
+        if self.batch is not None:
+            raise NachaParseError(number, "batch header before the previous batch's control (8)")
+        self.batch = _Batch(
+            sec_code=record[50:53],
+            company_id=record[40:50].strip(),
+            effective_date=_optional_date(number, record[69:75], "effective entry date"),
+        )
+
+    def _entry(self, number: int, record: str) -> None:
+        batch = self.batch
+        if batch is None:
+            raise NachaParseError(number, "entry detail (6) outside a batch")
+        code = _digits(number, record, 2, 3, "transaction code")
+        if code[1] not in "16":
+            raise NachaParseError(
+                number,
+                f"transaction code {code} is not a return or notification of change "
+                "(its second digit must be 1 or 6); is this an origination file?",
+            )
+        amount = int(_digits(number, record, 30, 39, "amount"))
+        _digits(number, record, 4, 12, "receiving DFI routing number")
+        _digits(number, record, 80, 94, "trace number")
+        if record[78] != "1":
+            raise NachaParseError(
+                number,
+                "a return entry must have an addenda (indicator at position 79 must be 1)",
+            )
+        batch.count += 1
+        batch.entry_hash += int(record[3:11])
+        if _is_debit(code):
+            batch.debit += amount
+        else:
+            batch.credit += amount
+        self.entry = (number, record)
+
+    def _addenda(self, number: int, record: str) -> None:
+        if self.entry is None or self.batch is None:
+            raise NachaParseError(number, "addenda (7) without an entry detail record before it")
+        self.batch.count += 1
+        item = _addenda_parse(number, record, self.entry[0], self.entry[1], self.batch)
+        self.entry = None
+        if isinstance(item, AchReturn):
+            self.returns.append(item)
+        else:
+            self.changes.append(item)
+
+    def _batch_control(self, number: int, record: str) -> None:
+        batch = self.batch
+        if batch is None:
+            raise NachaParseError(number, "batch control (8) without a batch header")
+        _control_check(
+            number, record[4:10], record[10:20], record[20:32], record[32:44], batch, "batch"
+        )
+        self.batches += 1
+        self.totals.count += batch.count
+        self.totals.entry_hash += batch.entry_hash
+        self.totals.debit += batch.debit
+        self.totals.credit += batch.credit
+        self.batch = None
+
+    def _file_control(self, number: int, record: str) -> None:
+        if self.batch is not None:
+            raise NachaParseError(number, "file control (9) before the last batch's control (8)")
+        _control_check(
+            number, record[13:21], record[21:31], record[31:43], record[43:55], self.totals, "file"
+        )
+        if int(_digits(number, record, 2, 7, "batch count")) != self.batches:
+            raise NachaParseError(
+                number,
+                f"file control batch count {record[1:7]} but the file has {self.batches} batches",
+            )
+        _digits(number, record, 8, 13, "block count")  # checked once the padding is read
+        self.control_line = number
+
+
 def nacha_return_file_parse(text: str) -> AchReturnFile:
     """Parse a NACHA return file (LF or CRLF) into its returns and NOCs.
 
@@ -268,117 +375,11 @@ def nacha_return_file_parse(text: str) -> AchReturnFile:
     Raises NachaParseError (a ValueError) naming the line of the first problem.
     """
     records = _records(text)
-    header_line, header = records[0]
-    if header[0] != "1":
-        raise NachaParseError(
-            header_line, f"a NACHA file starts with a file header (1), not {header[0]!r}"
-        )
-    try:
-        created_at = datetime.strptime(header[23:33], "%y%m%d%H%M")
-    except ValueError:  # the creation time is optional; the date is not
-        created_date = _date(header_line, header[23:29], "file creation date")
-        created_at = datetime.combine(created_date, datetime.min.time())
-    returns: list[AchReturn] = []
-    changes: list[AchNotificationOfChange] = []
-    batch: _Batch | None = None
-    entry: tuple[int, str] | None = None  # the entry record waiting for its addenda
-    batches = file_count = file_hash = file_debit = file_credit = 0
-    control_line: int | None = None
-
+    created_at = _created_at(*records[0])
+    reader = _Reader()
     for number, record in records[1:]:
-        kind = record[0]
-        if control_line is not None:
-            if record != _PADDING:
-                raise NachaParseError(
-                    number, "only records of 94 nines may follow the file control record"
-                )
-            continue
-        if entry is not None and kind != "7":
-            raise NachaParseError(
-                entry[0], "entry has its addenda record indicator set but no addenda follows"
-            )
-        if kind == "5":
-            if batch is not None:
-                raise NachaParseError(
-                    number, "batch header before the previous batch's control (8)"
-                )
-            batch = _Batch(
-                sec_code=record[50:53],
-                company_id=record[40:50].strip(),
-                effective_date=_optional_date(number, record[69:75], "effective entry date"),
-            )
-        elif kind == "6":
-            if batch is None:
-                raise NachaParseError(number, "entry detail (6) outside a batch")
-            code = _digits(number, record, 2, 3, "transaction code")
-            if code[1] not in "16":
-                raise NachaParseError(
-                    number,
-                    f"transaction code {code} is not a return or notification of change "
-                    "(its second digit must be 1 or 6); is this an origination file?",
-                )
-            amount = int(_digits(number, record, 30, 39, "amount"))
-            _digits(number, record, 4, 12, "receiving DFI routing number")
-            _digits(number, record, 80, 94, "trace number")
-            if record[78] != "1":
-                raise NachaParseError(
-                    number,
-                    "a return entry must have an addenda (indicator at position 79 must be 1)",
-                )
-            batch.count += 1
-            batch.entry_hash += int(record[3:11])
-            if _is_debit(code):
-                batch.debit += amount
-            else:
-                batch.credit += amount
-            entry = (number, record)
-        elif kind == "7":
-            if entry is None or batch is None:
-                raise NachaParseError(
-                    number, "addenda (7) without an entry detail record before it"
-                )
-            batch.count += 1
-            item = _addenda_parse(number, record, entry[0], entry[1], batch)
-            entry = None
-            if isinstance(item, AchReturn):
-                returns.append(item)
-            else:
-                changes.append(item)
-        elif kind == "8":
-            if batch is None:
-                raise NachaParseError(number, "batch control (8) without a batch header")
-            _control_check(
-                number, record[4:10], record[10:20], record[20:32], record[32:44], batch, "batch"
-            )
-            batches += 1
-            file_count += batch.count
-            file_hash += batch.entry_hash
-            file_debit += batch.debit
-            file_credit += batch.credit
-            batch = None
-        elif kind == "9":
-            if batch is not None:
-                raise NachaParseError(
-                    number, "file control (9) before the last batch's control (8)"
-                )
-            totals = _Batch("", "", None, file_count, file_hash, file_debit, file_credit)
-            _control_check(
-                number, record[13:21], record[21:31], record[31:43], record[43:55], totals, "file"
-            )
-            if int(_digits(number, record, 2, 7, "batch count")) != batches:
-                raise NachaParseError(
-                    number,
-                    f"file control batch count {record[1:7]} but the file has {batches} batches",
-                )
-            _digits(number, record, 8, 13, "block count")  # checked once the padding is read
-            control_line = number
-        elif kind == "1":
-            raise NachaParseError(number, "a second file header (1); a file has exactly one")
-        else:
-            raise NachaParseError(
-                number, f"unknown record type {kind!r} (expected 1, 5, 6, 7, 8 or 9)"
-            )
-
+        reader.read(number, record)
+    control_line = reader.control_line
     if control_line is None:
         raise NachaParseError(records[-1][0], "the file ends without a file control (9) record")
     block_count = records[control_line - 1][1][7:13]
@@ -388,7 +389,9 @@ def nacha_return_file_parse(text: str) -> AchReturnFile:
             f"file control block count {block_count} but the file has {len(records)} records",
         )
     return AchReturnFile(
-        created_at=created_at, returns=tuple(returns), notifications_of_change=tuple(changes)
+        created_at=created_at,
+        returns=tuple(reader.returns),
+        notifications_of_change=tuple(reader.changes),
     )
 
 
@@ -461,125 +464,3 @@ def _addenda_parse(
         effective_date=batch.effective_date,
         **common,
     )
-
-
-# --- building (tests and sandbox) --------------------------------------------------
-
-
-def nacha_return_file_build(
-    *,
-    original: NachaFile,
-    returns: Sequence[AchReturnInstruction],
-    created_at: datetime,
-    file_id_modifier: str = "A",
-) -> str:
-    """The return file the ODFI would hand us for `returns` of entries in `original`.
-
-    One batch per SEC code and returning bank (RDFI), whose first 8 routing digits
-    start the return trace numbers; the header names us as destination and the ODFI
-    as origin. Text as `nacha_file_build` writes it (94 characters, CRLF, blocked).
-
-    Raises ValueError for an unknown or repeated trace number, or a malformed R-code.
-    """
-    by_trace = {entry.trace_number: entry for entry in original.entries}
-    seen: set[str] = set()
-    for item in returns:
-        if item.original_trace_number not in by_trace:
-            raise ValueError(
-                f"trace number {item.original_trace_number!r} is not in the original file"
-            )
-        if item.original_trace_number in seen:
-            raise ValueError(f"trace number {item.original_trace_number!r} is returned twice")
-        if not re.fullmatch(r"R[0-9]{2}", item.return_code):
-            raise ValueError(f"return code {item.return_code!r} must be R and two digits")
-        seen.add(item.original_trace_number)
-    if not returns:
-        raise ValueError("a return file needs at least one return")
-
-    originator = original.originator
-    description = alphanumeric_field(original.company_entry_description, 10, what="description")
-    company_name = alphanumeric_field(originator.company_name, 16, what="company_name")
-    company_id = alphanumeric_field(originator.company_id, 10, what="company_id", truncate=False)
-    records = [
-        file_header_record(
-            destination=originator.immediate_origin,
-            origin=originator.immediate_destination,
-            created_at=created_at,
-            file_id_modifier=file_id_modifier,
-            destination_name=originator.immediate_origin_name,
-            origin_name=originator.immediate_destination_name,
-        )
-    ]
-    groups: dict[tuple[str, str], list[AchReturnInstruction]] = {}
-    for item in returns:
-        entry = by_trace[item.original_trace_number]
-        groups.setdefault((entry.sec_code, entry.routing_number[:8]), []).append(item)
-
-    sequence = file_count = file_hash = file_debit = 0
-    odfi8 = originator.odfi_routing[:8]  # the return entries' receiving bank
-    for batch_number, ((sec_code, rdfi8), items) in enumerate(sorted(groups.items()), start=1):
-        records.append(
-            batch_header_record(
-                company_name=company_name,
-                company_id=company_id,
-                sec_code=sec_code,
-                description=description,
-                effective_date=created_at.date(),
-                odfi8=rdfi8,  # the returning bank originates the return entries
-                batch_number=batch_number,
-                settlement_day=created_at.strftime("%j"),
-            )
-        )
-        batch_debit = 0
-        for item in items:
-            entry = by_trace[item.original_trace_number]
-            sequence += 1
-            trace = rdfi8 + numeric_field(sequence, 7, what="trace sequence")
-            records.append(
-                "6"
-                + _RETURN_TRANSACTION_CODES[entry.transaction_code]
-                + originator.odfi_routing
-                + entry.account_number.ljust(17)
-                + numeric_field(entry.amount_minor, 10, what="amount")
-                + entry.receiver_id.ljust(15)
-                + entry.receiver_name.ljust(22)
-                + "  "  # discretionary data
-                + "1"  # addenda record indicator
-                + trace
-            )
-            records.append(
-                "7"
-                + "99"
-                + item.return_code
-                + entry.trace_number
-                + (yymmdd(item.date_of_death) if item.date_of_death else " " * 6)
-                + entry.routing_number[:8]
-                + alphanumeric_field(item.addenda_information, 44, what="addenda_information")
-                + trace
-            )
-            batch_debit += entry.amount_minor
-        batch_hash = len(items) * int(odfi8)
-        records.append(
-            batch_control_record(
-                count=2 * len(items),
-                entry_hash=batch_hash,
-                debit_minor=batch_debit,
-                company_id=company_id,
-                odfi8=rdfi8,
-                batch_number=batch_number,
-            )
-        )
-        file_count += 2 * len(items)
-        file_hash += batch_hash
-        file_debit += batch_debit
-
-    records.append(
-        file_control_record(
-            batch_count=len(groups),
-            record_count=len(records) + 1,
-            count=file_count,
-            entry_hash=file_hash,
-            debit_minor=file_debit,
-        )
-    )
-    return file_text(blocked(records))

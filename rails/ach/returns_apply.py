@@ -21,7 +21,7 @@ from django.db import transaction
 from core.money import from_minor_units
 from rails.ach.returns import AchNotificationOfChange, AchReturn, nacha_return_file_parse
 from rails.models_ach import AchFileEntry
-from rails.services import settlement_report
+from rails.outcomes import settlement_report
 
 APPLIED = "applied"
 ALREADY_APPLIED = "already applied"

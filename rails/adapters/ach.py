@@ -34,7 +34,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from core.money import from_minor_units
 from rails.ach.calendar import add_banking_days, is_banking_day, next_banking_day
 from rails.ach.crypto import AchDecryptionError, decrypt_text, encrypt_text, masked
-from rails.ach.nacha import AchOriginator, routing_number_validate
+from rails.ach.nacha import AchOriginator
+from rails.ach.nacha_records import routing_number_validate
 from rails.base import CreditNoteDocument, InvoiceDocument, RailResult, Step
 
 ACCOUNT_TYPES = ("checking", "savings")

@@ -141,6 +141,33 @@ def _sandbox_note(config: NetSuiteConfig) -> str:
     return note
 
 
+def _oauth(config: NetSuiteConfig) -> OAuth1:
+    """Token-based authentication (OAuth 1.0a, HMAC-SHA256), signed per request."""
+    return OAuth1(
+        config.consumer_key,
+        client_secret=config.consumer_secret,
+        resource_owner_key=config.token_id,
+        resource_owner_secret=config.token_secret,
+        signature_method=SIGNATURE_METHOD,
+        realm=config.account_id,
+    )
+
+
+def _refused_check(response: requests.Response) -> None:
+    """Raise ``_Retry`` for an answer that is not a success: a 429 (concurrency limit)
+    or a 5xx is retried, any other 4xx is final."""
+    if response.status_code == 429:
+        retry_after = response.headers.get("Retry-After")
+        raise _Retry(
+            "NetSuite concurrency limit exceeded (429).",
+            retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+    if response.status_code >= 500:
+        raise _Retry(f"NetSuite answered {response.status_code}: {_error_text(response.text)}")
+    if response.status_code >= 400:
+        raise _Retry(_error_text(response.text), retryable=False)
+
+
 class NetSuiteRail:
     key = "netsuite"
 
@@ -191,14 +218,6 @@ class NetSuiteRail:
                 )
             )
             return None
-        auth = OAuth1(
-            config.consumer_key,
-            client_secret=config.consumer_secret,
-            resource_owner_key=config.token_id,
-            resource_owner_secret=config.token_secret,
-            signature_method=SIGNATURE_METHOD,
-            realm=config.account_id,
-        )
         try:
             with _slot(config):
                 response = requests.request(
@@ -206,7 +225,7 @@ class NetSuiteRail:
                     url,
                     data=payload or None,
                     headers=headers,
-                    auth=auth,
+                    auth=_oauth(config),
                     timeout=config.timeout,
                 )
         except requests.RequestException as exc:
@@ -234,16 +253,7 @@ class NetSuiteRail:
                 idempotency_key=key,
             )
         )
-        if response.status_code == 429:
-            retry_after = response.headers.get("Retry-After")
-            raise _Retry(
-                "NetSuite concurrency limit exceeded (429).",
-                retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
-        if response.status_code >= 500:
-            raise _Retry(f"NetSuite answered {response.status_code}: {_error_text(response.text)}")
-        if response.status_code >= 400:
-            raise _Retry(_error_text(response.text), retryable=False)
+        _refused_check(response)
         return response
 
     def _run(self, steps) -> RailResult:

@@ -12,221 +12,38 @@ keys) resumes the Stripe invoice whose id the earlier one reported, or that it f
 Transient errors (connection, 409, 5xx) are retried by the library with the same key
 (``STRIPE_MAX_NETWORK_RETRIES``), then reported retryable with ``Retry-After`` (429
 too). Settings are read at every call; a StripeClient is built per call because its HTTP
-client records that call's exchanges. Without ``STRIPE_API_KEY`` (sandbox) the library
-builds the same requests and a client records them (``sent=False``) and answers with
-placeholders (``cus_sandbox``, ``in_sandbox``): nothing leaves the process.
+client records that call's exchanges (``rails.adapters.stripe_session``). Without
+``STRIPE_API_KEY`` (sandbox) the library builds the same requests and a client records
+them (``sent=False``) and answers with placeholders (``cus_sandbox``, ``in_sandbox``):
+nothing leaves the process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import stripe
-from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from rails.adapters.stripe_session import (
+    SANDBOX_NOTE,
+    StripeSession,
+    StripeStop,
+    stripe_setting,
+)
 from rails.base import (
     CreditNoteDocument,
-    Exchange,
     InvoiceDocument,
     Party,
     RailResult,
     Step,
-    redact,
 )
 
-DEFAULT_API_BASE = "https://api.stripe.com"
-SANDBOX_NOTE = "sandbox: nothing sent"
-_SANDBOX_KEY = "sk_sandbox_nothing_is_sent"
 _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]+$")
 # Stripe invoice status → settlement outcome (``draft`` and ``open`` are still underway).
 _STATUS_OUTCOME = {"paid": "paid", "void": "voided", "uncollectible": "uncollectible"}
-
-
-def _setting(name: str, default: Any) -> Any:
-    """Read at call time, so overridden settings (and a late configuration) apply."""
-    return getattr(settings, name, default) or default
-
-
-class _Stop(Exception):
-    """Stop a flow with a failure that is ours to describe."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-# ------------------------------------------------------------------ recording HTTP clients
-
-
-def _text(body: Any) -> str:
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body).decode("utf-8", errors="replace")
-    return "" if body is None else str(body)
-
-
-class _Log:
-    """The exchanges of one adapter call, in order; ``step`` names the sub-step running."""
-
-    def __init__(self, step: str) -> None:
-        self.step = step
-        self.exchanges: list[Exchange] = []
-
-    def add(self, method, url, headers, body, *, status=None, response="", error="", sent=True):
-        headers = dict(headers or {})
-        self.exchanges.append(
-            Exchange(
-                step=self.step[:50],
-                method=method.upper(),
-                url=url,
-                status_code=status,
-                request_headers=redact(headers),
-                request_body=_text(body),
-                error=error,
-                response_body=_text(response),
-                sent=sent,
-                idempotency_key=headers.get("Idempotency-Key", ""),
-            )
-        )
-
-
-class _RecordingClient(stripe.RequestsClient):
-    """Sends each try (the library's retries included) and records it."""
-
-    name = "requests"
-
-    def __init__(self, log: _Log, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._log = log
-
-    def request(self, method, url, headers, post_data=None, **kwargs):
-        try:
-            content, status, rheaders = super().request(method, url, headers, post_data)
-        except stripe.APIConnectionError as exc:
-            error = " ".join((exc.user_message or str(exc)).split())
-            self._log.add(method, url, headers, post_data, error=error)
-            raise
-        self._log.add(method, url, headers, post_data, status=status, response=content)
-        return content, status, rheaders
-
-
-class _SandboxClient(stripe.HTTPClient):
-    """Records each request exactly as the library built it, sends nothing, and answers
-    with a placeholder so the flow carries on."""
-
-    name = "requests"
-
-    def __init__(self, log: _Log) -> None:
-        super().__init__()
-        self._log = log
-
-    def request(self, method, url, headers, post_data=None, **kwargs):
-        self._log.add(method, url, headers, post_data, sent=False)
-        return json.dumps(_sandbox_answer(method, urlsplit(url).path)).encode(), 200, {}
-
-    def request_stream(self, *args, **kwargs):  # pragma: no cover - never streamed
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-def _sandbox_answer(method: str, path: str) -> dict:
-    if path.endswith("/search") or method == "get" and path.count("/") == 2:
-        return {"object": "list", "data": [], "has_more": False, "url": path}
-    kinds = {"customers": "cus", "invoiceitems": "ii", "credit_notes": "cn"}
-    prefix = kinds.get(path.split("/")[2], "in")
-    answer = {"id": f"{prefix}_sandbox", "object": "invoice" if prefix == "in" else prefix}
-    if prefix == "in":
-        answer |= {"status": "draft" if path == "/v1/invoices" else "open", "amount_remaining": 0}
-    return answer
-
-
-# ------------------------------------------------------------------ one call's Stripe session
-
-
-class _Session:
-    """A StripeClient for one adapter call, its exchanges, and the Stripe ids learnt."""
-
-    def __init__(self, step: Step) -> None:
-        api_key = _setting("STRIPE_API_KEY", "")
-        self.step, self.sandbox, self.log, self.ids = step, not api_key, _Log(step.name), {}
-        timeout = float(_setting("STRIPE_TIMEOUT_SECONDS", 30))
-        http = (
-            _SandboxClient(self.log)
-            if self.sandbox
-            else _RecordingClient(self.log, timeout=timeout)
-        )
-        retries = 0 if self.sandbox else int(getattr(settings, "STRIPE_MAX_NETWORK_RETRIES", 2))
-        client = stripe.StripeClient(
-            api_key or _SANDBOX_KEY,
-            http_client=http,
-            max_network_retries=retries,
-            base_addresses={"api": _setting("STRIPE_API_BASE", DEFAULT_API_BASE).rstrip("/")},
-        )
-        self.v1 = client.v1
-
-    def post(self, sub: str, method: Callable, *args: str, **params: Any) -> dict:
-        """A POST with the idempotency key ``<step key>-<sub>``, deterministic per attempt."""
-        self.log.step = f"{self.step.name}:{sub}"
-        options = {"idempotency_key": f"{self.step.idempotency_key}-{sub}"}
-        return method(*args, params=params, options=options).to_dict()
-
-    def get(self, sub: str, method: Callable, *args: str, **params: Any) -> dict:
-        self.log.step = f"{self.step.name}:{sub}"
-        return method(*args, params=params).to_dict()
-
-    def each(self, sub: str, method: Callable, **params: Any) -> Iterator[dict]:
-        """Every object of a list, page by page (each page recorded)."""
-        self.log.step = f"{self.step.name}:{sub}"
-        for obj in method(params=params).auto_paging_iter():
-            yield obj.to_dict()
-
-    def result(self, outcome: str, note: str = "", **kwargs: Any) -> RailResult:
-        exchanges = tuple(self.log.exchanges)
-        if self.sandbox:  # placeholder ids are not Stripe's: keep none
-            return RailResult(
-                outcome, exchanges=exchanges, sandbox=True, note=SANDBOX_NOTE, **kwargs
-            )
-        return RailResult(outcome, external_ids=self.ids, exchanges=exchanges, note=note, **kwargs)
-
-    def failed(self, error: str, *, retryable: bool, retry_after: int | None = None) -> RailResult:
-        return self.result(
-            "failed", error=error, retryable=retryable, retry_after_seconds=retry_after
-        )
-
-    def run(self, flow: Callable[[_Session], RailResult]) -> RailResult:
-        """Run a flow; our stops and Stripe's errors become failed results."""
-        try:
-            return flow(self)
-        except _Stop as stop:
-            return self.failed(str(stop), retryable=stop.retryable)
-        except stripe.StripeError as exc:
-            return self._stripe_failure(exc)
-
-    def _stripe_failure(self, exc: stripe.StripeError) -> RailResult:
-        """Transient errors retryable (after Retry-After); card declines and other
-        refusals not (Stripe reports a later payment by webhook)."""
-        message = " ".join((exc.user_message or str(exc) or type(exc).__name__).split())
-        status = exc.http_status
-        if isinstance(exc, stripe.APIConnectionError):
-            return self.failed(f"Could not reach Stripe: {message}", retryable=True)
-        if isinstance(exc, stripe.CardError):
-            code = getattr(exc.error, "decline_code", None) or exc.code or "declined"
-            return self.failed(f"Payment declined ({code}): {message}", retryable=False)
-        transient = isinstance(exc, stripe.RateLimitError | stripe.APIError)
-        if transient or status in (409, 429) or (status or 0) >= 500:
-            retry_after = str((exc.headers or {}).get("Retry-After", ""))  # case-insensitive
-            seconds = max(1, int(retry_after)) if retry_after.isdigit() else None
-            return self.failed(
-                f"Stripe is unavailable ({status}): {message}", retryable=True, retry_after=seconds
-            )
-        return self.failed(f"Stripe refused the request ({status}): {message}", retryable=False)
 
 
 # ------------------------------------------------------------------ building blocks
@@ -248,7 +65,7 @@ def _items(invoice: InvoiceDocument) -> tuple[int, list[tuple[str, str, int]]]:
         )
     added = sum(amount for *_, amount in items)
     if added != invoice.amount_due_minor:
-        raise _Stop(
+        raise StripeStop(
             f"Invoice {invoice.number}: lines add up to {added} minor units, not its amount "
             f"due {invoice.amount_due_minor}; nothing sent to Stripe."
         )
@@ -273,7 +90,7 @@ def _customer_params(party: Party) -> dict:
     return params
 
 
-def _customer_known(s: _Session, party: Party) -> str | None:
+def _customer_known(s: StripeSession, party: Party) -> str | None:
     """The customer's Stripe id: set by an operator, reported earlier, or found by metadata."""
     known = party.rail_settings.get("stripe_customer_id") or s.step.external_ids.get(
         "stripe_customer_id"
@@ -293,7 +110,9 @@ def _customer_known(s: _Session, party: Party) -> str | None:
     return min(matches, key=lambda c: (c.get("created") or 0, c["id"]))["id"] if matches else None
 
 
-def _invoice_on_customer(s: _Session, invoice: InvoiceDocument, customer_id: str) -> dict | None:
+def _invoice_on_customer(
+    s: StripeSession, invoice: InvoiceDocument, customer_id: str
+) -> dict | None:
     """The Stripe invoice an earlier attempt made for ours (a list, not a search: lists
     read their own writes). A voided one stops us: billing again is an operator's call."""
     voided = None
@@ -304,13 +123,13 @@ def _invoice_on_customer(s: _Session, invoice: InvoiceDocument, customer_id: str
             return candidate
         voided = candidate
     if voided:
-        raise _Stop(
+        raise StripeStop(
             f"Stripe invoice {voided['id']} for {invoice.number} was voided on Stripe; void or reissue it."
         )
     return None
 
 
-def _invoice_found(s: _Session, invoice: InvoiceDocument) -> dict | None:
+def _invoice_found(s: StripeSession, invoice: InvoiceDocument) -> dict | None:
     """Our invoice's Stripe invoice as Stripe has it now, or None if there is none."""
     known = "in_sandbox" if s.sandbox else s.step.external_ids.get("stripe_invoice_id")
     if known:
@@ -336,7 +155,7 @@ def _invoice_params(invoice: InvoiceDocument, customer_id: str) -> dict:
     }
 
 
-def _learn(s: _Session, stripe_invoice: dict) -> dict:
+def _learn(s: StripeSession, stripe_invoice: dict) -> dict:
     """Keep the Stripe invoice's ids (and its payment intent, to match refunds)."""
     s.ids["stripe_invoice_id"] = stripe_invoice["id"]
     for ours, theirs in (
@@ -355,7 +174,7 @@ def _learn(s: _Session, stripe_invoice: dict) -> dict:
 # ------------------------------------------------------------------ flows
 
 
-def _submit(s: _Session, invoice: InvoiceDocument) -> RailResult:
+def _submit(s: StripeSession, invoice: InvoiceDocument) -> RailResult:
     expected, items = _items(invoice)
     customer_id = _customer_known(s, invoice.customer)
     fresh = customer_id is None
@@ -389,7 +208,7 @@ def _submit(s: _Session, invoice: InvoiceDocument) -> RailResult:
 
 
 def _fill_and_finalize(
-    s: _Session,
+    s: StripeSession,
     invoice: InvoiceDocument,
     customer_id: str,
     invoice_id: str,
@@ -415,7 +234,7 @@ def _fill_and_finalize(
     return s.post("finalize", s.v1.invoices.finalize_invoice, invoice_id, auto_advance=False)
 
 
-def _pay(s: _Session, invoice_id: str) -> dict:
+def _pay(s: StripeSession, invoice_id: str) -> dict:
     try:
         return s.post("pay", s.v1.invoices.pay, invoice_id, expand=["payments"])
     except stripe.CardError:
@@ -426,7 +245,7 @@ def _pay(s: _Session, invoice_id: str) -> dict:
         raise
 
 
-def _check(s: _Session, invoice: InvoiceDocument) -> RailResult:
+def _check(s: StripeSession, invoice: InvoiceDocument) -> RailResult:
     found = _invoice_found(s, invoice)
     if found is None:
         return s.result("pending", note="No Stripe invoice yet.")
@@ -436,7 +255,7 @@ def _check(s: _Session, invoice: InvoiceDocument) -> RailResult:
     )
 
 
-def _void(s: _Session, invoice: InvoiceDocument) -> RailResult:
+def _void(s: StripeSession, invoice: InvoiceDocument) -> RailResult:
     found = _invoice_found(s, invoice)
     if found is None:
         return s.result("voided", note="No Stripe invoice: nothing to void on Stripe.")
@@ -453,7 +272,9 @@ def _void(s: _Session, invoice: InvoiceDocument) -> RailResult:
     return s.result("voided", note=f"Stripe invoice {found['id']} voided (was {status}).")
 
 
-def _credit(s: _Session, credit_note: CreditNoteDocument, invoice: InvoiceDocument) -> RailResult:
+def _credit(
+    s: StripeSession, credit_note: CreditNoteDocument, invoice: InvoiceDocument
+) -> RailResult:
     found = _invoice_found(s, invoice)
     if found is None:
         return s.failed(
@@ -488,7 +309,7 @@ class StripeRail:
     key = "stripe"
 
     def is_sandbox(self) -> bool:
-        return not _setting("STRIPE_API_KEY", "")
+        return not stripe_setting("STRIPE_API_KEY", "")
 
     def clean_settings(self, rail_settings: dict) -> dict:
         """``stripe_customer_id`` (optional) must look like ``cus_...``; a misspelt
@@ -510,19 +331,19 @@ class StripeRail:
         return {**rail_settings, "stripe_customer_id": customer_id}
 
     def submit(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
-        return _Session(step).run(lambda s: _submit(s, invoice))
+        return StripeSession(step).run(lambda s: _submit(s, invoice))
 
     def check(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
-        if not _setting("STRIPE_API_KEY", ""):  # nothing was sent: nothing to ask about
+        if not stripe_setting("STRIPE_API_KEY", ""):  # nothing was sent: nothing to ask about
             return RailResult(outcome="pending", sandbox=True, note=SANDBOX_NOTE)
-        return _Session(step).run(lambda s: _check(s, invoice))
+        return StripeSession(step).run(lambda s: _check(s, invoice))
 
     def void(self, *, invoice: InvoiceDocument, step: Step) -> RailResult:
         """Void the Stripe invoice (delete it while a draft); a paid one is refused."""
-        return _Session(step).run(lambda s: _void(s, invoice))
+        return StripeSession(step).run(lambda s: _void(s, invoice))
 
     def credit(
         self, *, credit_note: CreditNoteDocument, invoice: InvoiceDocument, step: Step
     ) -> RailResult:
         """A Stripe credit note for the amount, with the reason as its memo."""
-        return _Session(step).run(lambda s: _credit(s, credit_note, invoice))
+        return StripeSession(step).run(lambda s: _credit(s, credit_note, invoice))

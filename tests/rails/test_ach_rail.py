@@ -22,7 +22,7 @@ from customers.models import Customer
 from customers.services import customer_create, customer_update
 from rails.ach.export import ach_export, ach_export_task
 from rails.ach.nacha import AchDebit, NachaFile, nacha_file_build
-from rails.ach.returns import AchReturnInstruction, nacha_return_file_build
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 from rails.adapters.ach import (
     SANDBOX_ORIGINATOR,
     AchRail,
@@ -32,7 +32,7 @@ from rails.adapters.ach import (
 from rails.base import InvoiceDocument, Party, Step
 from rails.models import Settlement, SettlementEvent, SettlementExchange, SettlementState
 from rails.models_ach import AchFile, AchFileEntry
-from rails.services import settlement_drive
+from rails.outbox import settlement_drive
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from rails.ach.nacha import AchDebit, AchOriginator, NachaFile, nacha_file_build
-from rails.ach.returns import (
-    RETURN_REASONS,
-    AchReturnInstruction,
-    NachaParseError,
-    nacha_return_file_build,
-    nacha_return_file_parse,
-)
+from rails.ach.returns import RETURN_REASONS, NachaParseError, nacha_return_file_parse
+from rails.ach.returns_build import AchReturnInstruction, nacha_return_file_build
 
 GOLDEN = Path(__file__).parent / "golden"
 

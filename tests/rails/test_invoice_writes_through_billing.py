@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import billing.invoicing.corrections as corrections
-import rails.services
+import rails.outbox
 from billing.invoicing.services import InvoiceStateError, invoice_settlement_state_set
 from billing.models import Invoice, InvoiceStatus
 from rails.models import Settlement, SettlementState
-from rails.services import settlement_cancel, settlement_drive, settlement_report
+from rails.outbox import settlement_drive
+from rails.outcomes import settlement_cancel, settlement_report
 from tests.factories import CustomerFactory
 from tests.rails.test_settlement import NOW, issued_invoice, pigeon_rail  # noqa: F401
 
@@ -68,7 +69,7 @@ def reports(monkeypatch):
         return len(seen[-1][0])
 
     monkeypatch.setattr(corrections, "invoices_settlement_state_set", record)
-    monkeypatch.setattr(rails.services, "invoices_settlement_state_set", record)
+    monkeypatch.setattr(rails.outbox, "invoices_settlement_state_set", record)
     return seen
 
 

@@ -21,10 +21,9 @@ from rails.ach.nacha import (
     AchDebit,
     AchOriginator,
     NachaFile,
-    aba_check_digit,
     nacha_file_build,
-    routing_number_validate,
 )
+from rails.ach.nacha_records import aba_check_digit, routing_number_validate
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from billing.invoicing.services import credit_note_create, invoice_issue, invoic
 from billing.models import Invoice, InvoiceStatus
 from metering.services import feature_create, meter_create
 from rails.models import RailItemMapping, Settlement, SettlementState
-from rails.services import settlement_drive
+from rails.outbox import settlement_drive
 from tests.factories import CustomerFactory
 from tests.rails import fake_netsuite
 from tests.rails.fake_netsuite import FakeNetSuite

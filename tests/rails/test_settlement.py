@@ -8,15 +8,11 @@ from django.test import override_settings
 
 from billing.invoicing.services import invoice_void
 from billing.models import InvoiceStatus
+from rails.journal import SettlementStateError
 from rails.models import Settlement, SettlementState
+from rails.outbox import settlement_drive, settlement_retry
+from rails.outcomes import settlement_cancel, settlement_report
 from rails.registry import rail_cache_clear
-from rails.services import (
-    SettlementStateError,
-    settlement_cancel,
-    settlement_drive,
-    settlement_report,
-    settlement_retry,
-)
 from tests.factories import CustomerFactory, IssuedInvoiceFactory, SettlementFactory
 from tests.rails.pigeon import PigeonRail
 
@@ -119,7 +115,7 @@ def test_a_worker_that_dies_after_the_rails_answer_charges_nothing_twice():
     invoice = issued_invoice()
     settlement = Settlement.objects.get(invoice=invoice)
     # the worker claims the attempt and the rail charges, but the worker dies before recording it
-    from rails.services import _claim
+    from rails.outbox import _claim
 
     claim = _claim(settlement.pk, NOW)
     from rails.base import Step
@@ -203,7 +199,7 @@ def test_the_manual_rail_waits_for_an_operator():
     invoice = issued_invoice(rail="manual")
     settlement = Settlement.objects.get(invoice=invoice)
     assert settlement_drive(settlement_id=settlement.pk, now=NOW) == "submitted"
-    from rails.services import settlement_mark_paid
+    from rails.outcomes import settlement_mark_paid
 
     settlement_mark_paid(settlement=settlement, now=NOW, actor="ops", note="Wire received")
     invoice.refresh_from_db()

@@ -16,8 +16,9 @@ from django.utils import timezone
 from backoffice import dashboard
 from billing.models import Invoice, InvoiceStatus
 from rails.models import Settlement, SettlementState
+from rails.outbox import settlement_drive, settlements_drive_due
+from rails.outcomes import settlement_report
 from rails.registry import rail_cache_clear
-from rails.services import settlement_drive, settlement_report, settlements_drive_due
 from rails.states import state_text
 from tests.rails.pigeon import PigeonRail
 from tests.rails.test_settlement import NOW, RAILS, issued_invoice

@@ -22,10 +22,10 @@ from billing.invoicing.services import (
 )
 from billing.models import Invoice, InvoiceStatus
 from config.urls import urlpatterns as project_urlpatterns
-from rails import services
+from rails import outbox
 from rails.adapters.stripe import StripeRail
 from rails.models import InboundWebhook, Settlement, SettlementEvent, SettlementState
-from rails.services import settlement_drive
+from rails.outbox import settlement_drive
 from tests.factories import CustomerFactory
 from tests.rails.conftest import WEBHOOK_SECRET
 from tests.rails.fake_stripe import signed_event
@@ -297,7 +297,7 @@ def test_a_crash_between_stripes_answer_and_our_commit_never_charges_twice(
     def worker_dies(**kwargs):
         raise SystemExit("worker killed after Stripe answered")
 
-    monkeypatch.setattr(services, "settlement_apply_result", worker_dies)
+    monkeypatch.setattr(outbox, "settlement_apply_result", worker_dies)
     with pytest.raises(SystemExit):
         drive(invoice)
     monkeypatch.undo()

@@ -29,7 +29,7 @@ from demo.services import (
     stripe_paid_history,
     usage_rollup_complete,
 )
-from rails.services import settlements_drive_due
+from rails.outbox import settlements_drive_due
 
 EVENTS = 1_000_000
 
