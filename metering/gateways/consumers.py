@@ -18,7 +18,8 @@ import requests
 from django.db import connection, transaction
 
 from core.outbound import OutboundRefused, outbound_get
-from metering.gateways.kong import KongLogError, kong_consumer_subject
+from metering.gateways.kong.subject import kong_consumer_subject
+from metering.gateways.kong.values import KongLogError
 from metering.models import KongConsumer
 
 DEFAULT_TOKEN_HEADER = "Kong-Admin-Token"
