@@ -7,7 +7,7 @@ class MeteringConfig(AppConfig):
     verbose_name = "Metering"
 
     def ready(self) -> None:
-        from metering.usage.fresh import database_generation_bump_after_migrate
+        from metering.usage.memories import database_generation_bump_after_migrate
 
         # sent once per app by every migrate and flush: this app's is enough
         post_migrate.connect(

@@ -12,7 +12,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from metering.gateways.kong import INPUT, LLM_TYPE, OUTPUT, REQUEST_TYPE
+from metering.gateways.kong.ai import INPUT, LLM_TYPE, OUTPUT
+from metering.gateways.kong.log import REQUEST_TYPE
 from metering.models import Aggregation, Feature, Meter
 from metering.services import feature_create, meter_create
 

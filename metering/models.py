@@ -348,9 +348,9 @@ class KongConsumer(models.Model):
     operator can link to a customer before, or after, its traffic arrives.
 
     ``key`` is the subject Kong's traffic from this consumer carries (its ``custom_id``,
-    else ``username``, else ``id``: ``metering.gateways.kong.kong_consumer_subject``), so a
-    consumer mapping made for it matches the events; the other identifiers are kept to
-    recognise it. Whether it is linked is not stored: it is what the consumer mappings say
+    else ``username``, else ``id``: ``metering.gateways.kong.subject.kong_consumer_subject``),
+    so a consumer mapping made for it matches the events; the other identifiers are kept
+    to recognise it. Whether it is linked is not stored: it is what the consumer mappings say
     at the time asked.
     """
 

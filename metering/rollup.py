@@ -163,48 +163,9 @@ def _aggregate(
         where = f"{where} AND NOT (e.id = ANY(%(refused)s))"
         where_params = {**where_params, "refused": list(refused)}
     params: dict = {}
-    # grouped by the dimensions' text values; the jsonb is built once per bucket
-    columns = sql.dims_columns(meter, params)
-    dims = "'{}'::jsonb"
-    if columns:
-        dims = (
-            "jsonb_build_object("
-            + ", ".join(f"{name}::text, s.d{i}" for i, (name, _) in enumerate(columns))
-            + ")"
-        )
-    dim_columns = "".join(f"{expr} AS d{i}, " for i, (_, expr) in enumerate(columns))
-    dim_groups = "".join(f", s.d{i}" for i in range(len(columns)))
-    is_unique = meter.aggregation == Aggregation.UNIQUE_COUNT
-    # a unique count's values are text kept in the bucket's unique_values, never numbers
-    value = "NULL::numeric" if is_unique else sql.value_expr(meter, params)
-    has_value = meter.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
-    unique = sql.unique_expr(meter, params) if is_unique else "NULL::text"
-    latest = _LATEST if meter.aggregation == Aggregation.LATEST else _NO_LATEST
-    # Without a fence the planner pulls the subquery up and inlines the value's expression
-    # into each aggregate that names it: metering_numeric ran four times per event, and
-    # the GROUP BY's sort carried every event's whole JSON to evaluate it after sorting.
-    # metering_fence (migration 0006) is VOLATILE, so the subquery stays a subquery and
-    # its values are computed once per event, below the sort; unlike OFFSET 0 it leaves
-    # the plan free to use parallel workers (measured, see docs/performance.md).
-    if value != "NULL::numeric":
-        value = f"metering_fence({value})"
-    if unique != "NULL::text":
-        unique = f"metering_fence({unique})"
+    aggregate = _aggregate_sql(meter, where, params)
     params.update({"meter": meter.pk, "type": meter.event_type, **where_params})
-    cursor.execute(
-        _AGGREGATE.format(
-            dims=dims,
-            dim_columns=dim_columns,
-            dim_groups=dim_groups,
-            values=_VALUES if has_value else _NO_VALUES,
-            value=value,
-            unique=unique,
-            where=where,
-            latest=latest,
-            unique_values=_UNIQUE_VALUES if is_unique else "NULL::text[]",
-        ),
-        params,
-    )
+    cursor.execute(aggregate, params)
     cursor.execute("SELECT coalesce(sum(event_count), 0)::bigint FROM metering_rollup_agg")
     events = cursor.fetchone()[0]
     # A meter without buckets yet (a catch-up from scratch) takes a plain INSERT, which
@@ -217,19 +178,67 @@ def _aggregate(
             "SELECT NOT EXISTS (SELECT 1 FROM metering_usagebucket WHERE meter_id = %s)", [meter.pk]
         )
         empty = cursor.fetchone()[0]
-    on_conflict = ""
-    if not empty:
-        more = (
-            (_SET_VALUES if has_value else "")
-            + (_SET_LATEST.format(newer=_NEWER) if meter.aggregation == Aggregation.LATEST else "")
-            + (_SET_UNIQUE if is_unique else "")
-        )
-        on_conflict = _ON_CONFLICT.format(more=more)
+    on_conflict = "" if empty else _on_conflict(meter)
     cursor.execute(_BUCKET_WRITE.format(on_conflict=on_conflict), params)
     buckets = cursor.rowcount
     cursor.execute(_TOUCH)
     cursor.execute("DROP TABLE metering_rollup_agg")
     return events, buckets
+
+
+def _aggregate_sql(meter: Meter, where: str, params: dict) -> str:
+    """The GROUP BY of the meter's events matching ``where`` into the temporary table:
+    its dimensions, value and distinct values as expressions, their parameters bound
+    into ``params``."""
+    # grouped by the dimensions' text values; the jsonb is built once per bucket
+    columns = sql.dims_columns(meter, params)
+    dims = "'{}'::jsonb"
+    if columns:
+        dims = (
+            "jsonb_build_object("
+            + ", ".join(f"{name}::text, s.d{i}" for i, (name, _) in enumerate(columns))
+            + ")"
+        )
+    is_unique = meter.aggregation == Aggregation.UNIQUE_COUNT
+    # a unique count's values are text kept in the bucket's unique_values, never numbers
+    value = "NULL::numeric" if is_unique else sql.value_expr(meter, params)
+    unique = sql.unique_expr(meter, params) if is_unique else "NULL::text"
+    # Without a fence the planner pulls the subquery up and inlines the value's expression
+    # into each aggregate that names it: metering_numeric ran four times per event, and
+    # the GROUP BY's sort carried every event's whole JSON to evaluate it after sorting.
+    # metering_fence (migration 0006) is VOLATILE, so the subquery stays a subquery and
+    # its values are computed once per event, below the sort; unlike OFFSET 0 it leaves
+    # the plan free to use parallel workers (measured, see docs/performance.md).
+    if value != "NULL::numeric":
+        value = f"metering_fence({value})"
+    if unique != "NULL::text":
+        unique = f"metering_fence({unique})"
+    return _AGGREGATE.format(
+        dims=dims,
+        dim_columns="".join(f"{expr} AS d{i}, " for i, (_, expr) in enumerate(columns)),
+        dim_groups="".join(f", s.d{i}" for i in range(len(columns))),
+        values=_VALUES if _has_value(meter) else _NO_VALUES,
+        value=value,
+        unique=unique,
+        where=where,
+        latest=_LATEST if meter.aggregation == Aggregation.LATEST else _NO_LATEST,
+        unique_values=_UNIQUE_VALUES if is_unique else "NULL::text[]",
+    )
+
+
+def _on_conflict(meter: Meter) -> str:
+    """The upsert's ON CONFLICT clause: it sets only what the meter's aggregation keeps."""
+    more = (
+        (_SET_VALUES if _has_value(meter) else "")
+        + (_SET_LATEST.format(newer=_NEWER) if meter.aggregation == Aggregation.LATEST else "")
+        + (_SET_UNIQUE if meter.aggregation == Aggregation.UNIQUE_COUNT else "")
+    )
+    return _ON_CONFLICT.format(more=more)
+
+
+def _has_value(meter: Meter) -> bool:
+    """Whether the meter's aggregation reads a number from each event (not a count)."""
+    return meter.aggregation not in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
 
 
 def watermark_lock(cursor, meter: Meter) -> int:

@@ -12,6 +12,7 @@ from customers.models import (
     CUSTOMER_TREE_FIELDS,
     ConsumerMapping,
     Customer,
+    rail_choices,
 )
 from customers.rail_settings import rail_settings_shown
 from customers.selectors import billing_account_ids
@@ -46,8 +47,6 @@ class CustomerSerializer(serializers.ModelSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from customers.models import rail_choices
-
         self.fields["rail"].choices = rail_choices()
 
     def get_subsidiaries(self, obj: Customer) -> list[str]:

@@ -22,6 +22,7 @@ from core.money import format_quantity
 from metering import services
 from metering.admin.rollup import event_links, refused_events_url
 from metering.admin.usage import feature_usage_view
+from metering.meter_templates import TEMPLATES, template_apply
 from metering.models import Feature, Meter, RollupFailure
 from metering.selectors import meter_delete_blocker, rollup_problems
 
@@ -237,10 +238,6 @@ class MeterAdmin(admin.ModelAdmin):
 
     def templates_view(self, request):
         """Meters and features from a template, one button each (``template_apply``)."""
-        # imported here: the templates module follows the gateway presets and may change
-        # on its own; the catalog admin must load even while it does
-        from metering.meter_templates import TEMPLATES, template_apply
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         if request.method == "POST":

@@ -17,6 +17,7 @@ from core.money import format_quantity
 
 WIDTH, HEIGHT = 960, 340
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 28, 56
+PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 MAX_X_LABELS = 12
 MIN_SLOT_FOR_VALUES = 36  # px per bar needed to print its value over it
 
@@ -56,93 +57,51 @@ def nice_ticks(top: float, count: int = 5, *, whole: bool = False) -> list[float
     return ticks
 
 
-def bar_chart_svg(*, bars: Sequence[Bar], y_label: str = "", empty_text: str = "") -> SafeString:
-    """An SVG bar chart with one slot per item of ``bars``; one ``rect.bar`` per bar that
-    has a value (a value of 0 draws a bar of no height, so it still has a tooltip)."""
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+@dataclass(frozen=True)
+class _Scale:
+    """The value axis: ``ticks`` from ``low`` to ``top``, mapped onto the plot's height."""
+
+    ticks: list[float]
+    low: float
+    top: float
+
+    def y(self, value: float) -> float:
+        return TOP + PLOT_H * (self.top - value) / ((self.top - self.low) or 1.0)
+
+
+def _scale(bars: Sequence[Bar]) -> _Scale:
+    """Round ticks from 0 to the largest value, and below 0 to the lowest when a value is
+    negative (a refund meter); whole steps when every value is whole."""
     values = [float(b.value) for b in bars if b.value is not None]
     low = min([0.0, *values])
     whole = all(b.value == b.value.to_integral_value() for b in bars if b.value is not None)
     ticks = nice_ticks(max([0.0, *values]), whole=whole)
     top = ticks[-1]
-    if low < 0:  # negative values (a refund meter): extend the axis below zero
+    if low < 0:
         neg = nice_ticks(-low, whole=whole)
         ticks = [-t for t in reversed(neg[1:])] + ticks
         low = ticks[0]
-    span = (top - low) or 1.0
+    return _Scale(ticks=ticks, low=low, top=top)
 
-    def y(v: float) -> float:
-        return TOP + plot_h * (top - v) / span
 
-    def n(v: float) -> str:  # format_html escapes its arguments to text: format numbers first
-        return f"{v:.2f}".rstrip("0").rstrip(".")
+def _n(v: float) -> str:
+    """A coordinate as text (format_html escapes its arguments: numbers are formatted
+    first)."""
+    return f"{v:.2f}".rstrip("0").rstrip(".")
 
-    parts: list[SafeString] = []
-    for t in ticks:
-        parts.append(
-            format_html(
-                '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
-                '<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>',
-                LEFT,
-                LEFT + plot_w,
-                n(y(t)),
-                n(y(t)),
-                LEFT - 6,
-                n(y(t) + 4),
-                _compact(t),
-            )
-        )
-    slot = plot_w / max(len(bars), 1)
-    bar_w = max(slot * 0.78, 1.0)
-    every = max(1, math.ceil(len(bars) / MAX_X_LABELS))
-    show_values = slot >= MIN_SLOT_FOR_VALUES
-    for i, bar in enumerate(bars):
-        x = LEFT + i * slot + (slot - bar_w) / 2
-        center = LEFT + i * slot + slot / 2
-        if bar.value is not None:
-            v = float(bar.value)
-            y0, y1 = sorted((y(0), y(v)))
-            parts.append(
-                format_html(
-                    '<rect class="bar" x="{}" y="{}" width="{}" height="{}">'
-                    "<title>{}: {}</title></rect>",
-                    n(x),
-                    n(y0),
-                    n(bar_w),
-                    n(y1 - y0),
-                    bar.title,
-                    value_text(bar.value),
-                )
-            )
-            if show_values and v:
-                parts.append(
-                    format_html(
-                        '<text class="value" x="{}" y="{}" text-anchor="middle">{}</text>',
-                        n(center),
-                        n(y(v) - 4 if v >= 0 else y(v) + 12),
-                        _compact(v),
-                    )
-                )
-        if i % every == 0:
-            parts.append(
-                format_html(
-                    '<line class="axis" x1="{}" x2="{}" y1="{}" y2="{}"/>'
-                    '<text class="label" x="{}" y="{}" text-anchor="middle">{}</text>',
-                    n(center),
-                    n(center),
-                    TOP + plot_h,
-                    TOP + plot_h + 4,
-                    n(center),
-                    TOP + plot_h + 18,
-                    bar.label,
-                )
-            )
+
+def bar_chart_svg(*, bars: Sequence[Bar], y_label: str = "", empty_text: str = "") -> SafeString:
+    """An SVG bar chart with one slot per item of ``bars``; one ``rect.bar`` per bar that
+    has a value (a value of 0 draws a bar of no height, so it still has a tooltip)."""
+    scale = _scale(bars)
+    parts = [*_gridlines(scale), *_bars(bars, scale)]
+    values = [float(b.value) for b in bars if b.value is not None]
     if not values or not any(values):
         parts.append(
             format_html(
                 '<text class="empty" x="{}" y="{}" text-anchor="middle">{}</text>',
-                n(LEFT + plot_w / 2),
-                n(TOP + plot_h / 2),
+                _n(LEFT + PLOT_W / 2),
+                _n(TOP + PLOT_H / 2),
                 empty_text or "No usage in this range.",
             )
         )
@@ -164,11 +123,81 @@ def bar_chart_svg(*, bars: Sequence[Bar], y_label: str = "", empty_text: str = "
         ylabel=y_label,
         body=format_html_join("", "{}", ((p,) for p in parts)),
         left=LEFT,
-        right=LEFT + plot_w,
+        right=LEFT + PLOT_W,
         top=TOP,
-        bottom=TOP + plot_h,
-        zero=n(y(0)),
+        bottom=TOP + PLOT_H,
+        zero=_n(scale.y(0)),
     )
+
+
+def _gridlines(scale: _Scale) -> list[SafeString]:
+    """A horizontal gridline per tick, with its value at the left."""
+    return [
+        format_html(
+            '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
+            '<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>',
+            LEFT,
+            LEFT + PLOT_W,
+            _n(scale.y(t)),
+            _n(scale.y(t)),
+            LEFT - 6,
+            _n(scale.y(t) + 4),
+            _compact(t),
+        )
+        for t in scale.ticks
+    ]
+
+
+def _bars(bars: Sequence[Bar], scale: _Scale) -> list[SafeString]:
+    """Each bar with its tooltip, its value over it when there is room, and an axis label
+    under every few slots (at most ``MAX_X_LABELS``)."""
+    slot = PLOT_W / max(len(bars), 1)
+    bar_w = max(slot * 0.78, 1.0)
+    every = max(1, math.ceil(len(bars) / MAX_X_LABELS))
+    show_values = slot >= MIN_SLOT_FOR_VALUES
+    parts: list[SafeString] = []
+    for i, bar in enumerate(bars):
+        x = LEFT + i * slot + (slot - bar_w) / 2
+        center = LEFT + i * slot + slot / 2
+        if bar.value is not None:
+            v = float(bar.value)
+            y0, y1 = sorted((scale.y(0), scale.y(v)))
+            parts.append(
+                format_html(
+                    '<rect class="bar" x="{}" y="{}" width="{}" height="{}">'
+                    "<title>{}: {}</title></rect>",
+                    _n(x),
+                    _n(y0),
+                    _n(bar_w),
+                    _n(y1 - y0),
+                    bar.title,
+                    value_text(bar.value),
+                )
+            )
+            if show_values and v:
+                parts.append(
+                    format_html(
+                        '<text class="value" x="{}" y="{}" text-anchor="middle">{}</text>',
+                        _n(center),
+                        _n(scale.y(v) - 4 if v >= 0 else scale.y(v) + 12),
+                        _compact(v),
+                    )
+                )
+        if i % every == 0:
+            parts.append(
+                format_html(
+                    '<line class="axis" x1="{}" x2="{}" y1="{}" y2="{}"/>'
+                    '<text class="label" x="{}" y="{}" text-anchor="middle">{}</text>',
+                    _n(center),
+                    _n(center),
+                    TOP + PLOT_H,
+                    TOP + PLOT_H + 4,
+                    _n(center),
+                    TOP + PLOT_H + 18,
+                    bar.label,
+                )
+            )
+    return parts
 
 
 _STYLE = (

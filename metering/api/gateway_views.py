@@ -18,12 +18,12 @@ from rest_framework.views import APIView
 
 from core.api.errors import problem_response
 from metering.api.body import PayloadTooLarge, body_read
-from metering.gateways.kong import (
+from metering.gateways.kong.batch import (
     kong_events_set_aside,
     kong_logs_parse,
     kong_logs_to_events,
-    kong_options,
 )
+from metering.gateways.kong.log import kong_options
 from metering.gateways.services import kong_skips_record
 from metering.ingest import MalformedBody
 from metering.ingest_limits import MAX_NEW_PARTITIONS

@@ -18,7 +18,8 @@ import requests
 from django.db import connection, transaction
 
 from core.outbound import OutboundRefused, outbound_get
-from metering.gateways.kong import KongLogError, kong_consumer_subject
+from metering.gateways.kong.subject import kong_consumer_subject
+from metering.gateways.kong.values import KongLogError
 from metering.models import KongConsumer
 
 DEFAULT_TOKEN_HEADER = "Kong-Admin-Token"
@@ -194,6 +195,24 @@ def kong_consumers_import(
         page_size=page_size,
         max_pages=max_pages,
     )
+    incoming, skipped = _consumers_by_key(listed, admin_url=base)
+    created, updated, unchanged = _consumers_save(incoming, now=now)
+    return KongConsumersImported(
+        admin_url=base,
+        pages=pages,
+        created=tuple(created),
+        updated=tuple(updated),
+        unchanged=tuple(unchanged),
+        skipped=tuple(skipped),
+    )
+
+
+def _consumers_by_key(
+    listed: list[dict[str, Any]], *, admin_url: str
+) -> tuple[dict[str, dict[str, Any]], list[KongConsumerSkipped]]:
+    """The ``KongConsumer`` fields of each listed consumer by its key (the subject its
+    traffic carries), and the consumers skipped: no identifier, one that cannot be a
+    subject, or a key an earlier consumer already has."""
     incoming: dict[str, dict[str, Any]] = {}
     skipped: list[KongConsumerSkipped] = []
     for consumer in listed:
@@ -219,8 +238,17 @@ def kong_consumers_import(
             if isinstance(consumer.get("tags"), list)
             else [],
             "kong_created_at": _epoch(consumer.get("created_at")),
-            "admin_url": base,
+            "admin_url": admin_url,
         }
+    return incoming, skipped
+
+
+def _consumers_save(
+    incoming: dict[str, dict[str, Any]], *, now: datetime
+) -> tuple[list[str], list[str], list[str]]:
+    """Create the new keys and update the changed ones, in one transaction under a lock
+    so that two imports at once do not collide; the keys created, updated and
+    unchanged."""
     created: list[str] = []
     updated: list[str] = []
     unchanged: list[str] = []
@@ -244,14 +272,7 @@ def kong_consumers_import(
                 unchanged.append(key)
         KongConsumer.objects.bulk_create(to_create, batch_size=1000)
         KongConsumer.objects.bulk_update(to_update, [*_FIELDS, "updated_at"], batch_size=1000)
-    return KongConsumersImported(
-        admin_url=base,
-        pages=pages,
-        created=tuple(created),
-        updated=tuple(updated),
-        unchanged=tuple(unchanged),
-        skipped=tuple(skipped),
-    )
+    return created, updated, unchanged
 
 
 def _str(value: Any) -> str:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from django.db import connection
 
-from metering.gateways.kong import SkippedLog
+from metering.gateways.kong.batch import SkippedLog
 from metering.models import KongSkippedEntry
 
 _TABLE = KongSkippedEntry._meta.db_table

@@ -16,7 +16,7 @@ query's (``metering.query.meter_query``, OpenMeter's API), and a feature's serie
 chart is ``metering.selectors.usage_series``.
 
 Modules: ``exact`` (the reference: per-customer partial aggregates of any aggregation),
-``fresh`` (the hot path for additive meters, with its per-process memories), ``lines``
+``fresh`` (the hot path for additive meters), ``memories`` (its per-process memories), ``lines``
 (what a quantity is made of, for proof), ``trends`` (many meters at once, for charts).
 """
 
@@ -32,13 +32,7 @@ from metering.usage.exact import (
     usage_of,
     usage_partials,
 )
-from metering.usage.fresh import (
-    ConsumerTerm,
-    consumer_terms,
-    database_generation_bump,
-    feature_quantities,
-    usage_memories_clear,
-)
+from metering.usage.fresh import ConsumerTerm, consumer_terms, feature_quantities
 from metering.usage.lines import (
     EVENT_COLUMNS,
     UsageBreakdown,
@@ -47,6 +41,7 @@ from metering.usage.lines import (
     usage_buckets,
     usage_events_iter,
 )
+from metering.usage.memories import database_generation_bump, usage_memories_clear
 from metering.usage.trends import meter_events_per_day
 
 __all__ = [

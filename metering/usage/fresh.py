@@ -5,41 +5,39 @@ It answers what ``feature_usage`` answers (the reference it is tested against) f
 range, for additive meters (COUNT, SUM, AVG); other aggregations are answered by
 ``feature_usage`` itself. What makes it narrower is explained in ``feature_quantities``.
 
-Per process it keeps the last rollup watermark seen per meter (a guess that each
-statement checks), the bucket sums of whole past UTC days per range (checked against
-``metering_usagetouch`` by each statement; shared through the cache so that a range is
-summed once, not once per process), and how old the events not rolled up are (see
-``_LateEvents``). None of them is ever trusted unchecked or beyond what it proves, so
-none needs invalidating.
+Per process it remembers the last watermark seen, the sums of whole past days and how
+old the events not rolled up are (``metering.usage.memories``); the statement checks
+each of them, so the answer never depends on them.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import logging
 import re
-import threading
-import time as time_module
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from time import monotonic as time_monotonic
 
-from django.core.cache import cache
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import connection
 from psycopg import sql as psycopg_sql
 
 from customers.models import ConsumerMapping
 from metering import sql as meter_sql
-from metering.models import Aggregation, Feature
+from metering.models import Aggregation, Feature, Meter
 from metering.usage.exact import feature_usage
+from metering.usage.memories import (
+    ZERO,
+    AdditivePartial,
+    LateEvents,
+    late_events,
+    past_days_known,
+    past_days_remember,
+    watermark_guess,
+    watermark_seen,
+)
 
-logger = logging.getLogger(__name__)
-
-ZERO = Decimal(0)
 # Aggregations whose partial results add up, so the narrow statement can answer them.
 ADDITIVE = frozenset({Aggregation.COUNT, Aggregation.SUM, Aggregation.AVG})
 
@@ -68,163 +66,6 @@ def consumer_terms(*, customer_ids: Iterable[int]) -> tuple[ConsumerTerm, ...]:
 
 def _floor_day(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-@dataclass(frozen=True)
-class _Partial:
-    """What an additive answer needs: events, the sum of values, how many had one."""
-
-    events: int = 0
-    total: Decimal = ZERO
-    values: int = 0
-
-    def __add__(self, other: _Partial) -> _Partial:
-        return _Partial(
-            self.events + other.events, self.total + other.total, self.values + other.values
-        )
-
-    def quantity(self, aggregation: str) -> Decimal:
-        if aggregation == Aggregation.COUNT:
-            return Decimal(self.events)
-        if aggregation == Aggregation.SUM:
-            return self.total
-        return self.total / self.values if self.values else ZERO  # AVG
-
-
-# Per process (see the module's docstring).
-_watermarks: dict[int, int] = {}
-_past_days: dict[tuple, tuple[_Partial, int]] = {}
-_PAST_DAYS_MAX = 20_000
-_lock = threading.Lock()
-
-PAST_DAYS_SECONDS = 2 * 24 * 3600
-# Moved only by a migrate or a flush (a database emptied or made anew, whose ids start
-# over): part of the key of the past days' sums, which no catalog change affects.
-DATABASE_GENERATION_KEY = "metering:usage:database-generation"
-
-
-def _generation_key() -> str:
-    # One cache may serve several databases (tests, benchmarks, development).
-    return f"{DATABASE_GENERATION_KEY}:{connection.settings_dict['NAME']}"
-
-
-def _database_generation() -> int:
-    """Created on first use from the clock, so a key lost from the cache never comes back
-    with a number it had before."""
-    key = _generation_key()
-    current = cache.get(key)
-    if current is None:
-        cache.add(key, time_module.time_ns(), timeout=None)
-        current = cache.get(key)
-    return int(current)
-
-
-def database_generation_bump(*, using: str = DEFAULT_DB_ALIAS, **_kwargs) -> None:
-    """After a migrate or a flush: past days' sums remembered in the cache are for ids
-    that may now mean other rows (``post_migrate`` receiver, see ``MeteringConfig``)."""
-    if using != DEFAULT_DB_ALIAS:
-        return
-    key = _generation_key()
-    try:
-        cache.incr(key)
-    except ValueError:  # not there (yet, or any more): start it afresh
-        cache.add(key, time_module.time_ns(), timeout=None)
-
-
-def database_generation_bump_after_migrate(
-    sender, using: str = DEFAULT_DB_ALIAS, **_kwargs
-) -> None:
-    """``post_migrate`` receiver: ``database_generation_bump``, without needing the cache
-    to be up (a migrate must not)."""
-    try:
-        database_generation_bump(using=using)
-    except Exception:  # noqa: BLE001
-        logger.warning("Could not move the usage memories' database generation after migrate")
-
-
-def usage_memories_clear() -> None:
-    """Forget this process's memories (tests): the answers never depend on them."""
-    with _lock:
-        _watermarks.clear()
-        _past_days.clear()
-        _late.clear()
-
-
-def _past_days_cache_key(key: tuple) -> str:
-    meter_pk, filters_key, ids, inner_start, day = key
-    digest = hashlib.sha256(f"{filters_key}|{ids}".encode()).hexdigest()[:24]
-    # the database's generation: after a flush or a new database, ids start over
-    return (
-        f"metering:usage:past-days:v1:{connection.settings_dict['NAME']}:"
-        f"{_database_generation()}:{meter_pk}:{digest}:"
-        f"{int(inner_start.timestamp())}:{int(day.timestamp())}"
-    )
-
-
-def _past_days_known(key: tuple) -> tuple[_Partial, int] | None:
-    """A sum of past days' buckets with its horizon: from this process, else from the cache
-    (another process summed it), else None. Whichever it is, the statement checks it."""
-    known = _past_days.get(key)
-    if known is None:
-        known = cache.get(_past_days_cache_key(key))
-        if known is not None:
-            with _lock:
-                _past_days[key] = known
-    return known
-
-
-def _past_days_remember(key: tuple, known: tuple[_Partial, int]) -> None:
-    with _lock:
-        if len(_past_days) >= _PAST_DAYS_MAX:
-            _past_days.clear()
-        _past_days[key] = known
-    cache.set(_past_days_cache_key(key), known, timeout=PAST_DAYS_SECONDS)
-
-
-@dataclass(frozen=True)
-class _LateEvents:
-    """Of a meter's events with ``watermark <= xid < horizon`` (all of them committed or
-    aborted for good: ``horizon`` was the snapshot's xmin), the earliest ``time``.
-
-    Events not rolled up usually arrived a moment ago and carry a recent time: they lie
-    in the partial hour at the end of a check's range, which is read by time anyway. A
-    check whose whole hours end at or before ``earliest`` then needs only the events
-    from ``horizon`` on, found through the index on ``xid``: a few, instead of the whole
-    backlog of events not rolled up."""
-
-    watermark: int
-    horizon: int
-    earliest: datetime | None  # None: there were none
-    taken: float  # time.monotonic()
-
-
-_late: dict[int, _LateEvents] = {}
-LATE_EVENTS_SECONDS = 1.0  # how long one reading is used before the next
-
-
-def _late_events(meter, watermark: int) -> _LateEvents:
-    """The current reading for ``meter`` at ``watermark`` (taken again after a second,
-    or when the watermark is behind it)."""
-    late = _late.get(meter.pk)
-    if (
-        late is not None
-        and late.watermark <= watermark
-        and time_monotonic() - late.taken < LATE_EVENTS_SECONDS
-    ):
-        return late
-    with connection.cursor() as cursor:
-        # OFFSET 0: read the few events through the index on xid, never min() through
-        # the index on time (which would walk every rolled-up event first)
-        cursor.execute(
-            "SELECT (SELECT min(x.time) FROM (SELECT e.time FROM metering_event e "
-            "WHERE e.type = %s AND e.xid >= %s OFFSET 0) x), "
-            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-            [meter.event_type, watermark],
-        )
-        earliest, horizon = cursor.fetchone()
-    late = _LateEvents(watermark, horizon, earliest, time_monotonic())
-    _late[meter.pk] = late
-    return late
 
 
 def _filter_sql(filters: dict, group_by: dict, params: dict, *, bucket: bool) -> str:
@@ -348,8 +189,8 @@ def _inline(sql: str, params: dict) -> tuple[str, dict | None]:
     return sql, left or None
 
 
-def _partial(events, total, values) -> _Partial:
-    return _Partial(int(events or 0), total if total is not None else ZERO, int(values or 0))
+def _partial(events, total, values) -> AdditivePartial:
+    return AdditivePartial(int(events or 0), total if total is not None else ZERO, int(values or 0))
 
 
 def feature_quantities(
@@ -394,107 +235,147 @@ def feature_quantities(
         return _usage_generic(feature=feature, customer_ids=ids, ranges=ranges)
     if consumers is None:
         consumers = consumer_terms(customer_ids=ids)
-    filters = feature.filters or {}
-    group_by = meter.group_by or {}
-    filters_key = json.dumps(filters, sort_keys=True)
     for _ in range(3):
-        guess = _watermarks.get(meter.pk)
-        if guess is None:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT coalesce((SELECT watermark FROM metering_rollupstate "
-                    "WHERE meter_id = %s), 0)",
-                    [meter.pk],
-                )
-                guess = cursor.fetchone()[0]
-        late = _late_events(meter, guess)
-        params: dict = {"meter": meter.pk, "type": meter.event_type, "customers": ids}
-        value = meter_sql.value_expr(meter, params, column="e.data")
-        bucket_filter = _filter_sql(filters, group_by, params, bucket=True)
-        raw_filter = _filter_sql(filters, group_by, params, bucket=False)
-        selects, past_keys = [], []
-        for i, (start, end) in enumerate(ranges):
-            inner_start, inner_end = meter_sql.whole_hours(start, end)
-            day = max(inner_start, min(inner_end, _floor_day(inner_end)))
-            params.update(
-                {
-                    f"start{i}": start,
-                    f"end{i}": end,
-                    f"inner_start{i}": inner_start,
-                    f"inner_end{i}": inner_end,
-                    f"day{i}": day,
-                }
-            )
-            key = (meter.pk, filters_key, tuple(ids), inner_start, day)
-            known = _past_days_known(key) if day > inner_start else None
-            if day <= inner_start:
-                recount = "FALSE"
-            elif known is None:
-                recount = "TRUE"
-            else:
-                params[f"xmin{i}"] = known[1]
-                recount = _TOUCHED.format(i=i)
-            past_keys.append((key, known))
-            by_consumer = _consumers_sql(consumers, start, end, params, str(i))
-            # raw events: the partial hours at the edges, by time...
-            when = [
-                f"(e.time >= %({lo}{i})s AND e.time < %({hi}{i})s)"
-                for lo, hi, present in (
-                    ("start", "inner_start", inner_start > start),
-                    ("inner_end", "end", end > inner_end),
-                )
-                if present
-            ]
-            # ...and, inside the whole hours, those not rolled up: all of them from the
-            # watermark on, or only those from the horizon of the late-events reading on
-            # when it shows that none before it falls inside these hours
-            if inner_end > inner_start:
-                params[f"fx{i}"] = (
-                    max(guess, late.horizon)
-                    if late.earliest is None or late.earliest >= inner_end
-                    else guess
-                )
-                when.append(
-                    f"(e.time >= %(inner_start{i})s AND e.time < %(inner_end{i})s "
-                    f"AND e.xid >= %(fx{i})s)"
-                )
-            # parts that are empty by their bounds are left out: less to plan
-            selects.append(
-                _RANGE.format(
-                    i=i,
-                    recount=recount,
-                    buckets=_BUCKETS.format(i=i, bucket_filter=bucket_filter)
-                    if inner_end > inner_start
-                    else _NO_BUCKETS,
-                    raw=_RAW.format(
-                        value=value,
-                        when="(" + " OR ".join(when) + ")",
-                        consumers=by_consumer,
-                        raw_filter=raw_filter,
-                    )
-                    if when and by_consumer != "FALSE"
-                    else _NOTHING,
-                )
-            )
-        statement, left = _inline("\nUNION ALL\n".join(selects) + "\nORDER BY n", params)
+        guess = watermark_guess(meter)
+        statement = _Statement(feature, ids, consumers, guess, late_events(meter, guess))
+        sql, left = _inline(statement.sql(ranges), statement.params)
         with connection.cursor() as cursor:
-            cursor.execute(statement, left)
+            cursor.execute(sql, left)
             rows = cursor.fetchall()
         watermark = rows[0][11]
-        _watermarks[meter.pk] = watermark
+        watermark_seen(meter, watermark)
         if watermark != guess:
             continue  # a rollup ran in between: the raw part counted the wrong events
-        quantities = []
-        for row, (key, known) in zip(rows, past_keys, strict=True):
-            if row[1]:  # the past days were summed again
-                past = _partial(*row[2:5])
-                _past_days_remember(key, (past, row[12]))
-            else:
-                past = known[0] if known is not None else _Partial()
-            total = past + _partial(*row[5:8]) + _partial(*row[8:11])
-            quantities.append(total.quantity(meter.aggregation))
-        return quantities
+        return _quantities(rows, statement.past_keys, meter.aggregation)
     return _usage_generic(feature=feature, customer_ids=ids, ranges=ranges)
+
+
+class _Statement:
+    """The one statement of ``feature_quantities``: a row per range, its parameters in
+    ``params``, and per range the key and the remembered sum of its past days."""
+
+    def __init__(
+        self,
+        feature: Feature,
+        ids: list[int],
+        consumers: Sequence[ConsumerTerm],
+        guess: int,
+        late: LateEvents,
+    ) -> None:
+        meter: Meter = feature.meter
+        filters = feature.filters or {}
+        group_by = meter.group_by or {}
+        self.meter = meter
+        self.ids = ids
+        self.consumers = consumers
+        self.guess = guess
+        self.late = late
+        self.filters_key = json.dumps(filters, sort_keys=True)
+        self.params: dict = {"meter": meter.pk, "type": meter.event_type, "customers": ids}
+        self.value = meter_sql.value_expr(meter, self.params, column="e.data")
+        self.bucket_filter = _filter_sql(filters, group_by, self.params, bucket=True)
+        self.raw_filter = _filter_sql(filters, group_by, self.params, bucket=False)
+        self.past_keys: list[tuple[tuple, tuple[AdditivePartial, int] | None]] = []
+
+    def sql(self, ranges: Sequence[tuple[datetime, datetime]]) -> str:
+        selects = [self._range(i, start, end) for i, (start, end) in enumerate(ranges)]
+        return "\nUNION ALL\n".join(selects) + "\nORDER BY n"
+
+    def _range(self, i: int, start: datetime, end: datetime) -> str:
+        """The row of ``[start, end)``: whole hours from the buckets, the rest raw; parts
+        that are empty by their bounds are left out (less to plan)."""
+        inner_start, inner_end = meter_sql.whole_hours(start, end)
+        day = max(inner_start, min(inner_end, _floor_day(inner_end)))
+        self.params.update(
+            {
+                f"start{i}": start,
+                f"end{i}": end,
+                f"inner_start{i}": inner_start,
+                f"inner_end{i}": inner_end,
+                f"day{i}": day,
+            }
+        )
+        recount = self._past_days_recount(i, inner_start, day)
+        by_consumer = _consumers_sql(self.consumers, start, end, self.params, str(i))
+        when = self._raw_times(i, start, end, inner_start, inner_end)
+        return _RANGE.format(
+            i=i,
+            recount=recount,
+            buckets=_BUCKETS.format(i=i, bucket_filter=self.bucket_filter)
+            if inner_end > inner_start
+            else _NO_BUCKETS,
+            raw=_RAW.format(
+                value=self.value,
+                when="(" + " OR ".join(when) + ")",
+                consumers=by_consumer,
+                raw_filter=self.raw_filter,
+            )
+            if when and by_consumer != "FALSE"
+            else _NOTHING,
+        )
+
+    def _past_days_recount(self, i: int, inner_start: datetime, day: datetime) -> str:
+        """Whether the range's whole past days are summed again: never when it has none,
+        always when no sum of them is remembered, else when ``metering_usagetouch`` shows
+        a change since the remembered sum's horizon."""
+        key = (self.meter.pk, self.filters_key, tuple(self.ids), inner_start, day)
+        known = past_days_known(key) if day > inner_start else None
+        if day <= inner_start:
+            recount = "FALSE"
+        elif known is None:
+            recount = "TRUE"
+        else:
+            self.params[f"xmin{i}"] = known[1]
+            recount = _TOUCHED.format(i=i)
+        self.past_keys.append((key, known))
+        return recount
+
+    def _raw_times(
+        self, i: int, start: datetime, end: datetime, inner_start: datetime, inner_end: datetime
+    ) -> list[str]:
+        """Which raw events the range reads: the partial hours at the edges, by time..."""
+        when = [
+            f"(e.time >= %({lo}{i})s AND e.time < %({hi}{i})s)"
+            for lo, hi, present in (
+                ("start", "inner_start", inner_start > start),
+                ("inner_end", "end", end > inner_end),
+            )
+            if present
+        ]
+        # ...and, inside the whole hours, those not rolled up: all of them from the
+        # watermark on, or only those from the horizon of the late-events reading on
+        # when it shows that none before it falls inside these hours
+        if inner_end > inner_start:
+            late = self.late
+            self.params[f"fx{i}"] = (
+                max(self.guess, late.horizon)
+                if late.earliest is None or late.earliest >= inner_end
+                else self.guess
+            )
+            when.append(
+                f"(e.time >= %(inner_start{i})s AND e.time < %(inner_end{i})s "
+                f"AND e.xid >= %(fx{i})s)"
+            )
+        return when
+
+
+def _quantities(
+    rows: list[tuple],
+    past_keys: list[tuple[tuple, tuple[AdditivePartial, int] | None]],
+    aggregation: str,
+) -> list[Decimal]:
+    """Each range's quantity from its row: the past days (summed again, then remembered,
+    or as remembered), today's whole hours and the raw events."""
+    quantities = []
+    for row, (key, known) in zip(rows, past_keys, strict=True):
+        if row[1]:  # the past days were summed again
+            past = _partial(*row[2:5])
+            past_days_remember(key, (past, row[12]))
+        else:
+            past = known[0] if known is not None else AdditivePartial()
+        total = past + _partial(*row[5:8]) + _partial(*row[8:11])
+        quantities.append(total.quantity(aggregation))
+    return quantities
 
 
 def _usage_generic(

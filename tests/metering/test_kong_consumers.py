@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from customers.services import consumer_mapping_create
 from metering.gateways.consumers import KongAdminError, kong_consumers_import
-from metering.gateways.kong import KongOptions, kong_log_events
+from metering.gateways.kong.log import KongOptions, kong_log_events
 from metering.models import KongConsumer
 from tests.factories import CustomerFactory
 from tests.metering.conftest import cloud_event
