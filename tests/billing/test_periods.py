@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.catalog.periods import Period, calendar_month, period_at, period_containing, period_iter
+from billing.catalog.periods import (
+    Period,
+    calendar_month,
+    period_at,
+    period_containing,
+    period_iter,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
