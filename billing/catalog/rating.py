@@ -20,15 +20,10 @@ from django.db.models import Prefetch, Q
 
 from billing.catalog.periods import Period, period_containing
 from billing.catalog.prices import price_parse
-from billing.catalog.pricing import (
-    FlatPrice,
-    TaxRate,
-    flat_charge,
-    minimum_commitment_true_up,
-    prorate_fraction,
-    tax_compute,
-    usage_price,
-)
+from billing.catalog.pricing.definitions import FlatPrice
+from billing.catalog.pricing.flat import flat_charge, minimum_commitment_true_up, prorate_fraction
+from billing.catalog.pricing.tax import TaxRate, tax_compute
+from billing.catalog.pricing.usage import usage_price
 from billing.models import BillingProfile, LineKind, PlanVersion, RateCard, Subscription
 from billing.models import TaxRate as TaxRateRow
 from core.money import allocate, format_money, quantize, zero
