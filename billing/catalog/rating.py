@@ -285,6 +285,118 @@ def _usage_lines(
     ]
 
 
+def _flat_fee_line(
+    *,
+    card: RateCard,
+    price: FlatPrice,
+    version: PlanVersion,
+    account: Customer,
+    start: datetime,
+    end: datetime,
+    fraction: Decimal,
+) -> RatedLine:
+    """A flat fee for ``[start, end)``: ``fraction`` of the period's fee, and a note of
+    the dates when it is prorated."""
+    charge = flat_charge(price=price, currency=account.currency, fraction=fraction)
+    note = "" if fraction == 1 else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
+    return RatedLine(
+        kind=LineKind.FLAT_FEE,
+        description=(card.name or card.key) + note,
+        customer_id=account.pk,
+        period_start=start,
+        period_end=end,
+        amount=charge.amount,
+        unrounded_amount=charge.unrounded_amount,
+        quantity=fraction,
+        unit_price=price.amount,
+        rate_card_id=card.pk,
+        plan_version_id=version.pk,
+    )
+
+
+def _minimum_true_up_line(
+    *,
+    charged: list[RatedLine],
+    version: PlanVersion,
+    account: Customer,
+    start: datetime,
+    end: datetime,
+    fraction: Decimal,
+) -> RatedLine | None:
+    """The line that brings ``charged`` (a plan version's lines for ``[start, end)``) up
+    to ``fraction`` of its minimum commitment; None when they meet it."""
+    currency = account.currency
+    commitment = version.minimum_commitment.amount * fraction
+    if commitment <= 0:
+        return None
+    charges = sum((line.amount for line in charged), Decimal(0))
+    true_up = minimum_commitment_true_up(charges=charges, commitment=commitment, currency=currency)
+    if true_up <= 0:
+        return None
+    return RatedLine(
+        kind=LineKind.MINIMUM_TRUE_UP,
+        description=(
+            "Minimum commitment true-up ("
+            f"{format_money(commitment, currency, code=True)} committed, "
+            f"{format_money(charges, currency, code=True)} charged)"
+        ),
+        customer_id=account.pk,
+        period_start=start,
+        period_end=end,
+        amount=true_up,
+        unrounded_amount=true_up,
+        plan_version_id=version.pk,
+    )
+
+
+def _subscription_lines(
+    *,
+    sub: Subscription,
+    account: Customer,
+    period: Period,
+    usage_until: datetime,
+    context: RatingContext,
+) -> list[RatedLine]:
+    """The lines of the part of ``period`` that ``sub`` covers, priced on its plan
+    version: flat fees (prorated to that part), usage, then the minimum-commitment
+    true-up."""
+    version = sub.plan_version
+    start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
+    fraction = prorate_fraction(
+        period_start=period.start, period_end=period.end, start=start, end=end
+    )
+    lines: list[RatedLine] = []
+    for card in context.cards.get(version.pk, []):
+        price = price_parse(card.price)
+        if isinstance(price, FlatPrice):
+            lines.append(
+                _flat_fee_line(
+                    card=card,
+                    price=price,
+                    version=version,
+                    account=account,
+                    start=start,
+                    end=end,
+                    fraction=fraction,
+                )
+            )
+        else:
+            lines += _usage_lines(
+                card=card,
+                version=version,
+                account=account,
+                customer_ids=context.billed[account.pk],
+                start=start,
+                end=end,
+                usage_until=usage_until,
+                context=context,
+            )
+    true_up = _minimum_true_up_line(
+        charged=lines, version=version, account=account, start=start, end=end, fraction=fraction
+    )
+    return lines + ([true_up] if true_up is not None else [])
+
+
 def rate_period(
     *,
     account: Customer,
@@ -299,78 +411,13 @@ def rate_period(
     """
     context = context or RatingContext.load([account.pk])
     usage_until = usage_until or period.end
-    currency = account.currency
-    customer_ids = context.billed[account.pk]
-    subs = context.subscriptions_in(account.pk, period)
     lines: list[RatedLine] = []
     versions: list[int] = []
-    for sub in subs:
-        version = sub.plan_version
-        versions.append(version.pk)
-        start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
-        fraction = prorate_fraction(
-            period_start=period.start, period_end=period.end, start=start, end=end
+    for sub in context.subscriptions_in(account.pk, period):
+        versions.append(sub.plan_version.pk)
+        lines += _subscription_lines(
+            sub=sub, account=account, period=period, usage_until=usage_until, context=context
         )
-        segment: list[RatedLine] = []
-        for card in context.cards.get(version.pk, []):
-            price = price_parse(card.price)
-            if isinstance(price, FlatPrice):
-                charge = flat_charge(price=price, currency=currency, fraction=fraction)
-                note = (
-                    ""
-                    if fraction == 1
-                    else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
-                )
-                segment.append(
-                    RatedLine(
-                        kind=LineKind.FLAT_FEE,
-                        description=(card.name or card.key) + note,
-                        customer_id=account.pk,
-                        period_start=start,
-                        period_end=end,
-                        amount=charge.amount,
-                        unrounded_amount=charge.unrounded_amount,
-                        quantity=fraction,
-                        unit_price=price.amount,
-                        rate_card_id=card.pk,
-                        plan_version_id=version.pk,
-                    )
-                )
-            else:
-                segment += _usage_lines(
-                    card=card,
-                    version=version,
-                    account=account,
-                    customer_ids=customer_ids,
-                    start=start,
-                    end=end,
-                    usage_until=usage_until,
-                    context=context,
-                )
-        commitment = version.minimum_commitment.amount * fraction
-        if commitment > 0:
-            charges = sum((line.amount for line in segment), Decimal(0))
-            true_up = minimum_commitment_true_up(
-                charges=charges, commitment=commitment, currency=currency
-            )
-            if true_up > 0:
-                segment.append(
-                    RatedLine(
-                        kind=LineKind.MINIMUM_TRUE_UP,
-                        description=(
-                            "Minimum commitment true-up ("
-                            f"{format_money(commitment, currency, code=True)} committed, "
-                            f"{format_money(charges, currency, code=True)} charged)"
-                        ),
-                        customer_id=account.pk,
-                        period_start=start,
-                        period_end=end,
-                        amount=true_up,
-                        unrounded_amount=true_up,
-                        plan_version_id=version.pk,
-                    )
-                )
-        lines += segment
     return _with_tax(
         account=account, period=period, lines=lines, versions=versions, context=context
     )
