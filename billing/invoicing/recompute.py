@@ -14,13 +14,8 @@ from django.db import connection, transaction
 from django.db.models import Max, Q
 
 from billing.catalog.periods import Period
-from billing.catalog.rating import (
-    RatedLine,
-    RatingContext,
-    amount_due,
-    rate_period,
-    totals_compute,
-)
+from billing.catalog.rating import RatedLine, amount_due, rate_period, totals_compute
+from billing.catalog.rating_context import RatingContext
 from billing.invoicing.base import InvoiceStateError, _history, _invoices_update
 from billing.models import (
     BillingProfile,
