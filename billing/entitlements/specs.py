@@ -87,7 +87,7 @@ def entitlement_specs_many(
     """The entitlement of each account to each feature at ``at`` (its override, else the
     template of its subscription covering ``at``), keyed by ``(account id, feature key)``;
     pairs without one are absent. Two queries whatever the number of accounts: the rule
-    of ``_spec_at``, for the bulk access query."""
+    of ``billing.entitlements.value._spec_at``, for the bulk access query."""
     keys = {f.key for f in features}
     specs: dict[tuple[int, str], EntitlementSpec] = {}
     if not account_ids or not keys:

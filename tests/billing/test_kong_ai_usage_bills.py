@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from billing.config.apply import config_apply
 from django.conf import settings
 from django.utils import timezone
 
+from backoffice.configuration.apply import config_apply
 from metering.meter_templates import template_apply
 from metering.models import Event
 from metering.services import usage_rollup
