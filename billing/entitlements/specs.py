@@ -30,6 +30,7 @@ class EntitlementSpec:
 
 
 def spec_from_template(template: dict) -> EntitlementSpec:
+    """The terms of a plan version's entitlement template (its stored JSON)."""
     limit = template.get("limit")
     return EntitlementSpec(
         feature_key=template["feature"],
@@ -45,6 +46,7 @@ def spec_from_template(template: dict) -> EntitlementSpec:
 
 
 def spec_from_override(override: EntitlementOverride, feature_key: str) -> EntitlementSpec:
+    """The terms of a customer's override, which replace its plan's for the feature."""
     return EntitlementSpec(
         feature_key=feature_key,
         type=override.type,
