@@ -32,7 +32,8 @@ from billing.catalog.prices import price_describe, unit_nouns
 from billing.catalog.rating import account_period
 from billing.catalog.upcoming import NoSubscription, upcoming_invoice
 from billing.credits.services import credit_balances
-from billing.entitlements.services import entitlement_value, entitlements_of
+from billing.entitlements.specs import entitlements_of
+from billing.entitlements.value import entitlement_value
 from billing.models import Invoice, InvoiceLine, Subscription
 from core.money import format_money, format_quantity
 from customers.models import Customer

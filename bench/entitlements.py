@@ -786,11 +786,8 @@ def answers_check(*, port: int, token: str, paths: list[str], at: datetime) -> i
     many were compared."""
     import http.client
 
-    from billing.entitlements.services import (
-        EntitlementNotFound,
-        entitlement_context_build_for_keys,
-        entitlement_value_from,
-    )
+    from billing.entitlements.context import EntitlementNotFound, entitlement_context_build_for_keys
+    from billing.entitlements.value import entitlement_value_from
     from core.api.renderers import ExactNumberJSONRenderer
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

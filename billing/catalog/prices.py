@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from billing.catalog.pricing import FlatPrice, PriceError, Tier, UsagePrice, price_validate
+from billing.catalog.pricing.definitions import (
+    FlatPrice,
+    PriceError,
+    Tier,
+    UsagePrice,
+    price_validate,
+)
 from core.money import format_price, format_quantity
 
 USAGE_KEYS = {
@@ -272,7 +278,7 @@ def price_describe(
     if parsed.included:
         extras.append(f"first {format_quantity(parsed.included)} included")
     if tiers and parsed.tiers[0].flat_price:
-        # As Stripe, OpenMeter and Lago bill it: see billing.catalog.pricing.usage_price.
+        # As Stripe, OpenMeter and Lago bill it: see billing.catalog.pricing.usage.usage_price.
         extras.append(
             f"the first tier's {tiers[0].flat_price} flat fee is charged even with no usage"
         )

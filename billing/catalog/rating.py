@@ -16,26 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Prefetch, Q
+from django.db.models import Q
 
 from billing.catalog.periods import Period, period_containing
 from billing.catalog.prices import price_parse
-from billing.catalog.pricing import (
-    FlatPrice,
-    TaxRate,
-    flat_charge,
-    minimum_commitment_true_up,
-    prorate_fraction,
-    tax_compute,
-    usage_price,
-)
+from billing.catalog.pricing.definitions import FlatPrice
+from billing.catalog.pricing.flat import flat_charge, minimum_commitment_true_up, prorate_fraction
+from billing.catalog.pricing.tax import TaxRate, tax_compute
+from billing.catalog.pricing.usage import usage_price
+from billing.catalog.rating_context import RatingContext
 from billing.models import BillingProfile, LineKind, PlanVersion, RateCard, Subscription
-from billing.models import TaxRate as TaxRateRow
 from core.money import allocate, format_money, quantize, zero
 from customers.models import Customer
-from customers.selectors import billed_customer_ids_many
-from metering.models import Aggregation, Feature
-from metering.usage import FeatureUsage, Partial, feature_usage, usage_of, usage_partials
 
 
 @dataclass(frozen=True)
@@ -77,118 +69,6 @@ class RatedPeriod:
     subtotal: Decimal = Decimal(0)
     total: Decimal = Decimal(0)
     plan_versions: tuple[int, ...] = field(default_factory=tuple)
-
-
-@dataclass
-class RatingContext:
-    """Everything rating reads besides usage, for a set of billing accounts, loaded in a
-    handful of queries: a billing run rates thousands of accounts with it instead of
-    asking for each account's subscriptions, rate cards, tree and taxes one by one.
-
-    A context is a snapshot: build it inside the transaction (or the run) that uses it.
-    """
-
-    billed: dict[int, list[int]]
-    subscriptions: dict[int, list[Subscription]]
-    cards: dict[int, list[RateCard]]
-    profiles: dict[int, BillingProfile]
-    version_taxes: dict[int, list[TaxRateRow]]
-    # (feature id, start, end) → (the customers read, their partial aggregates)
-    usage: dict[tuple, tuple[frozenset, dict[int, Partial]]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, account_ids: Iterable[int]) -> RatingContext:
-        ids = sorted(set(account_ids))
-        subscriptions: dict[int, list[Subscription]] = {}
-        for sub in (
-            Subscription.objects.select_related("plan_version")
-            .filter(customer_id__in=ids)
-            .order_by("customer_id", "start")
-        ):
-            subscriptions.setdefault(sub.customer_id, []).append(sub)
-        version_ids = {s.plan_version_id for subs in subscriptions.values() for s in subs}
-        cards: dict[int, list[RateCard]] = {}
-        for card in (
-            RateCard.objects.select_related("feature__meter")
-            .filter(plan_version_id__in=version_ids)
-            .order_by("plan_version_id", "position", "pk")
-        ):
-            cards.setdefault(card.plan_version_id, []).append(card)
-        profiles = {
-            p.customer_id: p
-            for p in BillingProfile.objects.filter(customer_id__in=ids).prefetch_related(
-                Prefetch("tax_rates", queryset=TaxRateRow.objects.order_by("key"))
-            )
-        }
-        version_taxes: dict[int, list[TaxRateRow]] = {v: [] for v in version_ids}
-        for row in (
-            PlanVersion.tax_rates.through.objects.filter(planversion_id__in=version_ids)
-            .select_related("taxrate")
-            .order_by("taxrate__key")
-        ):
-            version_taxes[row.planversion_id].append(row.taxrate)
-        return cls(
-            billed=billed_customer_ids_many(account_ids=ids),
-            subscriptions=subscriptions,
-            cards=cards,
-            profiles=profiles,
-            version_taxes=version_taxes,
-        )
-
-    def subscriptions_in(self, account_id: int, period: Period) -> list[Subscription]:
-        return [
-            s
-            for s in self.subscriptions.get(account_id, [])
-            if s.start < period.end and (s.end is None or s.end > period.start)
-        ]
-
-    def usage_prefetch(self, pairs: Iterable[tuple[Customer, Period]]) -> None:
-        """Read, for every (account, period) of ``pairs``, the usage its rating will ask
-        for: one statement per feature and time range for all the accounts at once
-        (accounts on the same plan and period share them) instead of one per account.
-
-        A unique count of an account with subsidiaries is left to ``feature_usage``:
-        distinct values over a group are not a sum of its members' counts.
-        """
-        wanted: dict[tuple, tuple[Feature, set[int]]] = {}
-        for account, period in pairs:
-            ids = self.billed[account.pk]
-            for sub in self.subscriptions_in(account.pk, period):
-                start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
-                for card in self.cards.get(sub.plan_version_id, []):
-                    if card.feature_id is None or isinstance(price_parse(card.price), FlatPrice):
-                        continue
-                    unique = card.feature.meter.aggregation == Aggregation.UNIQUE_COUNT
-                    if end <= start or (unique and len(ids) > 1):
-                        continue
-                    key = (card.feature_id, start, end)
-                    wanted.setdefault(key, (card.feature, set()))[1].update(ids)
-        for (feature_id, start, end), (feature, ids) in wanted.items():
-            partials = usage_partials(
-                meter=feature.meter,
-                filters=feature.filters or {},
-                customer_ids=ids,
-                start=start,
-                end=end,
-            )
-            partials.pop(-1, None)  # the distinct count over all of them: meaningless here
-            self.usage[(feature_id, start, end)] = (frozenset(ids), partials)
-
-    def feature_usage(
-        self, *, feature: Feature, customer_ids: list[int], start: datetime, end: datetime
-    ) -> FeatureUsage:
-        """``metering.usage.feature_usage``, from what ``usage_prefetch`` read when it
-        covers these customers over exactly this range."""
-        found = self.usage.get((feature.pk, start, end))
-        unique = feature.meter.aggregation == Aggregation.UNIQUE_COUNT
-        if (
-            found is None
-            or not found[0].issuperset(customer_ids)
-            or (unique and len(customer_ids) > 1)
-        ):
-            return feature_usage(feature=feature, customer_ids=customer_ids, start=start, end=end)
-        partials = {cid: found[1][cid] for cid in customer_ids if cid in found[1]}
-        return usage_of(feature.meter.aggregation, partials)
 
 
 def account_period(*, account: Customer, at: datetime) -> Period | None:
@@ -290,6 +170,118 @@ def _usage_lines(
     ]
 
 
+def _flat_fee_line(
+    *,
+    card: RateCard,
+    price: FlatPrice,
+    version: PlanVersion,
+    account: Customer,
+    start: datetime,
+    end: datetime,
+    fraction: Decimal,
+) -> RatedLine:
+    """A flat fee for ``[start, end)``: ``fraction`` of the period's fee, and a note of
+    the dates when it is prorated."""
+    charge = flat_charge(price=price, currency=account.currency, fraction=fraction)
+    note = "" if fraction == 1 else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
+    return RatedLine(
+        kind=LineKind.FLAT_FEE,
+        description=(card.name or card.key) + note,
+        customer_id=account.pk,
+        period_start=start,
+        period_end=end,
+        amount=charge.amount,
+        unrounded_amount=charge.unrounded_amount,
+        quantity=fraction,
+        unit_price=price.amount,
+        rate_card_id=card.pk,
+        plan_version_id=version.pk,
+    )
+
+
+def _minimum_true_up_line(
+    *,
+    charged: list[RatedLine],
+    version: PlanVersion,
+    account: Customer,
+    start: datetime,
+    end: datetime,
+    fraction: Decimal,
+) -> RatedLine | None:
+    """The line that brings ``charged`` (a plan version's lines for ``[start, end)``) up
+    to ``fraction`` of its minimum commitment; None when they meet it."""
+    currency = account.currency
+    commitment = version.minimum_commitment.amount * fraction
+    if commitment <= 0:
+        return None
+    charges = sum((line.amount for line in charged), Decimal(0))
+    true_up = minimum_commitment_true_up(charges=charges, commitment=commitment, currency=currency)
+    if true_up <= 0:
+        return None
+    return RatedLine(
+        kind=LineKind.MINIMUM_TRUE_UP,
+        description=(
+            "Minimum commitment true-up ("
+            f"{format_money(commitment, currency, code=True)} committed, "
+            f"{format_money(charges, currency, code=True)} charged)"
+        ),
+        customer_id=account.pk,
+        period_start=start,
+        period_end=end,
+        amount=true_up,
+        unrounded_amount=true_up,
+        plan_version_id=version.pk,
+    )
+
+
+def _subscription_lines(
+    *,
+    sub: Subscription,
+    account: Customer,
+    period: Period,
+    usage_until: datetime,
+    context: RatingContext,
+) -> list[RatedLine]:
+    """The lines of the part of ``period`` that ``sub`` covers, priced on its plan
+    version: flat fees (prorated to that part), usage, then the minimum-commitment
+    true-up."""
+    version = sub.plan_version
+    start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
+    fraction = prorate_fraction(
+        period_start=period.start, period_end=period.end, start=start, end=end
+    )
+    lines: list[RatedLine] = []
+    for card in context.cards.get(version.pk, []):
+        price = price_parse(card.price)
+        if isinstance(price, FlatPrice):
+            lines.append(
+                _flat_fee_line(
+                    card=card,
+                    price=price,
+                    version=version,
+                    account=account,
+                    start=start,
+                    end=end,
+                    fraction=fraction,
+                )
+            )
+        else:
+            lines += _usage_lines(
+                card=card,
+                version=version,
+                account=account,
+                customer_ids=context.billed[account.pk],
+                start=start,
+                end=end,
+                usage_until=usage_until,
+                context=context,
+            )
+    true_up = _minimum_true_up_line(
+        charged=lines, version=version, account=account, start=start, end=end, fraction=fraction
+    )
+    return lines + ([true_up] if true_up is not None else [])
+
+
 def rate_period(
     *,
     account: Customer,
@@ -304,78 +296,13 @@ def rate_period(
     """
     context = context or RatingContext.load([account.pk])
     usage_until = usage_until or period.end
-    currency = account.currency
-    customer_ids = context.billed[account.pk]
-    subs = context.subscriptions_in(account.pk, period)
     lines: list[RatedLine] = []
     versions: list[int] = []
-    for sub in subs:
-        version = sub.plan_version
-        versions.append(version.pk)
-        start, end = max(sub.start, period.start), min(sub.end or period.end, period.end)
-        fraction = prorate_fraction(
-            period_start=period.start, period_end=period.end, start=start, end=end
+    for sub in context.subscriptions_in(account.pk, period):
+        versions.append(sub.plan_version.pk)
+        lines += _subscription_lines(
+            sub=sub, account=account, period=period, usage_until=usage_until, context=context
         )
-        segment: list[RatedLine] = []
-        for card in context.cards.get(version.pk, []):
-            price = price_parse(card.price)
-            if isinstance(price, FlatPrice):
-                charge = flat_charge(price=price, currency=currency, fraction=fraction)
-                note = (
-                    ""
-                    if fraction == 1
-                    else f" (prorated {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M})"
-                )
-                segment.append(
-                    RatedLine(
-                        kind=LineKind.FLAT_FEE,
-                        description=(card.name or card.key) + note,
-                        customer_id=account.pk,
-                        period_start=start,
-                        period_end=end,
-                        amount=charge.amount,
-                        unrounded_amount=charge.unrounded_amount,
-                        quantity=fraction,
-                        unit_price=price.amount,
-                        rate_card_id=card.pk,
-                        plan_version_id=version.pk,
-                    )
-                )
-            else:
-                segment += _usage_lines(
-                    card=card,
-                    version=version,
-                    account=account,
-                    customer_ids=customer_ids,
-                    start=start,
-                    end=end,
-                    usage_until=usage_until,
-                    context=context,
-                )
-        commitment = version.minimum_commitment.amount * fraction
-        if commitment > 0:
-            charges = sum((line.amount for line in segment), Decimal(0))
-            true_up = minimum_commitment_true_up(
-                charges=charges, commitment=commitment, currency=currency
-            )
-            if true_up > 0:
-                segment.append(
-                    RatedLine(
-                        kind=LineKind.MINIMUM_TRUE_UP,
-                        description=(
-                            "Minimum commitment true-up ("
-                            f"{format_money(commitment, currency, code=True)} committed, "
-                            f"{format_money(charges, currency, code=True)} charged)"
-                        ),
-                        customer_id=account.pk,
-                        period_start=start,
-                        period_end=end,
-                        amount=true_up,
-                        unrounded_amount=true_up,
-                        plan_version_id=version.pk,
-                    )
-                )
-        lines += segment
     return _with_tax(
         account=account, period=period, lines=lines, versions=versions, context=context
     )

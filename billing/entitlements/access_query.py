@@ -18,11 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.entitlements.services import (
-    entitlement_context,
-    entitlement_specs_many,
-    entitlement_value_from,
-)
+from billing.entitlements.specs import entitlement_specs_many
+from billing.entitlements.value import entitlement_context, entitlement_value_from
 from customers.models import Customer
 from customers.selectors import billing_account_ids, consumers_resolve
 from metering.models import Feature

@@ -34,13 +34,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.entitlements.services import (
-    entitlement_context_build,
-    entitlement_value_from,
-    entitlements_of,
-    grant_create,
-    grant_void,
-)
+from billing.entitlements.context import entitlement_context_build
+from billing.entitlements.grants import grant_create, grant_void
+from billing.entitlements.specs import entitlements_of
+from billing.entitlements.value import entitlement_value_from
 from billing.models import EntitlementOverride, EntitlementType, Grant
 from core.api.times import instant_parse
 from core.money import format_quantity

@@ -1,6 +1,6 @@
 """The cache of entitlement contexts, and the generation that invalidates it.
 
-A value check reads, besides usage, a context (``billing.entitlements.services.EntitlementContext``)
+A value check reads, besides usage, a context (``billing.entitlements.context.EntitlementContext``)
 that depends only on customers, consumer mappings, meters, features, plan versions,
 subscriptions, overrides and grants. It is kept in Redis (Django's cache), and in each
 process's memory, under a key that holds a **generation**: one number in Redis that every
@@ -43,7 +43,11 @@ from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.signals import post_delete, post_migrate, post_save
 
+from billing.entitlements.context import EntitlementNotFound
+from billing.models import EntitlementOverride, Grant, PlanVersion, Subscription
 from core.raw_redis import raw_redis
+from customers.models import ConsumerMapping, Customer
+from metering.models import Feature, Meter
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +142,6 @@ def context_cached(*, customer_key: str, feature_key: str, build: Callable):
     """The context for the keys: from this process's memory or Redis when they hold one
     under the current generation, else ``build(customer_key=, feature_key=)`` from the
     database (then stored). Raises ``EntitlementNotFound`` as ``build`` does."""
-    from billing.entitlements.services import EntitlementNotFound
-
     if pending():
         return build(customer_key=customer_key, feature_key=feature_key)
     generation_now = generation()
@@ -166,21 +168,17 @@ def forget_local() -> None:
         _local_generation[0] = 0
 
 
-def _models():
-    from billing.models import EntitlementOverride, Grant, PlanVersion, Subscription
-    from customers.models import ConsumerMapping, Customer
-    from metering.models import Feature, Meter
-
-    return (
-        Customer,
-        ConsumerMapping,
-        Meter,
-        Feature,
-        PlanVersion,
-        Subscription,
-        EntitlementOverride,
-        Grant,
-    )
+# The rows a context is built from: a change to any of them moves the generation.
+CONTEXT_INPUTS = (
+    Customer,
+    ConsumerMapping,
+    Meter,
+    Feature,
+    PlanVersion,
+    Subscription,
+    EntitlementOverride,
+    Grant,
+)
 
 
 def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
@@ -194,7 +192,7 @@ def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
 
 def connect() -> None:
     """Connect the receivers that move the generation (from ``BillingConfig.ready``)."""
-    for model in _models():
+    for model in CONTEXT_INPUTS:
         uid = f"entitlement-cache:{model._meta.label}"
         post_save.connect(changed, sender=model, dispatch_uid=f"{uid}:save", weak=False)
         post_delete.connect(changed, sender=model, dispatch_uid=f"{uid}:delete", weak=False)

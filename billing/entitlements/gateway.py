@@ -17,7 +17,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from billing.entitlements.cache import context_cached
-from billing.entitlements.services import EntitlementNotFound, entitlement_value_for_key
+from billing.entitlements.context import EntitlementNotFound
+from billing.entitlements.value import entitlement_value_for_key
 from customers.models import ConsumerMapping
 from metering.models import Feature
 

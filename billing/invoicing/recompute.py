@@ -16,11 +16,12 @@ from django.db.models import Max, Q
 from billing.catalog.periods import Period
 from billing.catalog.rating import (
     RatedLine,
-    RatingContext,
+    RatedPeriod,
     amount_due,
     rate_period,
     totals_compute,
 )
+from billing.catalog.rating_context import RatingContext
 from billing.invoicing.base import InvoiceStateError, _history, _invoices_update
 from billing.models import (
     BillingProfile,
@@ -111,6 +112,91 @@ def _issued_periods(account: Customer, before: datetime, context: _Context) -> l
     ]
 
 
+# A usage line's identity across ratings: (feature id, customer id, rate card id).
+_UsageKey = tuple[int | None, int, int | None]
+
+# The states of an adjustment's invoice that count as billed.
+_BILLED_STATES = [
+    InvoiceStatus.ISSUED,
+    InvoiceStatus.PAID,
+    InvoiceStatus.PAYMENT_FAILED,
+    InvoiceStatus.UNCOLLECTIBLE,
+]
+
+
+def _usage_changed_since_billed(
+    *, account: Customer, invoice: Invoice, customer_ids: list[int]
+) -> bool:
+    """Whether usage of ``invoice``'s period may have changed since the latest rating
+    that billed it (that invoice's or a later one's)."""
+    checked_at = (
+        Invoice.objects.filter(customer=account, period_start__gte=invoice.period_start)
+        .exclude(status=InvoiceStatus.DRAFT)
+        .aggregate(x=Max("rated_xmin"))["x"]
+    )
+    return usage_changed_since(
+        customer_ids=customer_ids,
+        start=invoice.period_start,
+        end=invoice.period_end,
+        xid=checked_at or 0,
+    )
+
+
+def _billed_usage(invoice: Invoice) -> dict[_UsageKey, list[Decimal]]:
+    """What was billed for ``invoice``'s usage, per usage line: ``[quantity, amount]`` of
+    the invoice's own lines plus the adjustments to it already billed."""
+    billed: dict[_UsageKey, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    billed_lines = InvoiceLine.objects.filter(
+        Q(invoice=invoice, kind=LineKind.USAGE)
+        | Q(
+            adjusts_invoice=invoice,
+            kind=LineKind.PRIOR_PERIOD_ADJUSTMENT,
+            invoice__status__in=_BILLED_STATES,
+        )
+    )
+    for line in billed_lines:
+        key = (line.feature_id, line.customer_id, line.rate_card_id)
+        billed[key][0] += line.quantity or 0
+        billed[key][1] += line.amount
+    return billed
+
+
+def _adjustment_lines(
+    *, invoice: Invoice, billed: dict[_UsageKey, list[Decimal]], rerated: RatedPeriod
+) -> list[tuple[RatedLine, Invoice]]:
+    """One line per usage line whose quantity or amount now differs from what was
+    billed for ``invoice``'s period: the difference, naming the original period."""
+    now_lines: dict[_UsageKey, RatedLine] = {}
+    for line in rerated.lines:
+        if line.kind == LineKind.USAGE:
+            now_lines[(line.feature_id, line.customer_id, line.rate_card_id)] = line
+    period_label = f"{invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d}"
+    out: list[tuple[RatedLine, Invoice]] = []
+    for key in sorted(set(billed) | set(now_lines), key=str):
+        line = now_lines.get(key)
+        quantity = (line.quantity if line else Decimal(0)) - billed[key][0]
+        amount = (line.amount if line else Decimal(0)) - billed[key][1]
+        if not quantity and not amount:
+            continue
+        feature_id, customer_id, rate_card_id = key
+        name = line.description if line else "Usage"
+        adjustment = RatedLine(
+            kind=LineKind.PRIOR_PERIOD_ADJUSTMENT,
+            description=f"{name}: late usage for {period_label} (invoice {invoice.number})",
+            customer_id=customer_id,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            amount=amount,
+            unrounded_amount=amount,
+            quantity=quantity,
+            feature_id=feature_id,
+            rate_card_id=rate_card_id,
+            plan_version_id=line.plan_version_id if line else None,
+        )
+        out.append((adjustment, invoice))
+    return out
+
+
 def prior_period_adjustments(
     *, account: Customer, draft: Invoice, context: _Context | None = None
 ) -> list[tuple[RatedLine, Invoice]]:
@@ -128,16 +214,8 @@ def prior_period_adjustments(
     customer_ids = context.rating.billed[account.pk]
     out: list[tuple[RatedLine, Invoice]] = []
     for invoice in issued:
-        checked_at = (
-            Invoice.objects.filter(customer=account, period_start__gte=invoice.period_start)
-            .exclude(status=InvoiceStatus.DRAFT)
-            .aggregate(x=Max("rated_xmin"))["x"]
-        )
-        if not usage_changed_since(
-            customer_ids=customer_ids,
-            start=invoice.period_start,
-            end=invoice.period_end,
-            xid=checked_at or 0,
+        if not _usage_changed_since_billed(
+            account=account, invoice=invoice, customer_ids=customer_ids
         ):
             continue
         rerated = rate_period(
@@ -145,55 +223,7 @@ def prior_period_adjustments(
             period=Period(invoice.period_start, invoice.period_end),
             context=context.rating,
         )
-        billed: dict[tuple, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-        billed_lines = InvoiceLine.objects.filter(
-            Q(invoice=invoice, kind=LineKind.USAGE)
-            | Q(
-                adjusts_invoice=invoice,
-                kind=LineKind.PRIOR_PERIOD_ADJUSTMENT,
-                invoice__status__in=[
-                    InvoiceStatus.ISSUED,
-                    InvoiceStatus.PAID,
-                    InvoiceStatus.PAYMENT_FAILED,
-                    InvoiceStatus.UNCOLLECTIBLE,
-                ],
-            )
-        )
-        for line in billed_lines:
-            key = (line.feature_id, line.customer_id, line.rate_card_id)
-            billed[key][0] += line.quantity or 0
-            billed[key][1] += line.amount
-        now_lines: dict[tuple, list] = {}
-        for line in rerated.lines:
-            if line.kind == LineKind.USAGE:
-                now_lines[(line.feature_id, line.customer_id, line.rate_card_id)] = line
-        period_label = f"{invoice.period_start:%Y-%m-%d} – {invoice.period_end:%Y-%m-%d}"
-        for key in sorted(set(billed) | set(now_lines), key=str):
-            line = now_lines.get(key)
-            quantity = (line.quantity if line else Decimal(0)) - billed[key][0]
-            amount = (line.amount if line else Decimal(0)) - billed[key][1]
-            if not quantity and not amount:
-                continue
-            feature_id, customer_id, rate_card_id = key
-            name = line.description if line else "Usage"
-            out.append(
-                (
-                    RatedLine(
-                        kind=LineKind.PRIOR_PERIOD_ADJUSTMENT,
-                        description=f"{name}: late usage for {period_label} (invoice {invoice.number})",
-                        customer_id=customer_id,
-                        period_start=invoice.period_start,
-                        period_end=invoice.period_end,
-                        amount=amount,
-                        unrounded_amount=amount,
-                        quantity=quantity,
-                        feature_id=feature_id,
-                        rate_card_id=rate_card_id,
-                        plan_version_id=line.plan_version_id if line else None,
-                    ),
-                    invoice,
-                )
-            )
+        out += _adjustment_lines(invoice=invoice, billed=_billed_usage(invoice), rerated=rerated)
     return out
 
 

@@ -15,7 +15,8 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 
 from billing.catalog.rating import current_period_rate
-from billing.entitlements.services import entitlement_value, entitlements_of
+from billing.entitlements.specs import entitlements_of
+from billing.entitlements.value import entitlement_value
 from billing.models import (
     NotificationCursor,
     NotificationEvent,

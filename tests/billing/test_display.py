@@ -19,7 +19,7 @@ from django.utils import timezone
 
 import billing.invoicing.admin  # noqa: F401  (registers the invoice admin)
 from billing.catalog.prices import price_parse
-from billing.catalog.pricing import usage_price
+from billing.catalog.pricing.usage import usage_price
 from billing.catalog.rating import _breakdown  # what rating stores as a line's tier breakdown
 from billing.display import format_period, period_text
 from billing.documents.links import invoice_hosted_url

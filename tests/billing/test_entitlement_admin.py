@@ -14,7 +14,7 @@ from django.urls import reverse
 
 import billing.entitlements.admin  # noqa: F401  registers the admin (as billing.admin does)
 from billing.catalog.services import PlanVersionSpec, plan_save, subscription_create
-from billing.entitlements.services import entitlement_value_for_key
+from billing.entitlements.value import entitlement_value_for_key
 from billing.models import EntitlementOverride, Grant
 from metering.models import Feature
 from metering.services import feature_create, meter_create

@@ -23,12 +23,8 @@ from billing.catalog.services import (
     subscription_change_plan,
     subscription_create,
 )
-from billing.entitlements.services import (
-    EntitlementNotFound,
-    entitlement_context,
-    entitlement_context_build_for_keys,
-    entitlement_value_for_key,
-)
+from billing.entitlements.context import EntitlementNotFound, entitlement_context_build_for_keys
+from billing.entitlements.value import entitlement_context, entitlement_value_for_key
 from billing.models import EntitlementOverride, Grant, Subscription
 from customers.models import Customer
 from customers.services import consumer_key_move, customer_update

@@ -324,10 +324,8 @@ INSTANTS = [
 
 
 def _assert_narrow_equals_reference(features):
-    from billing.entitlements.services import (
-        entitlement_context_build_for_keys,
-        entitlement_value_from,
-    )
+    from billing.entitlements.context import entitlement_context_build_for_keys
+    from billing.entitlements.value import entitlement_value_from
     from core.api.renderers import ExactNumberJSONRenderer
 
     render = ExactNumberJSONRenderer().render
@@ -373,7 +371,7 @@ def test_the_narrow_usage_statement_answers_as_the_reference_through_rollups_and
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_accepted_a_moment_ago_counts_at_once_whatever_its_time(usage_world, ingest):
-    from billing.entitlements.services import entitlement_value_for_key
+    from billing.entitlements.value import entitlement_value_for_key
     from tests.metering.conftest import cloud_event
 
     at = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)

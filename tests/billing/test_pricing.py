@@ -12,20 +12,17 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from billing.catalog.pricing import (
+from billing.catalog.pricing.definitions import (
     FlatPrice,
     InvalidPrice,
     PriceError,
-    TaxRate,
     Tier,
     UsagePrice,
-    flat_charge,
-    minimum_commitment_true_up,
     price_validate,
-    prorate_fraction,
-    tax_compute,
-    usage_price,
 )
+from billing.catalog.pricing.flat import flat_charge, minimum_commitment_true_up, prorate_fraction
+from billing.catalog.pricing.tax import TaxRate, tax_compute
+from billing.catalog.pricing.usage import usage_price
 from core.money import UnknownCurrency, allocate, minor_unit_places, quantize
 
 D = Decimal

@@ -244,7 +244,7 @@ def test_a_billing_runs_shared_context_rates_every_account_as_rating_it_alone_do
     # feature and range); each account must come out exactly as when rated on its own:
     # trees, a plan change inside the period, a unique count with and without
     # subsidiaries (whose distinct count over the group is read per account).
-    from billing.catalog.rating import RatingContext
+    from billing.catalog.rating_context import RatingContext
 
     users = feature_create(
         key="active_users",

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import billing.entitlements.cache as entitlement_cache
 from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
 from billing.catalog.upcoming import upcoming_invoice
-from billing.entitlements.services import entitlement_value_for_key
+from billing.entitlements.value import entitlement_value_for_key
 from billing.models import LineKind
 from customers.models import Customer
 from metering.models import RollupState, UsageBucket

@@ -14,8 +14,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.entitlements.context import EntitlementNotFound
 from billing.entitlements.gateway import GatewayDecision, gateway_authorize
-from billing.entitlements.services import EntitlementNotFound
 from core.api.errors import problem_response
 
 SUBJECT_HEADER = "X-Billing-Subject"

@@ -17,13 +17,10 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.entitlements.services import (
-    EntitlementNotFound,
-    entitlement_value,
-    entitlement_value_for_key,
-    entitlements_of,
-    grant_void,
-)
+from billing.entitlements.context import EntitlementNotFound
+from billing.entitlements.grants import grant_void
+from billing.entitlements.specs import entitlements_of
+from billing.entitlements.value import entitlement_value, entitlement_value_for_key
 from billing.models import EntitlementOverride, Grant
 from core.api.fields import DecimalTextModelSerializer
 from core.api.renderers import ExactNumberJSONRenderer

@@ -1,29 +1,22 @@
 """The invoice admin: read-only pages, with buttons and list actions that call the
-invoicing services, report per invoice and confirm anything that cannot be undone."""
+invoicing services, report per invoice and confirm anything that cannot be undone.
+
+This module holds the list, the page's fields, the permissions and the URLs; what the
+buttons do is in ``invoice_operations``, the PDF and a line's proofs in
+``invoice_documents``."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.display import period_html
-from billing.documents.pdf import invoice_pdf_bytes, invoice_pdf_store
 from billing.invoicing.admin.forms import (
     UNPAID_ISSUED,
-    CreditNoteForm,
-    ManualLineForm,
-    VoidForm,
-    error_messages,
-    form_add_errors,
     money,
 )
 from billing.invoicing.admin.inlines import (
@@ -33,25 +26,13 @@ from billing.invoicing.admin.inlines import (
     TaxInline,
     TimelineInline,
 )
-from billing.invoicing.provenance import (
-    bucket_value,
-    is_provable,
-    line_events_csv,
-    line_usage,
-    line_usage_buckets,
-)
-from billing.invoicing.services import (
-    credit_note_create,
-    invoice_issue,
-    invoice_line_add,
-    invoice_rate,
-    invoice_void,
-)
-from billing.models import INVOICE_ORDERING, Invoice, InvoiceLine, InvoiceStatus
+from billing.invoicing.admin.invoice_documents import InvoiceDocuments
+from billing.invoicing.admin.invoice_operations import InvoiceOperations
+from billing.models import INVOICE_ORDERING, Invoice, InvoiceStatus
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(InvoiceOperations, InvoiceDocuments, admin.ModelAdmin):
     list_display = [
         "display_number",
         "customer_link",
@@ -251,216 +232,6 @@ class InvoiceAdmin(admin.ModelAdmin):
     def _back(self, invoice: Invoice):
         return redirect(reverse("admin:billing_invoice_change", args=[invoice.pk]))
 
-    def issue_view(self, request, pk):
-        self._operate(request, self.has_issue_permission)
-        invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-        if request.method == "POST":
-            self._issue(request, invoice)
-            return self._back(invoice)
-        return self._page(
-            request,
-            invoice,
-            title=f"Issue {invoice} now",
-            submit="Issue now",
-            danger=True,
-            intro="The draft is recomputed from the latest usage, numbered from the gapless sequence, "
-            "frozen and sent to its rail. This cannot be undone: an issued invoice can only be "
-            "voided or credited.",
-        )
-
-    def _issue(self, request, invoice: Invoice) -> None:
-        try:
-            issued = invoice_issue(
-                invoice=invoice, now=timezone.now(), actor=request.user.get_username()
-            )
-        except ValidationError as exc:
-            self.message_user(
-                request, f"{invoice}: {' '.join(error_messages(exc))}", messages.ERROR
-            )
-        else:
-            self.message_user(
-                request,
-                f"Issued {issued.number} ({money(issued.total, issued.currency)}).",
-                messages.SUCCESS,
-            )
-
-    def recompute_view(self, request, pk):
-        self._operate(request)
-        invoice = get_object_or_404(Invoice, pk=pk)
-        if request.method != "POST":
-            return self._back(invoice)
-        self._recompute(request, invoice)
-        return self._back(invoice)
-
-    def _recompute(self, request, invoice: Invoice) -> None:
-        try:
-            rated = invoice_rate(invoice=invoice, now=timezone.now())
-        except ValidationError as exc:
-            self.message_user(
-                request, f"{invoice}: {' '.join(error_messages(exc))}", messages.ERROR
-            )
-        else:
-            self.message_user(
-                request,
-                f"Recomputed {rated}: total {money(rated.total, rated.currency)}.",
-                messages.SUCCESS,
-            )
-
-    def add_line_view(self, request, pk):
-        self._operate(request)
-        invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-        form = ManualLineForm(request.POST or None, invoice=invoice)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                line = invoice_line_add(
-                    invoice=invoice,
-                    description=data["description"],
-                    amount=data["amount"],
-                    quantity=data["quantity"],
-                    customer=data["customer"],
-                    now=timezone.now(),
-                    user=request.user,
-                )
-            except ValidationError as exc:
-                form_add_errors(form, exc)
-            else:
-                self.message_user(
-                    request,
-                    f"Added “{line.description}” ({money(line.amount, invoice.currency)}) "
-                    f"to {invoice}.",
-                    messages.SUCCESS,
-                )
-                return self._back(invoice)
-        return self._page(
-            request,
-            invoice,
-            title=f"Add a manual line to {invoice}",
-            form=form,
-            submit="Add line",
-            intro="Manual lines are kept when the draft is recomputed.",
-        )
-
-    def void_view(self, request, pk):
-        self._operate(request, self.has_void_permission)
-        invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-        form = VoidForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                invoice_void(
-                    invoice=invoice,
-                    reason=form.cleaned_data["reason"],
-                    now=timezone.now(),
-                    actor=request.user.get_username(),
-                )
-            except ValidationError as exc:
-                form_add_errors(form, exc)
-            else:
-                self.message_user(request, f"Voided {invoice}.", messages.SUCCESS)
-                return self._back(invoice)
-        return self._page(
-            request,
-            invoice,
-            title=f"Void {invoice}",
-            form=form,
-            submit="Void invoice",
-            danger=True,
-            intro="The invoice stops being owed; its number stays used and its rail is told. "
-            "To bill again, the period needs a new invoice. This cannot be undone.",
-        )
-
-    def credit_note_view(self, request, pk):
-        self._operate(request, self.has_credit_permission)
-        invoice = get_object_or_404(Invoice.objects.select_related("customer"), pk=pk)
-        form = CreditNoteForm(request.POST or None, invoice=invoice)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            scope = data["scope"]
-            try:
-                note = credit_note_create(
-                    invoice=invoice,
-                    reason=data["reason"],
-                    now=timezone.now(),
-                    user=request.user,
-                    amount=data["amount"] if scope == form.AMOUNT else None,
-                    line_ids=[line.pk for line in data["lines"]] if scope == form.LINES else None,
-                )
-            except ValidationError as exc:
-                form_add_errors(form, exc)
-            else:
-                self.message_user(
-                    request,
-                    f"Credit note {note.number} for {money(note.amount, note.currency)} "
-                    f"on {invoice}.",
-                    messages.SUCCESS,
-                )
-                return self._back(invoice)
-        credited = sum((n.amount for n in invoice.credit_notes.all()), Decimal(0))
-        return self._page(
-            request,
-            invoice,
-            title=f"Credit {invoice}",
-            form=form,
-            submit="Create credit note",
-            danger=True,
-            intro=f"Credited so far: {money(credited, invoice.currency)}; left to credit: "
-            f"{money(invoice.total - credited, invoice.currency)}. A credit note is numbered, "
-            "sent to the invoice's rail, and cannot be undone.",
-        )
-
-    def pdf_view(self, request, pk):
-        self._view(request)
-        invoice = get_object_or_404(Invoice, pk=pk)
-        if invoice.is_draft:
-            response = HttpResponse(
-                invoice_pdf_bytes(invoice=invoice), content_type="application/pdf"
-            )
-            response["Content-Disposition"] = f'inline; filename="draft-{invoice.pk}.pdf"'
-            return response
-        if not invoice.pdf:
-            invoice = invoice_pdf_store(invoice=invoice, now=timezone.now())
-        return FileResponse(
-            invoice.pdf.open("rb"), content_type="application/pdf", filename=f"{invoice.number}.pdf"
-        )
-
-    def _line(self, request, pk, line_id) -> InvoiceLine:
-        self._view(request)
-        line = get_object_or_404(
-            InvoiceLine.objects.select_related("invoice", "customer", "feature__meter"),
-            invoice_id=pk,
-            pk=line_id,
-        )
-        if not is_provable(line):
-            raise Http404(f"Line {line.pk} has no usage behind it.")
-        return line
-
-    def line_usage_view(self, request, pk, line_id):
-        line = self._line(request, pk, line_id)
-        usage = line_usage(line=line)
-        page = Paginator(line_usage_buckets(line=line), 200).get_page(request.GET.get("page"))
-        rows = [(b, bucket_value(b, usage.meter.aggregation)) for b in page]
-        return self._page(
-            request,
-            line.invoice,
-            title=f"Usage behind “{line.description}” on {line.invoice}",
-            template="line_usage.html",
-            line=line,
-            usage=usage,
-            page=page,
-            rows=rows,
-        )
-
-    def line_events_view(self, request, pk, line_id):
-        line = self._line(request, pk, line_id)
-        response = StreamingHttpResponse(
-            line_events_csv(line=line), content_type="text/csv; charset=utf-8"
-        )
-        name = f"{line.invoice.number or 'draft'}-line-{line.pk}-events.csv"
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        return response
-
-    # -------- list actions
-
     def _confirm(self, request, queryset, *, action: str, title: str, intro: str, form=None):
         return self._page(
             request,
@@ -474,57 +245,3 @@ class InvoiceAdmin(admin.ModelAdmin):
             action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
             submit=title,
         )
-
-    @admin.action(description="Issue the selected drafts now…", permissions=["issue"])
-    def issue_selected(self, request, queryset):
-        if request.POST.get("post") != "yes":
-            return self._confirm(
-                request,
-                queryset.select_related("customer"),
-                action="issue_selected",
-                title="Issue now",
-                intro="The drafts among these are recomputed, numbered, "
-                "frozen and sent to their rails; this cannot be undone. Others are skipped.",
-            )
-        drafts = list(queryset.filter(status=InvoiceStatus.DRAFT))
-        skipped = queryset.count() - len(drafts)
-        for invoice in drafts:
-            self._issue(request, invoice)
-        if skipped:
-            self.message_user(
-                request, f"Skipped {skipped} invoice(s) that are not drafts.", messages.WARNING
-            )
-        return None
-
-    @admin.action(description="Recompute the selected drafts", permissions=["operate"])
-    def recompute_selected(self, request, queryset):
-        for invoice in queryset:
-            self._recompute(request, invoice)
-
-    @admin.action(description="Void the selected invoices…", permissions=["void"])
-    def void_selected(self, request, queryset):
-        form = VoidForm(request.POST if request.POST.get("post") == "yes" else None)
-        if not form.is_valid():
-            return self._confirm(
-                request,
-                queryset.select_related("customer"),
-                action="void_selected",
-                title="Void",
-                form=form,
-                intro="Each invoice stops being owed and its rail is told. This cannot be undone.",
-            )
-        for invoice in queryset:
-            try:
-                invoice_void(
-                    invoice=invoice,
-                    reason=form.cleaned_data["reason"],
-                    now=timezone.now(),
-                    actor=request.user.get_username(),
-                )
-            except ValidationError as exc:
-                self.message_user(
-                    request, f"{invoice}: {' '.join(error_messages(exc))}", messages.ERROR
-                )
-            else:
-                self.message_user(request, f"Voided {invoice}.", messages.SUCCESS)
-        return None

@@ -3,41 +3,45 @@
 
 from django.urls import path
 
-import billing.invoicing.api.views as views
+import billing.invoicing.api.credit_notes as credit_notes
+import billing.invoicing.api.invoices as invoices
+import billing.invoicing.api.provenance as provenance
 
 urlpatterns = [
-    path("invoices", views.InvoiceList.as_view(), name="invoice-list"),
-    path("invoices/<str:invoice_id>", views.InvoiceDetail.as_view(), name="invoice-detail"),
-    path("invoices/<str:invoice_id>/pdf", views.InvoicePdf.as_view(), name="invoice-pdf"),
-    path("invoices/<str:invoice_id>/issue", views.InvoiceIssue.as_view(), name="invoice-issue"),
-    path("invoices/<str:invoice_id>/void", views.InvoiceVoid.as_view(), name="invoice-void"),
+    path("invoices", invoices.InvoiceList.as_view(), name="invoice-list"),
+    path("invoices/<str:invoice_id>", invoices.InvoiceDetail.as_view(), name="invoice-detail"),
+    path("invoices/<str:invoice_id>/pdf", invoices.InvoicePdf.as_view(), name="invoice-pdf"),
+    path("invoices/<str:invoice_id>/issue", invoices.InvoiceIssue.as_view(), name="invoice-issue"),
+    path("invoices/<str:invoice_id>/void", invoices.InvoiceVoid.as_view(), name="invoice-void"),
     path(
-        "invoices/<str:invoice_id>/lines", views.InvoiceLineAdd.as_view(), name="invoice-line-add"
+        "invoices/<str:invoice_id>/lines",
+        invoices.InvoiceLineAdd.as_view(),
+        name="invoice-line-add",
     ),
     path(
         "invoices/<str:invoice_id>/credit-notes",
-        views.InvoiceCreditNotes.as_view(),
+        credit_notes.InvoiceCreditNotes.as_view(),
         name="invoice-credit-notes",
     ),
     path(
         "invoices/<str:invoice_id>/lines/<int:line_id>/usage",
-        views.InvoiceLineUsage.as_view(),
+        provenance.InvoiceLineUsage.as_view(),
         name="invoice-line-usage",
     ),
     path(
         "invoices/<str:invoice_id>/lines/<int:line_id>/events.csv",
-        views.InvoiceLineEventsCsv.as_view(),
+        provenance.InvoiceLineEventsCsv.as_view(),
         name="invoice-line-events",
     ),
-    path("credit-notes", views.CreditNoteList.as_view(), name="credit-note-list"),
+    path("credit-notes", credit_notes.CreditNoteList.as_view(), name="credit-note-list"),
     path(
         "credit-notes/<str:credit_note_id>",
-        views.CreditNoteDetail.as_view(),
+        credit_notes.CreditNoteDetail.as_view(),
         name="credit-note-detail",
     ),
     path(
         "credit-notes/<str:credit_note_id>/pdf",
-        views.CreditNotePdf.as_view(),
+        credit_notes.CreditNotePdf.as_view(),
         name="credit-note-pdf",
     ),
 ]
