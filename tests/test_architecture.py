@@ -6,6 +6,8 @@ tests/backoffice/test_layers.py's."""
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from functools import cache
 from pathlib import Path
 
@@ -176,3 +178,26 @@ def test_functions_stay_short():
                 if lines > FUNCTION_LINES and f"{name}.{node.name}" not in LONG_FUNCTIONS:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert long == []
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_every_module_and_function_the_architecture_page_names_exists():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    apps = "|".join(APPS)
+    named = set(re.findall(rf"`((?:{apps})(?:\.\w+)+)`", page))
+    assert len(named) > 20
+    assert sorted(name for name in named if not _resolves(name)) == []
