@@ -40,7 +40,7 @@ from customers.models import Customer
 from customers.selectors import billed_customer_ids, billing_account_ids, customer_tree
 from metering.admin.charts import Bar, bar_chart_svg
 from metering.models import Aggregation, Feature
-from metering.selectors import usage_series
+from metering.usage import usage_series
 from rails.states import settlement_state_text
 
 MAX_CHARTS = 12

@@ -16,7 +16,7 @@ from django.utils import timezone as django_timezone
 from customers.models import Customer, validate_timezone
 from metering.admin.charts import Bar, bar_chart_svg, value_text
 from metering.models import Aggregation, Feature
-from metering.selectors import UsagePoint, usage_series
+from metering.usage import UsagePoint, usage_series
 
 MAX_DAYS = 366
 MAX_HOURLY_DAYS = 31

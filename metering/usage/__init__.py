@@ -13,11 +13,12 @@ line's usage is proven with ``usage_breakdown``, ``usage_buckets`` and
 The dashboard's trends come from ``meter_events_per_day``. Breakdowns per subject, per
 customer, per dimension and per window (minute to month, in any time zone) are the meter
 query's (``metering.query.meter_query``, OpenMeter's API), and a feature's series for a
-chart is ``metering.selectors.usage_series``.
+chart is ``usage_series``.
 
 Modules: ``exact`` (the reference: per-customer partial aggregates of any aggregation),
-``fresh`` (the hot path for additive meters), ``memories`` (its per-process memories), ``lines``
-(what a quantity is made of, for proof), ``trends`` (many meters at once, for charts).
+``fresh`` (the hot path for additive meters), ``memories`` (its per-process memories),
+``lines`` (what a quantity is made of, for proof), ``trends`` (many meters at once, for
+charts), ``series`` (one feature per local day or hour, for charts).
 """
 
 from metering.usage.exact import (
@@ -42,9 +43,14 @@ from metering.usage.lines import (
     usage_events_iter,
 )
 from metering.usage.memories import database_generation_bump, usage_memories_clear
+from metering.usage.series import MAX_SERIES_WINDOWS, UsagePoint, series_windows, usage_series
 from metering.usage.trends import meter_events_per_day
 
 __all__ = [
+    "MAX_SERIES_WINDOWS",
+    "UsagePoint",
+    "series_windows",
+    "usage_series",
     "EVENT_COLUMNS",
     "ConsumerTerm",
     "FeatureUsage",

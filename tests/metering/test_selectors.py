@@ -15,14 +15,9 @@ from django.db import connection
 
 from customers.services import consumer_mapping_create
 from metering.models import RollupState
-from metering.selectors import (
-    event_attribution,
-    recent_events,
-    series_windows,
-    unattributed_usage,
-    usage_series,
-)
+from metering.selectors import event_attribution, recent_events, unattributed_usage
 from metering.services import feature_create, meter_create, usage_rollup
+from metering.usage import series_windows, usage_series
 from tests.factories import CustomerFactory
 from tests.metering.conftest import cloud_event
 
