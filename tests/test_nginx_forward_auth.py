@@ -9,19 +9,18 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.services import subscription_create
 from core.services import api_key_create
 from metering.models import Meter
 from metering.rollup import meter_rollup
 from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import ConsumerMappingFactory, CustomerFactory, PlanVersionFactory
 from tests.nginx import NginxUnavailable, free_port, nginx_conf, nginx_ensure, nginx_running
 
 LIMIT = 3
@@ -97,23 +96,11 @@ def free_customer(transactional_db):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     meter = meter_create(key="api_requests", event_type="request", aggregation="COUNT")
     calls = feature_create(key="api_calls", meter=meter)
-    version = plan_save(
-        key="free",
-        name="Free",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0"}
-                ),
-            ),
-            entitlements=(
-                {"feature": "api_calls", "type": "metered", "limit": LIMIT, "hard": True},
-            ),
-        ),
-    )[1]
+    version = PlanVersionFactory(
+        free=True,
+        feature=calls,
+        entitlements=({"feature": "api_calls", "type": "metered", "limit": LIMIT, "hard": True},),
+    )
     acme = CustomerFactory(key="acme")
     subscription_create(customer=acme, plan_version=version, start=start)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=acme, valid_from=start)

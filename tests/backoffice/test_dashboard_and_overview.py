@@ -15,13 +15,13 @@ from django.utils import timezone
 
 from backoffice import dashboard
 from billing.catalog.periods import Period
-from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.services import subscription_create
 from billing.invoicing.services import invoice_draft_for, invoice_issue, invoice_void
 from billing.models import Invoice
 from metering.models import UsageBucket
 from metering.services import feature_create, meter_create
 from rails.models import Settlement, SettlementState
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import ConsumerMappingFactory, CustomerFactory, PlanVersionFactory, flat_fee
 from tests.metering.conftest import cloud_event
 
 pytestmark = pytest.mark.django_db
@@ -38,28 +38,14 @@ def iso(t) -> str:
 
 
 def pro_plan(calls, *, key: str, currency: str, fee: str):
-    return plan_save(
+    return PlanVersionFactory(
         key=key,
         name=key.title(),
-        spec=PlanVersionSpec(
-            currency=currency,
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="platform",
-                    name="Platform fee",
-                    price={"model": "flat", "amount": fee, "timing": "in_arrears"},
-                ),
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0.01"}
-                ),
-            ),
-            entitlements=(
-                {"feature": "api_calls", "type": "metered", "limit": 1000, "hard": True},
-            ),
-        ),
-    )[1]
+        currency=currency,
+        fee=flat_fee(fee),
+        feature=calls,
+        entitlements=({"feature": "api_calls", "type": "metered", "limit": 1000, "hard": True},),
+    )
 
 
 @pytest.fixture

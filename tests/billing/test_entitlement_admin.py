@@ -13,12 +13,12 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 import billing.entitlements.admin  # noqa: F401  registers the admin (as billing.admin does)
-from billing.catalog.services import PlanVersionSpec, plan_save, subscription_create
+from billing.catalog.services import subscription_create
 from billing.entitlements.value import entitlement_value_for_key
 from billing.models import EntitlementOverride, Grant
 from metering.models import Feature
 from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import ConsumerMappingFactory, CustomerFactory, PlanVersionFactory
 from tests.metering.conftest import cloud_event
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -49,27 +49,21 @@ def acme(db, ingest):
     calls = feature_create(key="api_calls", meter=meter)
     feature_create(key="sso", meter=meter)
     feature_create(key="rate_config", meter=meter)
-    version = plan_save(
-        key="free",
-        name="Free",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(),
-            entitlements=(
-                {
-                    "feature": "api_calls",
-                    "type": "metered",
-                    "limit": 5,
-                    "hard": True,
-                    "thresholds": [80, 100],
-                },
-                {"feature": "sso", "type": "boolean", "enabled": False},
-                {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
-            ),  # fmt: skip
-        ),
-    )[1]
+    version = PlanVersionFactory(
+        free=True,
+        rate_cards=(),
+        entitlements=(
+            {
+                "feature": "api_calls",
+                "type": "metered",
+                "limit": 5,
+                "hard": True,
+                "thresholds": [80, 100],
+            },
+            {"feature": "sso", "type": "boolean", "enabled": False},
+            {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
+        ),  # fmt: skip
+    )
     parent = CustomerFactory(key="acme", timezone="Europe/Berlin")
     CustomerFactory(key="acme-dev", parent=parent)
     subscription_create(customer=parent, plan_version=version, start=START)

@@ -18,8 +18,6 @@ from django.utils import timezone
 
 import billing.entitlements.cache as entitlement_cache
 from billing.catalog.services import (
-    PlanVersionSpec,
-    plan_save,
     subscription_change_plan,
     subscription_create,
 )
@@ -30,7 +28,7 @@ from customers.models import Customer
 from customers.services import consumer_key_move, customer_update
 from metering.services import feature_create, feature_update, meter_create
 from metering.usage import usage_memories_clear
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import ConsumerMappingFactory, CustomerFactory, PlanVersionFactory
 from tests.metering.conftest import cloud_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,20 +48,15 @@ def _fresh_memories():
 
 
 def _plan(key: str, limit: int):
-    return plan_save(
+    return PlanVersionFactory(
         key=key,
         name=key.title(),
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(),
-            entitlements=(
-                {"feature": "api_calls", "type": "metered", "limit": limit, "hard": True},
-                {"feature": "sso", "type": "boolean", "enabled": key == "pro"},
-            ),
+        rate_cards=(),
+        entitlements=(
+            {"feature": "api_calls", "type": "metered", "limit": limit, "hard": True},
+            {"feature": "sso", "type": "boolean", "enabled": key == "pro"},
         ),
-    )[1]
+    )
 
 
 @pytest.fixture

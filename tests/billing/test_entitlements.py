@@ -3,11 +3,16 @@ from decimal import Decimal
 
 import pytest
 
-from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.services import subscription_create
 from billing.models import EntitlementOverride, Grant
 from customers.models import Customer
 from metering.services import feature_create, meter_create
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import (
+    ConsumerMappingFactory,
+    CustomerFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+)
 from tests.metering.conftest import cloud_event
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
@@ -19,35 +24,25 @@ def free(db):
     calls = feature_create(key="api_calls", meter=meter)
     feature_create(key="sso", meter=meter)
     feature_create(key="rate_config", meter=meter)
-    version = plan_save(
-        key="free",
-        name="Free",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(
-                RateCardSpec(
-                    key="calls", feature=calls, price={"model": "unit", "unit_price": "0"}
-                ),
-            ),
-            entitlements=(
-                {
-                    "feature": "api_calls",
-                    "type": "metered",
-                    "limit": 5,
-                    "period": "monthly",
-                    "hard": True,
-                    "thresholds": [80, 100],
-                },
-                {"feature": "sso", "type": "boolean", "enabled": False},
-                {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
-            ),
+    version = PlanVersionFactory(
+        free=True,
+        feature=calls,
+        entitlements=(
+            {
+                "feature": "api_calls",
+                "type": "metered",
+                "limit": 5,
+                "period": "monthly",
+                "hard": True,
+                "thresholds": [80, 100],
+            },
+            {"feature": "sso", "type": "boolean", "enabled": False},
+            {"feature": "rate_config", "type": "static", "config": {"rps": 10}},
         ),
-    )[1]
+    )
     parent = CustomerFactory(key="acme")
     child = CustomerFactory(key="acme-dev", parent=parent)
-    subscription_create(customer=parent, plan_version=version, start=NOV)
+    SubscriptionFactory(customer=parent, plan_version=version, start=NOV)
     ConsumerMappingFactory(consumer_key="acme-gw", customer=parent, valid_from=NOV)
     ConsumerMappingFactory(consumer_key="acme-dev-gw", customer=child, valid_from=NOV)
     return calls
@@ -244,17 +239,9 @@ def usage_world(transactional_db, ingest):
             ("a_missing", 1),
         ]
     )
-    version = plan_save(
-        key="metered",
-        name="Metered",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=(),
-            entitlements=templates,
-        ),
-    )[1]
+    version = PlanVersionFactory(
+        key="metered", name="Metered", rate_cards=(), entitlements=templates
+    )
     acme = CustomerFactory(key="acme", timezone="Asia/Kolkata")
     dev = CustomerFactory(key="acme-dev", parent=acme, timezone="Asia/Kolkata")
     globex = CustomerFactory(key="globex")

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import billing.entitlements.cache as entitlement_cache
-from billing.catalog.services import PlanVersionSpec, RateCardSpec, plan_save, subscription_create
+from billing.catalog.services import subscription_create
 from billing.catalog.upcoming import upcoming_invoice
 from billing.entitlements.value import entitlement_value_for_key
 from billing.models import LineKind
@@ -29,7 +29,7 @@ from metering.models import RollupState, UsageBucket
 from metering.selectors import events_newest_xid
 from metering.services import feature_create, meter_create, usage_rollup
 from metering.usage import usage_memories_clear
-from tests.factories import ConsumerMappingFactory, CustomerFactory
+from tests.factories import ConsumerMappingFactory, CustomerFactory, PlanVersionFactory, unit_price
 from tests.metering.conftest import cloud_event
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
@@ -67,23 +67,15 @@ def plan(transactional_db):
         feature_create(key="tokens", meter=llm),
         feature_create(key="input_tokens", meter=llm, filters={"direction": ["input"]}),
     ]
-    return plan_save(
+    return PlanVersionFactory(
         key="metered",
         name="Metered",
-        spec=PlanVersionSpec(
-            currency="USD",
-            cadence="monthly",
-            minimum_commitment=Decimal(0),
-            rate_cards=tuple(
-                RateCardSpec(key=f.key, feature=f, price={"model": "unit", "unit_price": "0.001"})
-                for f in features
-            ),
-            entitlements=tuple(
-                {"feature": f.key, "type": "metered", "limit": 1000, "period": "monthly"}
-                for f in features
-            ),
+        rate_cards=tuple(unit_price(f, "0.001", key=f.key) for f in features),
+        entitlements=tuple(
+            {"feature": f.key, "type": "metered", "limit": 1000, "period": "monthly"}
+            for f in features
         ),
-    )[1]
+    )
 
 
 def _account(plan) -> tuple[str, list[str]]:
