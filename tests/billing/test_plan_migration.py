@@ -1,0 +1,177 @@
+"""Moving many subscriptions to another plan version at once: the service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from billing.catalog.periods import Period
+from billing.catalog.plan_migration import FAILED, MOVED, WOULD_MOVE, subscriptions_migrate
+from billing.catalog.rating import rate_period
+from billing.catalog.services import (
+    PlanVersionSpec,
+    plan_save,
+    subscription_cancel,
+    subscription_change_plan,
+)
+from billing.models import Subscription
+from tests.factories import (
+    CustomerFactory,
+    IssuedInvoiceFactory,
+    PlanVersionFactory,
+    SubscriptionFactory,
+    flat_fee,
+)
+
+pytestmark = pytest.mark.django_db
+
+OCT = datetime(2026, 10, 1, tzinfo=UTC)
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+NOV_16 = datetime(2026, 11, 16, tzinfo=UTC)
+DEC = datetime(2026, 12, 1, tzinfo=UTC)
+NOW = datetime(2026, 11, 10, tzinfo=UTC)
+
+
+def pro_v2(amount="59.00", currency="USD"):
+    return plan_save(
+        key="pro",
+        name="Pro",
+        spec=PlanVersionSpec(
+            currency=currency,
+            cadence="monthly",
+            minimum_commitment=Decimal(0),
+            rate_cards=(flat_fee(amount),),
+        ),
+    )[1]
+
+
+@pytest.fixture
+def v1():
+    return PlanVersionFactory()
+
+
+@pytest.fixture
+def subscribers(v1):
+    return [SubscriptionFactory(plan_version=v1, start=OCT) for _ in range(3)]
+
+
+def test_every_subscriber_of_a_version_moves_at_its_next_period(v1, subscribers):
+    v2 = pro_v2()
+
+    report = subscriptions_migrate(from_version=v1, to_version=v2, at_next_period=True, now=NOW)
+
+    assert [row.status for row in report.rows] == [MOVED] * 3
+    assert {row.effective for row in report.rows} == {DEC}
+    for sub in subscribers:
+        assert Subscription.objects.get(customer=sub.customer, start=DEC).plan_version == v2
+        assert Subscription.objects.get(pk=sub.pk).end == DEC
+    # The period the change falls in is December's: $49 now, $59 after.
+    assert (report.rows[0].current_total, report.rows[0].new_total) == (
+        Decimal("49.00"),
+        Decimal("59.00"),
+    )
+    assert report.summary == "3 moved to pro v2, 0 could not."
+
+
+def test_a_subscription_that_cannot_move_is_reported_and_the_others_move(v1, subscribers):
+    v2 = pro_v2()
+    ended, on_v2, fine = subscribers
+    subscription_cancel(
+        subscription=ended, at=datetime(2026, 11, 5, tzinfo=UTC), timing="immediately"
+    )
+    subscription_change_plan(subscription=on_v2, plan_version=v2, at=NOV, timing="immediately")
+    on_v2_now = Subscription.objects.get(customer=on_v2.customer, plan_version=v2)
+
+    report = subscriptions_migrate(
+        subscriptions=Subscription.objects.filter(
+            pk__in=[ended.pk, on_v2_now.pk, fine.pk]
+        ).order_by("customer__key"),
+        to_version=v2,
+        at_next_period=True,
+        now=NOW,
+    )
+
+    by_customer = {row.customer_key: row for row in report.rows}
+    assert by_customer[ended.customer.key].status == FAILED
+    assert "Ended" in by_customer[ended.customer.key].reason
+    assert by_customer[on_v2.customer.key].status == FAILED
+    assert "Already on pro v2" in by_customer[on_v2.customer.key].reason
+    assert by_customer[fine.customer.key].status == MOVED
+
+
+def test_a_version_in_another_currency_is_refused_per_subscription(v1, subscribers):
+    euro = plan_save(
+        key="pro-eu",
+        name="Pro EU",
+        spec=PlanVersionSpec(
+            currency="EUR", cadence="monthly", minimum_commitment=Decimal(0), rate_cards=()
+        ),
+    )[1]
+
+    report = subscriptions_migrate(from_version=v1, to_version=euro, at=NOV_16, now=NOW)
+
+    assert [row.status for row in report.rows] == [FAILED] * 3
+    assert "priced in EUR" in report.rows[0].reason
+    assert Subscription.objects.filter(plan_version=euro).count() == 0
+
+
+def test_a_change_inside_an_invoiced_period_is_refused(v1, subscribers):
+    v2 = pro_v2()
+    sub = subscribers[0]
+    IssuedInvoiceFactory(customer=sub.customer, period_start=OCT, period_end=NOV, now=NOV)
+
+    report = subscriptions_migrate(
+        subscriptions=[sub], to_version=v2, at=datetime(2026, 10, 20, tzinfo=UTC), now=NOW
+    )
+
+    assert report.rows[0].status == FAILED
+    assert "already invoiced" in report.rows[0].reason
+    assert Subscription.objects.get(pk=sub.pk).end is None
+
+
+def test_at_an_instant_the_period_is_prorated_as_a_single_plan_change_would_be(v1):
+    migrated, changed = SubscriptionFactory(plan_version=v1), SubscriptionFactory(plan_version=v1)
+    v2 = pro_v2()  # a new version: v1 has subscribers
+
+    report = subscriptions_migrate(subscriptions=[migrated], to_version=v2, at=NOV_16, now=NOW)
+    subscription_change_plan(subscription=changed, plan_version=v2, at=NOV_16, timing="immediately")
+
+    november = Period(NOV, DEC)
+    by_migration = rate_period(account=migrated.customer, period=november)
+    by_change = rate_period(account=changed.customer, period=november)
+    assert [line.amount for line in by_migration.lines] == [line.amount for line in by_change.lines]
+    # 15 days of 30 at $49, then 15 at $59: $24.50 + $29.50.
+    assert [line.amount for line in by_migration.lines] == [Decimal("24.50"), Decimal("29.50")]
+    assert report.rows[0].new_total == Decimal("54.00") == by_migration.total
+    assert report.rows[0].current_total == Decimal("49.00")
+
+
+def test_a_dry_run_writes_nothing_and_predicts_the_real_total(v1, subscribers):
+    v2 = pro_v2()
+    before = list(Subscription.objects.order_by("pk").values())
+
+    preview = subscriptions_migrate(
+        from_version=v1, to_version=v2, at=NOV_16, dry_run=True, now=NOW
+    )
+
+    assert list(Subscription.objects.order_by("pk").values()) == before
+    assert [row.status for row in preview.rows] == [WOULD_MOVE] * 3
+    assert preview.summary == "3 would move to pro v2, 0 could not."
+    real = subscriptions_migrate(from_version=v1, to_version=v2, at=NOV_16, now=NOW)
+    assert [row.new_total for row in real.rows] == [row.new_total for row in preview.rows]
+    assert [row.status for row in real.rows] == [MOVED] * 3
+
+
+def test_customers_asked_for_without_a_subscription_are_reported(v1):
+    SubscriptionFactory(plan_version=v1)
+    v2 = pro_v2()
+    CustomerFactory(key="nobody")
+
+    report = subscriptions_migrate(
+        subscriptions=[], missing=["nobody"], from_version=v1, to_version=v2, at=NOV_16, now=NOW
+    )
+
+    assert report.rows[0].customer_key == "nobody"
+    assert report.rows[0].status == FAILED
