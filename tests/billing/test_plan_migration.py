@@ -175,3 +175,129 @@ def test_customers_asked_for_without_a_subscription_are_reported(v1):
 
     assert report.rows[0].customer_key == "nobody"
     assert report.rows[0].status == FAILED
+
+
+# ------------------------------------------------------------------------ API
+
+URL = "/api/v1/plans/pro/versions/1/migrations"
+
+
+def problem(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    return response.json()
+
+
+def test_the_api_previews_then_moves_every_subscriber_at_the_next_period(api, v1, subscribers):
+    pro_v2()
+
+    preview = api.post(
+        URL, {"to_version": 2, "effective": "next_period", "dry_run": True}, format="json"
+    )
+
+    assert preview.status_code == 200, preview.content
+    body = preview.json()
+    assert (body["dry_run"], body["moved"], body["failed"], body["currency"]) == (True, 3, 0, "USD")
+    row = body["results"][0]
+    assert row["status"] == "would_move"
+    assert (row["from_version"], row["to_version"]) == ("pro v1", "pro v2")
+    assert (row["current_total"], row["new_total"]) == ("49.00", "59.00")
+    assert Subscription.objects.filter(plan_version__version=2).count() == 0
+
+    moved = api.post(URL, {"to_version": 2, "effective": "next_period"}, format="json").json()
+    assert moved["moved"] == 3
+    assert {r["status"] for r in moved["results"]} == {"moved"}
+    assert Subscription.objects.filter(plan_version__version=2).count() == 3
+
+
+def test_the_api_moves_the_customers_named_at_an_instant(api, v1, subscribers):
+    pro_v2()
+    named = subscribers[0].customer.key
+
+    body = api.post(
+        URL,
+        {"to_version": 2, "effective": "2026-11-16T00:00:00Z", "subscriptions": [named]},
+        format="json",
+    ).json()
+
+    assert [(r["customer"], r["status"]) for r in body["results"]] == [(named, "moved")]
+    assert body["results"][0]["effective"] == "2026-11-16T00:00:00Z"
+    assert body["results"][0]["period"] == {
+        "start": "2026-11-01T00:00:00Z",
+        "end": "2026-12-01T00:00:00Z",
+    }
+    assert Subscription.objects.filter(plan_version__version=2).count() == 1
+
+
+def test_a_named_customer_on_another_version_is_reported_not_refused(api, v1, subscribers):
+    pro_v2()
+    CustomerFactory(key="elsewhere")
+
+    body = api.post(
+        URL,
+        {"to_version": 2, "effective": "next_period", "subscriptions": ["elsewhere"]},
+        format="json",
+    ).json()
+
+    assert body["results"][0]["customer"] == "elsewhere"
+    assert body["results"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("url", "payload", "status", "field"),
+    [
+        ("/api/v1/plans/nope/versions/1/migrations", {}, 404, None),
+        ("/api/v1/plans/pro/versions/9/migrations", {}, 404, None),
+        (URL, {"to_version": 9, "effective": "next_period"}, 400, "to_version"),
+        (URL, {"to_version": 1, "effective": "next_period"}, 400, "to_version"),
+        (URL, {"to_version": 2, "effective": "tomorrow"}, 400, "effective"),
+        (URL, {"to_version": 2}, 400, "effective"),
+        (URL, {"to_version": "two", "effective": "next_period"}, 400, "to_version"),
+        (
+            URL,
+            {"to_version": 2, "effective": "next_period", "subscriptions": ["ghost"]},
+            400,
+            "subscriptions",
+        ),
+        (
+            URL,
+            {"to_version": 2, "effective": "next_period", "subscriptions": []},
+            400,
+            "subscriptions",
+        ),
+        (
+            URL,
+            {"to_version": 1, "to_plan": "pro-eu", "effective": "next_period"},
+            400,
+            "to_version",
+        ),
+        (URL, {"to_version": 1, "to_plan": "ghost", "effective": "next_period"}, 400, "to_plan"),
+    ],
+)
+def test_bad_migration_requests_get_a_problem_document(
+    api, v1, subscribers, url, payload, status, field
+):
+    pro_v2()
+    plan_save(
+        key="pro-eu",
+        name="Pro EU",
+        spec=PlanVersionSpec(
+            currency="EUR", cadence="monthly", minimum_commitment=Decimal(0), rate_cards=()
+        ),
+    )
+
+    body = problem(api.post(url, payload, format="json"), status)
+
+    if field:
+        assert field in body["errors"], body
+    assert Subscription.objects.filter(plan_version__version=2).count() == 0
+
+
+def test_migrating_needs_the_write_scope(api_client_for, v1, subscribers):
+    pro_v2()
+
+    response = api_client_for("read").post(
+        URL, {"to_version": 2, "effective": "next_period"}, format="json"
+    )
+
+    problem(response, 403)
