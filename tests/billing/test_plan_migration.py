@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from billing.catalog.periods import Period
 from billing.catalog.plan_migration import FAILED, MOVED, WOULD_MOVE, subscriptions_migrate
@@ -301,3 +302,76 @@ def test_migrating_needs_the_write_scope(api_client_for, v1, subscribers):
     )
 
     problem(response, 403)
+
+
+# ------------------------------------------------------------------------ admin
+
+
+def _start_migration(admin_client, subs):
+    response = admin_client.post(
+        reverse("admin:billing_subscription_changelist"),
+        {"action": "migrate", "_selected_action": [s.pk for s in subs]},
+    )
+    assert response.status_code == 302
+    return response.url
+
+
+def test_the_migrate_action_opens_a_page_listing_the_selection(admin_client, v1, subscribers):
+    url = _start_migration(admin_client, subscribers)
+
+    page = admin_client.get(url).content.decode()
+
+    assert "Migrate subscriptions to another plan version" in page
+    for sub in subscribers:
+        assert sub.customer.key in page
+
+
+def test_the_admin_preview_shows_each_invoice_now_and_after_and_writes_nothing(
+    admin_client, v1, subscribers
+):
+    v2 = pro_v2()
+    url = _start_migration(admin_client, subscribers[:1])
+
+    page = admin_client.post(
+        url,
+        {
+            "to_version": v2.pk,
+            "timing": "immediately",
+            "at": "2026-11-16 00:00:00",
+            "preview": "Preview",
+        },
+    ).content.decode()
+
+    assert 'id="migration-preview"' in page
+    assert "49.00 USD" in page and "54.00 USD" in page and "5.00 USD" in page
+    assert "would move" in page
+    assert Subscription.objects.filter(plan_version=v2).count() == 0
+
+
+def test_the_admin_migrates_and_reports_what_could_not_move(admin_client, v1, subscribers):
+    v2 = pro_v2()
+    ended = subscribers[0]
+    subscription_cancel(
+        subscription=ended, at=datetime(2026, 10, 5, tzinfo=UTC), timing="immediately"
+    )
+    url = _start_migration(admin_client, subscribers)
+
+    page = admin_client.post(
+        url, {"to_version": v2.pk, "timing": "next_period", "migrate": "Migrate"}, follow=True
+    ).content.decode()
+
+    assert "2 moved to pro v2, 1 could not." in page
+    assert f"{ended.customer.key}: not moved: ended" in page.lower()
+    assert Subscription.objects.filter(plan_version=v2).count() == 2
+
+
+def test_an_instant_is_required_to_migrate_at_an_instant(admin_client, v1, subscribers):
+    v2 = pro_v2()
+    url = _start_migration(admin_client, subscribers)
+
+    page = admin_client.post(
+        url, {"to_version": v2.pk, "timing": "immediately", "migrate": "Migrate"}
+    ).content.decode()
+
+    assert "Give the instant the subscriptions move at." in page
+    assert Subscription.objects.filter(plan_version=v2).count() == 0
