@@ -43,6 +43,7 @@ class MigrationRow:
     reason: str = ""
     effective: datetime | None = None
     currency: str = ""
+    timezone: str = "UTC"  # the customer's, in which its periods are cut
     period: Period | None = None  # the billing period the change falls in
     current_total: Decimal | None = None  # that period's invoice without the change
     new_total: Decimal | None = None  # ... and with it
@@ -132,6 +133,7 @@ def _migrate_one(
         "from_version": str(sub.plan_version),
         "to_version": str(to_version),
         "currency": sub.customer.currency,
+        "timezone": sub.customer.timezone,
     }
     try:
         with transaction.atomic():

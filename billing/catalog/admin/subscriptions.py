@@ -376,7 +376,7 @@ def migration_rows(report) -> list[dict]:
                 "customer": row.customer_key,
                 "from_version": row.from_version,
                 "effective": row.effective,
-                "period": period_html(row.period, "UTC") if row.period else "—",
+                "period": period_html(row.period, row.timezone) if row.period else "—",
                 "status": labels[row.status],
                 "reason": row.reason,
                 "change": change,
