@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from audit.roles import VIEWER, roles_sync
 from billing.catalog.periods import Period
 from billing.catalog.plan_migration import FAILED, MOVED, WOULD_MOVE, subscriptions_migrate
 from billing.catalog.rating import rate_period
@@ -374,4 +376,20 @@ def test_an_instant_is_required_to_migrate_at_an_instant(admin_client, v1, subsc
     ).content.decode()
 
     assert "Give the instant the subscriptions move at." in page
+    assert Subscription.objects.filter(plan_version=v2).count() == 0
+
+
+def test_a_viewer_cannot_migrate(django_user_model, client, v1, subscribers):
+    roles_sync()
+    v2 = pro_v2()
+    viewer = django_user_model.objects.create_user(username="viewer", is_staff=True)
+    viewer.groups.add(Group.objects.get(name=VIEWER))
+    client.force_login(viewer)
+    url = reverse("admin:billing_subscription_migrate") + f"?ids={subscribers[0].pk}"
+
+    response = client.post(
+        url, {"to_version": v2.pk, "timing": "next_period", "migrate": "Migrate"}
+    )
+
+    assert response.status_code == 403
     assert Subscription.objects.filter(plan_version=v2).count() == 0
