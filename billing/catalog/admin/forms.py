@@ -235,3 +235,25 @@ class CancelForm(forms.Form):
             ("immediately", "Immediately, at that instant"),
         ]
     )
+
+
+class MigrateForm(forms.Form):
+    to_version = forms.ModelChoiceField(
+        queryset=PlanVersion.objects.select_related("plan", "customer").order_by(
+            "plan__key", "version"
+        ),
+        label="New plan version",
+    )
+    timing = forms.ChoiceField(
+        choices=[
+            ("next_period", "Next period: each subscription at the start of its next period"),
+            ("immediately", "At an instant: split each period there (fees prorated)"),
+        ]
+    )
+    at = _datetime_field("At", required=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("timing") == "immediately" and not data.get("at"):
+            self.add_error("at", "Give the instant the subscriptions move at.")
+        return data

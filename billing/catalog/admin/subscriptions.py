@@ -22,10 +22,12 @@ from django.utils.html import format_html
 from billing.catalog.admin.forms import (
     CancelForm,
     ChangePlanForm,
+    MigrateForm,
     SubscribeForm,
     service_errors_to_form,
 )
 from billing.catalog.periods import period_containing
+from billing.catalog.plan_migration import FAILED, subscriptions_migrate
 from billing.catalog.services import (
     subscription_cancel,
     subscription_change_plan,
@@ -105,7 +107,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "created_at",
     ]
     readonly_fields = fields
-    actions = ["change_plan", "cancel"]
+    actions = ["change_plan", "migrate", "cancel"]
     change_form_template = "admin/billing/subscription/change_form.html"
 
     def has_delete_permission(self, request, obj=None) -> bool:
@@ -157,6 +159,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 name="billing_subscription_change_plan",
             ),
             path("cancel/", view(self.cancel_view), name="billing_subscription_cancel"),
+            path("migrate/", view(self.migrate_view), name="billing_subscription_migrate"),
             path("upcoming/<str:key>/", view(self.upcoming_view), name="billing_upcoming_invoice"),
             *super().get_urls(),
         ]
@@ -176,6 +179,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return redirect(f"{reverse('admin:billing_subscription_cancel')}?ids={ids}")
+
+    @admin.action(description="Migrate to another plan version…")
+    def migrate(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return redirect(f"{reverse('admin:billing_subscription_migrate')}?ids={ids}")
 
     # -- forms --------------------------------------------------------------------
 
@@ -279,6 +287,55 @@ class SubscriptionAdmin(admin.ModelAdmin):
             subscriptions=subs,
         )
 
+    def migrate_view(self, request):
+        """Choose a version and when; Preview (a dry run: each next invoice now and after)
+        or Migrate (each subscription in its own transaction, reported per row)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+        subs = list(
+            Subscription.objects.select_related("customer", "plan_version__plan")
+            .filter(pk__in=ids)
+            .order_by("customer__key", "start")
+        )
+        form = MigrateForm(request.POST or None, initial={"timing": "next_period"})
+        preview = None
+        if request.method == "POST" and form.is_valid() and subs:
+            data = form.cleaned_data
+            dry_run = "migrate" not in request.POST
+            report = subscriptions_migrate(
+                subscriptions=subs,
+                to_version=data["to_version"],
+                at=data["at"] if data["timing"] == "immediately" else None,
+                at_next_period=data["timing"] == "next_period",
+                dry_run=dry_run,
+                now=timezone.now(),
+            )
+            if dry_run:
+                preview = migration_rows(report)
+            else:
+                self._migration_messages(request, report)
+                return redirect("admin:billing_subscription_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Migrate subscriptions to another plan version",
+            "opts": self.model._meta,
+            "form": form,
+            "subscriptions": subs,
+            "preview": preview,
+            "media": self.media + form.media,
+        }
+        return render(request, "admin/billing/subscription_migrate.html", context)
+
+    def _migration_messages(self, request, report) -> None:
+        level = messages.WARNING if report.count(FAILED) else messages.SUCCESS
+        self.message_user(request, report.summary, level)
+        for row in report.rows:
+            if row.status == FAILED:
+                self.message_user(
+                    request, f"{row.customer_key}: not moved: {row.reason}", messages.ERROR
+                )
+
     # -- upcoming invoice ---------------------------------------------------------
 
     def upcoming_view(self, request, key: str):
@@ -298,6 +355,35 @@ class SubscriptionAdmin(admin.ModelAdmin):
         else:
             context.update(upcoming_context(upcoming))
         return render(request, "admin/billing/upcoming_invoice.html", context)
+
+
+def migration_rows(report) -> list[dict]:
+    """A migration report as display rows: money at its currency's precision."""
+    labels = {"moved": "moved", "would_move": "would move", FAILED: "cannot move"}
+    rows = []
+    for row in report.rows:
+        money = {
+            name: format_money(value, row.currency, code=True) if value is not None else "—"
+            for name, value in (("current", row.current_total), ("new", row.new_total))
+        }
+        change = (
+            format_money(row.new_total - row.current_total, row.currency, code=True)
+            if row.new_total is not None and row.current_total is not None
+            else ""
+        )
+        rows.append(
+            {
+                "customer": row.customer_key,
+                "from_version": row.from_version,
+                "effective": row.effective,
+                "period": period_html(row.period, row.timezone) if row.period else "—",
+                "status": labels[row.status],
+                "reason": row.reason,
+                "change": change,
+                **money,
+            }
+        )
+    return rows
 
 
 def _quantity(text) -> str:

@@ -404,3 +404,78 @@ class UpcomingInvoiceSerializer(serializers.Serializer):
             {"plan": v.plan.key, "version": v.version, "custom_contract": v.customer_id is not None}
             for v in upcoming.plan_versions
         ]
+
+
+# ------------------------------------------------------------------------ migrations
+
+
+class PlanMigrationInput(serializers.Serializer):
+    to_version = serializers.IntegerField(
+        min_value=1, help_text="The version number to move to (of ``to_plan``)."
+    )
+    to_plan = serializers.SlugRelatedField(
+        slug_field="key",
+        queryset=Plan.objects.all(),
+        required=False,
+        help_text="The plan of ``to_version``; default: the plan in the path.",
+    )
+    subscriptions = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        allow_empty=False,
+        max_length=10000,
+        help_text="Customer keys of subscribers to move; omitted: every subscriber of the "
+        "version that has not ended.",
+    )
+    effective = serializers.CharField(
+        help_text='"next_period" (each subscription at the start of its next period) or an '
+        "RFC 3339 instant (the period splits there, flat fees prorated by the second)."
+    )
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Report what would happen and write nothing."
+    )
+
+    def validate_effective(self, value: str):
+        if value == "next_period":
+            return value
+        try:
+            return InstantField().run_validation(value)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError(
+                'Write "next_period" or an RFC 3339 instant, e.g. 2026-11-16T00:00:00Z.'
+            ) from exc
+
+
+class MigrationRowSerializer(serializers.Serializer):
+    customer = serializers.CharField(source="customer_key")
+    subscription = serializers.IntegerField(source="subscription_id", allow_null=True)
+    from_version = serializers.CharField()
+    to_version = serializers.CharField()
+    status = serializers.ChoiceField(choices=["moved", "would_move", "failed"])
+    reason = serializers.CharField(help_text="Why it could not move; empty otherwise.")
+    effective = serializers.DateTimeField(allow_null=True)
+    period = _PeriodField(help_text="The billing period the change falls in.")
+    current_total = MoneyText(
+        allow_null=True, help_text="That period's invoice total without the change."
+    )
+    new_total = MoneyText(allow_null=True, help_text="... and with it.")
+
+
+class MigrationReportSerializer(serializers.Serializer):
+    to_version = serializers.SerializerMethodField()
+    currency = serializers.CharField(source="to_version.currency")
+    dry_run = serializers.BooleanField()
+    summary = serializers.CharField()
+    moved = serializers.SerializerMethodField()
+    failed = serializers.SerializerMethodField()
+    results = MigrationRowSerializer(source="rows", many=True)
+
+    def get_to_version(self, report) -> str:
+        return str(report.to_version)
+
+    def get_moved(self, report) -> int:
+        """Subscriptions moved (or, in a dry run, that would move)."""
+        return report.count("would_move" if report.dry_run else "moved")
+
+    def get_failed(self, report) -> int:
+        return report.count("failed")

@@ -24,12 +24,15 @@ from billing.catalog.api.plans import versions_with_details
 from billing.catalog.api.serializers import (
     CustomContractInput,
     CustomContractSerializer,
+    MigrationReportSerializer,
+    PlanMigrationInput,
     SubscriptionCancelInput,
     SubscriptionChangePlanInput,
     SubscriptionCreateInput,
     SubscriptionSerializer,
     UpcomingInvoiceSerializer,
 )
+from billing.catalog.plan_migration import migration_selection, subscriptions_migrate
 from billing.catalog.services import (
     custom_contract_create,
     plan_latest_version,
@@ -261,3 +264,78 @@ class UpcomingInvoiceView(APIView):
             "feature_keys": upcoming.feature_keys,
         }
         return Response(UpcomingInvoiceSerializer(upcoming, context=context).data)
+
+
+class PlanVersionMigration(APIView):
+    """Move subscribers of this plan version to another version: those named in
+    ``subscriptions`` (customer keys), or every subscriber that has not ended.
+    ``effective`` is ``next_period`` (each at the start of its next period) or an
+    instant (the period splits there, as a plan change does). Each subscription moves in
+    its own transaction; one that cannot move is reported as ``failed`` with its reason.
+    With ``dry_run`` nothing is written; each row gives the total of the period the change
+    falls in, without and with the change."""
+
+    @extend_schema(
+        request=PlanMigrationInput,
+        responses={
+            200: MigrationReportSerializer,
+            400: OpenApiResponse(description="Bad input (problem document, errors by field)."),
+            404: OpenApiResponse(description="Unknown plan or version."),
+        },
+    )
+    def post(self, request, key: str, version: int):
+        plan = get_object_or_404(Plan, key=key)
+        source = get_object_or_404(PlanVersion, plan=plan, version=version)
+        data = validated(PlanMigrationInput(data=request.data))
+        target_plan = data.get("to_plan") or plan
+        target = PlanVersion.objects.filter(plan=target_plan, version=data["to_version"]).first()
+        if target is None:
+            raise ValidationError(
+                {"to_version": [f"Plan {target_plan.key} has no version {data['to_version']}."]}
+            )
+        if target.pk == source.pk:
+            raise ValidationError({"to_version": [f"The subscribers are on {source} already."]})
+        if target.currency != source.currency:
+            raise ValidationError(
+                {
+                    "to_version": [
+                        f"{target} is priced in {target.currency}, {source} in {source.currency}."
+                    ]
+                }
+            )
+        now = timezone.now()
+        selection = {}
+        if "subscriptions" in data:
+            selection = migration_selection_by_keys(
+                from_version=source, keys=data["subscriptions"], now=now
+            )
+        effective = data["effective"]
+        report = call_service(
+            subscriptions_migrate,
+            to_version=target,
+            from_version=source,
+            at=None if effective == "next_period" else effective,
+            at_next_period=effective == "next_period",
+            dry_run=data["dry_run"],
+            now=now,
+            **selection,
+        )
+        context = {"currency": target.currency}
+        return Response(MigrationReportSerializer(report, context=context).data)
+
+
+def migration_selection_by_keys(*, from_version: PlanVersion, keys: list[str], now) -> dict:
+    """The subscriptions of the customers named, on ``from_version`` and not ended, and the
+    keys with none; a 400 naming the keys that are no customer at all."""
+    keys = list(dict.fromkeys(keys))
+    known = set(Customer.objects.filter(key__in=keys).values_list("key", flat=True))
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise ValidationError({"subscriptions": [f"No customer {', '.join(unknown)}."]})
+    subs = [
+        sub
+        for sub in migration_selection(from_version=from_version, now=now)
+        if sub.customer.key in known
+    ]
+    found = {sub.customer.key for sub in subs}
+    return {"subscriptions": subs, "missing": [k for k in keys if k not in found]}

@@ -14,6 +14,11 @@ urlpatterns = [
         views.PlanVersionDetail.as_view(),
         name="plan-version-detail",
     ),
+    path(
+        "plans/<str:key>/versions/<int:version>/migrations",
+        subscription_views.PlanVersionMigration.as_view(),
+        name="plan-version-migrations",
+    ),
     path("tax-rates", views.TaxRateListCreate.as_view(), name="tax-rate-list"),
     path("tax-rates/<str:key>", views.TaxRateDetail.as_view(), name="tax-rate-detail"),
     path(
