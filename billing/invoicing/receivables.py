@@ -56,13 +56,18 @@ def _credited() -> Coalesce:
     return Coalesce(Subquery(total, output_field=money), Value(Decimal(0)), output_field=money)
 
 
+def invoices_with_credited(queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
+    """``queryset`` annotated with ``credited_total`` (its credit notes' sum), which the
+    one-invoice functions below read instead of querying each invoice's credit notes."""
+    return queryset.annotate(credited_total=_credited())
+
+
 def invoices_open(queryset: QuerySet[Invoice] | None = None) -> QuerySet[Invoice]:
     """Issued, unsettled invoices with a balance above zero, each annotated with
     ``open_balance`` (amount due less payments and credit notes)."""
     queryset = Invoice.objects.all() if queryset is None else queryset
     return (
-        queryset.filter(status__in=OPEN_STATUSES)
-        .annotate(credited_total=_credited())
+        invoices_with_credited(queryset.filter(status__in=OPEN_STATUSES))
         .annotate(open_balance=_balance_expression())
         .filter(open_balance__gt=0)
     )
