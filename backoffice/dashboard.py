@@ -26,6 +26,7 @@ from django.db.models import Count, Min, Q, Sum
 
 from billing.catalog.periods import Period, calendar_month
 from billing.catalog.upcoming import NoSubscription, upcoming_invoice
+from billing.invoicing.receivables import invoices_overdue
 from billing.models import Invoice, InvoiceStatus, Subscription
 from metering.models import Meter
 from metering.selectors import MeterRollupProblem, rollup_problems, unattributed_usage
@@ -288,6 +289,16 @@ def attention(*, now: datetime, unattributed: Unattributed | None = None) -> Att
         unattributed=unattributed,
         meter_problems=tuple(rollup_problems()),
     )
+
+
+def overdue_by_currency(*, now: datetime) -> dict[str, Amount]:
+    """Balances left on overdue invoices (``billing.invoicing.receivables``'s rule), and
+    how many, by currency."""
+    sums: dict[str, Amount] = {}
+    for currency, balance in invoices_overdue(now=now).values_list("currency", "open_balance"):
+        had = sums.get(currency, Amount())
+        sums[currency] = Amount(had.amount + balance, had.count + 1)
+    return dict(sorted(sums.items()))
 
 
 # ------------------------------------------------------------------------------- cache

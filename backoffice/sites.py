@@ -37,6 +37,16 @@ PAGES = (
         "billing.entitlements.admin.entitlement_status_view",
         "billing_entitlement_status",
     ),
+    Page(
+        "billing/receivables/aging/",
+        "billing.invoicing.admin.aging.aging_view",
+        "billing_receivables_aging",
+    ),
+    Page(
+        "billing/receivables/aging.csv",
+        "billing.invoicing.admin.aging.aging_csv_view",
+        "billing_receivables_aging_csv",
+    ),
     Page("audit/history/", "audit.admin.recent_view", "audit_recent"),
     Page(
         "audit/history/<str:app_label>/<str:model_name>/<str:pk>/",

@@ -262,6 +262,30 @@ def _draft_cards(found, now: datetime) -> list[dict]:
     return cards
 
 
+def _overdue_card(now: datetime) -> dict:
+    """Overdue invoices: the balance left per currency, each linking to its invoices."""
+    found = d.overdue_by_currency(now=now)
+    count = sum(a.count for a in found.values())
+    return {
+        "key": "overdue",
+        "label": "Overdue invoices",
+        "count": count,
+        "detail": "Issued, unpaid and past their due date." if count else "Nothing is overdue.",
+        "amounts": [
+            {
+                "currency": currency,
+                "text": format_money(amount.amount, currency, code=True),
+                "count": amount.count,
+                "url": invoices_url(overdue="yes", currency=currency),
+            }
+            for currency, amount in found.items()
+        ],
+        "url": invoices_url(overdue="yes"),
+        "aging_url": _url("admin:billing_receivables_aging"),
+        "alarm": bool(count),
+    }
+
+
 def _failed_settlements_card(found, now: datetime) -> dict:
     """Failed settlements: an alarm only for those no retry is scheduled for."""
     return {
@@ -314,6 +338,7 @@ def _attention(user, now: datetime, refresh: bool) -> list[dict]:
     items = []
     if can("billing.view_invoice"):
         items += _draft_cards(found, now)
+        items.append(_overdue_card(now))
     if can("rails.view_settlement"):
         items.append(_failed_settlements_card(found, now))
     if unattributed is not None:

@@ -16,8 +16,6 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Sum
-from django.db.models.functions import Coalesce
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -39,6 +37,7 @@ from billing.documents.links import (
     portal_sign_in_links_send,
 )
 from billing.documents.pdf import credit_note_pdf_bytes, invoice_html, invoice_pdf_bytes, seller
+from billing.invoicing.receivables import invoice_days_past_due, invoices_with_credited
 from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
 from core.money import format_money, format_quantity
 from customers.models import Customer
@@ -93,7 +92,7 @@ def invoice_page(request: HttpRequest, token: str) -> HttpResponse:
         invoice=invoice,
         for_pdf=False,
         pdf_url=invoice_pdf_path(token=token),
-        live=_live(invoice, token),
+        live=_live(invoice, token, now=timezone.now()),
     )
     return _private(HttpResponse(html))
 
@@ -105,7 +104,7 @@ def _balance(invoice: Invoice, credited: Decimal) -> Decimal:
     return max(invoice.amount_due - invoice.amount_paid - credited, Decimal(0))
 
 
-def _live(invoice: Invoice, token: str) -> dict:
+def _live(invoice: Invoice, token: str, *, now) -> dict:
     """What the hosted page adds to the invoice as issued: credit notes since, and the
     balance left after payments and credits (nothing on a paid or void invoice)."""
     zone, currency = customer_zone(invoice.customer), invoice.currency
@@ -113,6 +112,7 @@ def _live(invoice: Invoice, token: str) -> dict:
     credited = sum((note.amount for note in notes), Decimal(0))
     return {
         "amount_due_shown": format_money(_balance(invoice, credited), currency),
+        "days_past_due": invoice_days_past_due(invoice=invoice, now=now),
         "credit_notes": [
             {
                 "number": note.number,
@@ -273,12 +273,9 @@ def portal_credit_note_pdf(request: HttpRequest, credit_note_id: uuid.UUID) -> H
 def _dashboard(customer: Customer) -> dict:
     now = timezone.now()
     zone = customer_zone(customer)
-    invoices = (
-        Invoice.objects.filter(customer=customer)
-        .exclude(status=InvoiceStatus.DRAFT)
-        .annotate(credited=Coalesce(Sum("credit_notes__amount"), Decimal(0)))
-        .order_by("-issued_at", "-number")[:200]
-    )
+    invoices = invoices_with_credited(
+        Invoice.objects.filter(customer=customer).exclude(status=InvoiceStatus.DRAFT)
+    ).order_by("-issued_at", "-number")[:200]
     notes = (
         CreditNote.objects.filter(invoice__customer=customer)
         .select_related("invoice")
@@ -295,11 +292,10 @@ def _dashboard(customer: Customer) -> dict:
                 "issued": format_date(invoice.issued_at, zone),
                 "due": format_date(invoice.due_at, zone),
                 "total": format_money(invoice.total, invoice.currency),
-                "balance": format_money(_balance(invoice, invoice.credited), invoice.currency),
-                "status": invoice.status,
-                "status_label": "Open"
-                if invoice.status == InvoiceStatus.ISSUED
-                else invoice.get_status_display(),
+                "balance": format_money(
+                    _balance(invoice, invoice.credited_total), invoice.currency
+                ),
+                **_status(invoice, now),
             }
             for invoice in invoices
         ],
@@ -318,6 +314,19 @@ def _dashboard(customer: Customer) -> dict:
         ],
         "usage": _usage_so_far(customer, now, zone),
     }
+
+
+def _status(invoice: Invoice, now) -> dict:
+    """The badge a customer reads: overdue (past due with a balance left), open, or the
+    invoice's payment state."""
+    days = invoice_days_past_due(invoice=invoice, now=now)
+    if days:
+        return {
+            "status": "overdue",
+            "status_label": f"Overdue {days} day{'s' if days != 1 else ''}",
+        }
+    label = "Open" if invoice.status == InvoiceStatus.ISSUED else invoice.get_status_display()
+    return {"status": invoice.status, "status_label": label}
 
 
 def _usage_so_far(customer: Customer, now, zone) -> dict | None:

@@ -39,6 +39,7 @@ from billing.invoicing.api.serializers import (
     InvoiceSerializer,
     InvoiceVoidRequest,
 )
+from billing.invoicing.receivables import invoices_overdue
 from billing.invoicing.services import (
     InvoiceStateError,
     invoice_issue,
@@ -83,6 +84,11 @@ class InvoiceFilter(filters.FilterSet):
     )
     issued_after = InstantFilter(field_name="issued_at", lookup_expr="gte")
     issued_before = InstantFilter(field_name="issued_at", lookup_expr="lt")
+    overdue = filters.BooleanFilter(
+        method="filter_overdue",
+        help_text="true: the invoices overdue now (issued, unpaid, a balance left, past their "
+        "due instant); false: every other invoice.",
+    )
 
     class Meta:
         model = Invoice
@@ -90,6 +96,10 @@ class InvoiceFilter(filters.FilterSet):
 
     def filter_customer(self, queryset, name, value):
         return queryset.filter(customer_q(value))
+
+    def filter_overdue(self, queryset, name, value):
+        overdue = invoices_overdue(now=timezone.now()).values("pk")
+        return queryset.filter(pk__in=overdue) if value else queryset.exclude(pk__in=overdue)
 
     def filter_queryset(self, queryset):
         unknown = sorted(

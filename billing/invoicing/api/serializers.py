@@ -16,6 +16,7 @@ from rest_framework import serializers
 from billing.catalog.api.serializers import breakdown_text
 from billing.documents.links import invoice_hosted_url
 from billing.invoicing.provenance import PROVABLE_KINDS, bucket_value
+from billing.invoicing.receivables import invoice_days_past_due, invoice_is_overdue
 from billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoiceTax
 from core.api.fields import PlainDecimalText
 from core.money import money_text, plain_decimal
@@ -181,6 +182,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
     lines = InvoiceLineSerializer(many=True, read_only=True)
     taxes = InvoiceTaxSerializer(many=True, read_only=True)
     credit_notes = CreditNoteSummarySerializer(many=True, read_only=True)
+    overdue = serializers.SerializerMethodField(
+        help_text="Issued, unpaid, a balance left and past its due instant."
+    )
+    days_past_due = serializers.SerializerMethodField(
+        help_text="Started days since the due instant while overdue; 0 otherwise."
+    )
 
     class Meta:
         model = Invoice
@@ -210,8 +217,16 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "lines",
             "taxes",
             "credit_notes",
+            "overdue",
+            "days_past_due",
         ]
         read_only_fields = fields
+
+    def get_overdue(self, invoice: Invoice) -> bool:
+        return invoice_is_overdue(invoice=invoice, now=self.context["now"])
+
+    def get_days_past_due(self, invoice: Invoice) -> int:
+        return invoice_days_past_due(invoice=invoice, now=self.context["now"])
 
     def get_hosted_url(self, invoice: Invoice) -> str | None:
         if invoice.is_draft:

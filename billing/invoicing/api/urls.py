@@ -6,6 +6,7 @@ from django.urls import path
 import billing.invoicing.api.credit_notes as credit_notes
 import billing.invoicing.api.invoices as invoices
 import billing.invoicing.api.provenance as provenance
+import billing.invoicing.api.receivables as receivables
 
 urlpatterns = [
     path("invoices", invoices.InvoiceList.as_view(), name="invoice-list"),
@@ -33,6 +34,7 @@ urlpatterns = [
         provenance.InvoiceLineEventsCsv.as_view(),
         name="invoice-line-events",
     ),
+    path("receivables/aging", receivables.ReceivablesAging.as_view(), name="receivables-aging"),
     path("credit-notes", credit_notes.CreditNoteList.as_view(), name="credit-note-list"),
     path(
         "credit-notes/<str:credit_note_id>",
