@@ -37,7 +37,11 @@ from billing.documents.links import (
     portal_sign_in_links_send,
 )
 from billing.documents.pdf import credit_note_pdf_bytes, invoice_html, invoice_pdf_bytes, seller
-from billing.invoicing.receivables import invoice_days_past_due, invoices_with_credited
+from billing.invoicing.receivables import (
+    balance_left,
+    invoice_days_past_due,
+    invoices_with_credited,
+)
 from billing.models import CreditNote, Invoice, InvoiceStatus, LineKind
 from core.money import format_money, format_quantity
 from customers.models import Customer
@@ -101,7 +105,7 @@ def _balance(invoice: Invoice, credited: Decimal) -> Decimal:
     """What is still owed: the amount due less payments and credit notes."""
     if invoice.status in (InvoiceStatus.VOID, InvoiceStatus.PAID):
         return Decimal(0)
-    return max(invoice.amount_due - invoice.amount_paid - credited, Decimal(0))
+    return balance_left(invoice=invoice, credited=credited)
 
 
 def _live(invoice: Invoice, token: str, *, now) -> dict:

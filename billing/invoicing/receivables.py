@@ -84,6 +84,12 @@ def invoices_overdue(
     return invoices_open(queryset).filter(due_at__lt=now)
 
 
+def balance_left(*, invoice: Invoice, credited: Decimal) -> Decimal:
+    """The amount due less payments and ``credited`` (its credit notes' sum), never below
+    zero: the arithmetic of ``open_balance`` above, for one invoice."""
+    return max(invoice.amount_due - invoice.amount_paid - credited, Decimal(0))
+
+
 def invoice_balance(*, invoice: Invoice) -> Decimal:
     """What is still owed on one invoice (zero unless it is issued and unsettled)."""
     if invoice.status not in OPEN_STATUSES:
@@ -91,7 +97,7 @@ def invoice_balance(*, invoice: Invoice) -> Decimal:
     credited = getattr(invoice, "credited_total", None)
     if credited is None:
         credited = sum((note.amount for note in invoice.credit_notes.all()), Decimal(0))
-    return max(invoice.amount_due - invoice.amount_paid - credited, Decimal(0))
+    return balance_left(invoice=invoice, credited=credited)
 
 
 def days_past_due(*, due_at: datetime | None, now: datetime) -> int:
