@@ -101,6 +101,7 @@ def pages(base: str) -> list[tuple[str, str, int | None]]:
         ("settlement-returned.png", f"{base}/admin/rails/settlement/{returned.pk}/change/", 1800),
         ("settlement-failed.png", f"{base}/admin/rails/settlement/{failed.pk}/change/", 1800),
         ("ach-files.png", f"{base}/admin/rails/achfile/", None),
+        ("receivables-aging.png", f"{base}/admin/billing/receivables/aging/", 1200),
         ("hosted-invoice.png", base + hosted, 1500),
     ]
     return shots
