@@ -12,10 +12,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from audit.roles import VIEWER, roles_sync
 from billing.invoicing.admin.aging import invoices_url
+from tests.clock import clock_move
 from tests.factories import CustomerFactory, IssuedInvoiceFactory
 
 pytestmark = pytest.mark.django_db
@@ -25,26 +25,16 @@ AGING = "/admin/billing/receivables/aging/"
 CSV = "/admin/billing/receivables/aging.csv"
 
 
-class _Clock:
-    """``django.utils.timezone`` for one module, its ``now`` moved: the rest of Django
-    (sessions, the login) keeps the real clock."""
-
-    def __init__(self, now):
-        self._now = now
-
-    def now(self):
-        return self._now
-
-    def __getattr__(self, name):
-        return getattr(timezone, name)
-
-
 @pytest.fixture
 def clock(monkeypatch):
+    modules = (
+        "billing.invoicing.admin.invoices",
+        "billing.invoicing.admin.aging",
+        "backoffice.templatetags.dashboard",
+    )
+
     def move(now):
-        for module in ("billing.invoicing.admin.invoices", "billing.invoicing.admin.aging",
-                       "backoffice.templatetags.dashboard"):  # fmt: skip
-            monkeypatch.setattr(f"{module}.timezone", _Clock(now))
+        clock_move(monkeypatch, modules, now)
 
     return move
 

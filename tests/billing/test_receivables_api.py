@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from billing.invoicing.services import invoice_mark
+from tests.clock import clock_move
 from tests.factories import CustomerFactory, IssuedInvoiceFactory
 
 pytestmark = pytest.mark.django_db
@@ -16,28 +16,17 @@ pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)
 
 
-class _Clock:
-    """``django.utils.timezone`` for one module, its ``now`` moved: the rest of Django
-    (sessions, the login) keeps the real clock."""
-
-    def __init__(self, now):
-        self._now = now
-
-    def now(self):
-        return self._now
-
-    def __getattr__(self, name):
-        return getattr(timezone, name)
-
-
 @pytest.fixture
 def clock(monkeypatch):
     """Moves the clock the API views read."""
+    modules = (
+        "billing.invoicing.api.invoices",
+        "billing.invoicing.api.base",
+        "billing.invoicing.api.receivables",
+    )
 
     def move(now):
-        for module in ("billing.invoicing.api.invoices", "billing.invoicing.api.base",
-                       "billing.invoicing.api.receivables"):  # fmt: skip
-            monkeypatch.setattr(f"{module}.timezone", _Clock(now))
+        clock_move(monkeypatch, modules, now)
 
     return move
 
