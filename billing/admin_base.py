@@ -13,10 +13,8 @@ TEMPLATE = "admin/billing/notify/action_form.html"
 CHANGE_FORM = "admin/billing/notify/change_form.html"
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    max_num = 0
-    can_delete = False
+class ReadOnlyPermissions:
+    """Nothing can be added, changed or deleted: a ledger, a log, an issued document."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -28,17 +26,14 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyInline(ReadOnlyPermissions, admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
     change_form_template = CHANGE_FORM
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def _page(self, request, *, title: str, back_url: str, **context):
         base = {

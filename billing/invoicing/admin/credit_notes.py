@@ -11,13 +11,14 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from billing.admin_base import ReadOnlyPermissions
 from billing.documents.pdf import credit_note_pdf_store
 from billing.invoicing.admin.forms import money
 from billing.models import CREDIT_NOTE_ORDERING, CreditNote
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(admin.ModelAdmin):
+class CreditNoteAdmin(ReadOnlyPermissions, admin.ModelAdmin):
     list_display = [
         "number",
         "invoice_link",
@@ -48,15 +49,6 @@ class CreditNoteAdmin(admin.ModelAdmin):
         "pdf_link",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         return [

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from billing.admin_base import ReadOnlyInline
 from billing.display import period_html
 from billing.invoicing.provenance import is_provable
 from billing.models import CreditNote, Invoice, InvoiceEvent, InvoiceLine, InvoiceTax
@@ -14,19 +15,8 @@ from core.templatetags.numbers import money, price, quantity
 # ---------------------------------------------------------------- inlines
 
 
-class _ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
+class _ReadOnlyInline(ReadOnlyInline):
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class LineInline(_ReadOnlyInline):
