@@ -10,7 +10,7 @@ from django.urls import include, path
 
 from billing.documents.links import invoice_signed_path
 from tests.billing.test_customer_access import sign_in
-from tests.billing.test_receivables_admin import _Clock
+from tests.clock import clock_move
 from tests.factories import CustomerFactory, IssuedInvoiceFactory
 
 urlpatterns = [path("", include("billing.documents.portal_urls"))]
@@ -23,7 +23,7 @@ DAY = timedelta(days=1)
 def late(monkeypatch):
     invoice = IssuedInvoiceFactory(customer=CustomerFactory(key="acme", email="ap@acme.example"))
     now = invoice.due_at + 12 * DAY
-    monkeypatch.setattr("billing.documents.portal.timezone", _Clock(now))
+    clock_move(monkeypatch, ("billing.documents.portal",), now)
     return invoice, now
 
 
@@ -38,7 +38,7 @@ def test_the_hosted_page_says_how_late_an_overdue_invoice_is(client, late):
 
 def test_the_hosted_page_of_an_invoice_not_yet_due_says_open(client, late, monkeypatch):
     invoice, _ = late
-    monkeypatch.setattr("billing.documents.portal.timezone", _Clock(invoice.due_at))
+    clock_move(monkeypatch, ("billing.documents.portal",), invoice.due_at)
 
     html = client.get(invoice_signed_path(invoice=invoice, now=invoice.due_at)).content.decode()
 
